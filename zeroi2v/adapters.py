@@ -1,0 +1,132 @@
+"""Linear adapters and the algebra that folds them into the frozen linear layers.
+
+An adapter is `A(x) = x + s·(W2(W1 x + b1) + b2)`: a bottleneck with no nonlinearity, so it is an
+affine map `A(x) = M x + c` with `M = I + s·W2W1` and `c = s·(W2 b1 + b2)`. An affine map next to a
+linear layer `L(x) = W x + b` composes into one linear layer:
+
+    adapter before L:  L(A(x)) = (W M) x + (W c + b)
+    adapter after  L:  A(L(x)) = (M W) x + (M b + c)
+
+so after training every adapter disappears into the weights it sits beside (zero inference cost).
+Dropout between W1 and W2 is a training-time identity at eval, so it does not affect folding.
+
+ZeroI2V places four adapters per block, each next to a linear layer of the frozen ViT:
+`attn_in` before the QKV projection, `attn_out` after the attention output projection, `mlp_in`
+before fc1, `mlp_out` after fc2. `AdaptedLinear` is an `nn.Linear` (same weight/bias names as the
+layer it replaces, so image checkpoints load unchanged) carrying optional adapters on either side.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+ADAPTER_POSITIONS = ("attn_in", "attn_out", "mlp_in", "mlp_out")
+
+
+class LinearAdapter(nn.Module):
+    """x + scale · up(dropout(down(x))); `up` starts at zero so training starts at the image model."""
+
+    def __init__(self, dim: int, ratio: float = 0.25, scale: float = 0.5, dropout: float = 0.0):
+        super().__init__()
+        hidden = max(1, int(round(dim * ratio)))
+        self.scale = float(scale)
+        self.down = nn.Linear(dim, hidden)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.up = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.up(self.drop(self.down(x)))
+
+    @torch.no_grad()
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M, c) of the equivalent affine map, in float64 for exact folding."""
+        w1, b1 = self.down.weight.double(), self.down.bias.double()
+        w2, b2 = self.up.weight.double(), self.up.bias.double()
+        eye = torch.eye(w2.shape[0], dtype=torch.float64, device=w2.device)
+        return eye + self.scale * (w2 @ w1), self.scale * (w2 @ b1 + b2)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+
+class AdaptedLinear(nn.Linear):
+    """A frozen linear layer with an optional adapter before (`adapter_in`) and after (`adapter_out`)."""
+
+    def __init__(self, linear: nn.Linear, adapter_in: LinearAdapter | None = None, adapter_out: LinearAdapter | None = None):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = linear.weight
+        self.bias = linear.bias
+        self.adapter_in = adapter_in
+        self.adapter_out = adapter_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.adapter_in is not None:
+            x = self.adapter_in(x)
+        x = super().forward(x)
+        if self.adapter_out is not None:
+            x = self.adapter_out(x)
+        return x
+
+    @torch.no_grad()
+    def folded(self) -> nn.Linear:
+        """One plain `nn.Linear` computing exactly what this layer and its adapters compute (eval mode)."""
+        w = self.weight.double()
+        b = self.bias.double() if self.bias is not None else None
+        if self.adapter_in is not None:
+            m, c = self.adapter_in.affine()
+            w, b = w @ m, w @ c + (b if b is not None else 0.0)
+        if self.adapter_out is not None:
+            m, c = self.adapter_out.affine()
+            w, b = m @ w, (m @ b if b is not None else 0.0) + c
+        out = nn.Linear(self.in_features, self.out_features, bias=b is not None,
+                        device=self.weight.device, dtype=self.weight.dtype)
+        out.weight.copy_(w.to(self.weight.dtype))
+        if b is not None:
+            out.bias.copy_(b.to(self.weight.dtype))
+        out.weight.requires_grad_(self.weight.requires_grad)
+        if out.bias is not None:
+            out.bias.requires_grad_(self.bias.requires_grad if self.bias is not None else True)
+        return out
+
+
+def add_adapters(block: nn.Module, positions=ADAPTER_POSITIONS, ratio: float = 0.25, scale: float = 0.5,
+                 dropout: float = 0.0) -> None:
+    """Wrap a timm `Block`'s qkv, proj, fc1 and fc2 in `AdaptedLinear` with adapters at `positions`."""
+    def make(dim: int) -> LinearAdapter:
+        return LinearAdapter(dim, ratio, scale, dropout)
+
+    attn, mlp = block.attn, block.mlp
+    slots = {  # position -> (parent module, attribute, side)
+        "attn_in": (attn, "qkv", "in"),
+        "attn_out": (attn, "proj", "out"),
+        "mlp_in": (mlp, "fc1", "in"),
+        "mlp_out": (mlp, "fc2", "out"),
+    }
+    for pos in positions:
+        parent, name, side = slots[pos]
+        layer = getattr(parent, name)
+        if not isinstance(layer, nn.Linear):
+            from zeroi2v.errors import UserError
+            raise UserError(f"cannot place adapter '{pos}': the backbone's {name} is {type(layer).__name__}, not Linear")
+        if not isinstance(layer, AdaptedLinear):
+            layer = AdaptedLinear(layer)
+            setattr(parent, name, layer)
+        if side == "in":
+            layer.adapter_in = make(layer.in_features)
+        else:
+            layer.adapter_out = make(layer.out_features)
+
+
+def fold_adapters(module: nn.Module) -> int:
+    """Replace every `AdaptedLinear` below `module` by its folded `nn.Linear`; returns how many."""
+    count = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, AdaptedLinear):
+            setattr(module, name, child.folded())
+            count += 1
+        else:
+            count += fold_adapters(child)
+    return count
