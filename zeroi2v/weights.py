@@ -42,12 +42,42 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as e:  # noqa: BLE001 - torch.jit raises many types for broken archives
             raise UserError(f"cannot read TorchScript archive {path}: {str(e).splitlines()[0]}") from None
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = _load_pickle_safely(path)
     except Exception as e:  # noqa: BLE001 - unpickling errors of many kinds; all mean "not a usable checkpoint"
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot read {path} as a PyTorch checkpoint (truncated, not a checkpoint, or needs "
-                        f"unsafe unpickling): {msg[:200]}") from None
+        raise UserError(f"cannot read {path} as a PyTorch checkpoint (truncated or not a checkpoint): {msg[:200]}") from None
     return _unwrap(obj, path)
+
+
+def _load_pickle_safely(path: Path):
+    """`torch.load(weights_only=True)`; foreign classes in training checkpoints (MMEngine's `meta`,
+    numpy scalars, ...) are replaced by inert stubs, so nothing from the file is ever executed."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as first:  # noqa: BLE001
+        if "weights_only" not in str(first) and "Unsupported global" not in str(first):
+            raise
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception:  # noqa: BLE001
+            raise first from None
+        if not names:
+            raise first from None
+        stubs = [(_stub(name), name) for name in names]
+        with torch.serialization.safe_globals(stubs):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def _stub(qualified_name: str) -> type:
+    """A class that accepts any constructor arguments and state, and does nothing with them."""
+    def init(self, *args, **kwargs):
+        pass
+
+    def setstate(self, state):
+        pass
+
+    return type(qualified_name.rsplit(".", 1)[-1], (), {"__init__": init, "__setstate__": setstate,
+                                                         "__new__": lambda cls, *a, **k: object.__new__(cls)})
 
 
 def _is_torchscript(path: Path) -> bool:

@@ -1,0 +1,153 @@
+"""Import the checkpoints released with the ZeroI2V paper (MMAction2 / MMEngine format).
+
+Their backbone is OpenAI-CLIP shaped (`backbone.conv1`, `backbone.transformer.resblocks.{i}.attn.in_proj_*`,
+...), so the backbone goes through timm's own OpenAI-CLIP converter after renaming `backbone.` to
+`visual.`. The four adapters map onto our adapter slots:
+
+    T_Adapter_in    -> attn.qkv.adapter_in   (before attention)
+    S_Adapter       -> attn.proj.adapter_out (after attention)
+    MLP_Adapter     -> mlp.fc1.adapter_in    (before the MLP)
+    MLP_Adapter_out -> mlp.fc2.adapter_out   (after the MLP)
+
+with `D_fc1`/`D_fc2` -> `down`/`up`. Width, depth, patch and input size, frame count and adapter
+presence/ratio are read off the tensors; heads = width / 64. The adapter scale and the temporal head
+offsets are not stored in the checkpoint: they default to the reference K400 values (0.5; ViT-B: heads
+0,1 -> -1,+1, ViT-L: heads 0,1 -> -1 and 2,3 -> +1) and are overridable.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from zeroi2v.errors import UserError
+from zeroi2v.model import ZeroI2V, create_model, save_pretrained
+
+ADAPTER_SLOTS = {
+    "T_Adapter_in": ("attn.qkv.adapter_in", "attn_in"),
+    "S_Adapter": ("attn.proj.adapter_out", "attn_out"),
+    "MLP_Adapter": ("mlp.fc1.adapter_in", "mlp_in"),
+    "MLP_Adapter_out": ("mlp.fc2.adapter_out", "mlp_out"),
+}
+ADAPTER_LAYERS = {"D_fc1": "down", "D_fc2": "up"}
+IGNORED = ("backbone.proj",)  # CLIP's text projection: unused by the video head
+# timm names of the OpenAI CLIP towers, by (width, depth, patch); other shapes use the B/16 recipe with overrides.
+TIMM_CLIP_TOWERS = {
+    (768, 12, 16): "vit_base_patch16_clip_quickgelu_224",
+    (768, 12, 32): "vit_base_patch32_clip_quickgelu_224",
+    (1024, 24, 14): "vit_large_patch14_clip_quickgelu_224",
+}
+
+
+def default_head_offsets(num_heads: int, num_frames: int) -> list[int]:
+    """Reference K400 settings: 2 temporal heads for ViT-B, 4 for ViT-L (and Δt=-2 on 2 more at 32 frames)."""
+    if num_heads >= 16:
+        return [-1, -1, 1, 1] + ([-2, -2] if num_frames >= 32 else [])
+    return [-1, 1] if num_heads >= 2 and num_frames >= 2 else []
+
+
+def describe_checkpoint(state: dict[str, torch.Tensor]) -> dict:
+    """create_model arguments read off a reference state dict."""
+    try:
+        conv = state["backbone.conv1.weight"]
+        pos = state["backbone.positional_embedding"]
+    except KeyError as e:
+        raise UserError(f"not a ZeroI2V/MMAction2 CLIP checkpoint: no {e.args[0]} in its state_dict") from None
+    width, patch = conv.shape[0], conv.shape[-1]
+    grid = int(round((pos.shape[0] - 1) ** 0.5))
+    if grid * grid != pos.shape[0] - 1:
+        raise UserError(f"positional_embedding of {pos.shape[0]} tokens is not a square grid plus a class token")
+    depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"backbone\.transformer\.resblocks\.(\d+)\.", k)))
+    temporal = state.get("backbone.temporal_embedding")
+    num_frames = int(temporal.shape[-2]) if temporal is not None else 8
+    positions, ratios = [], set()
+    for name, (_, position) in ADAPTER_SLOTS.items():
+        key = f"backbone.transformer.resblocks.0.{name}.D_fc1.weight"
+        if key in state:
+            positions.append(position)
+            ratios.add(state[key].shape[0] / width)
+    if len(ratios) > 1:
+        raise UserError(f"adapters of different widths in one checkpoint are not supported: ratios {sorted(ratios)}")
+    head = state.get("cls_head.fc_cls.weight")
+    num_heads = width // 64
+    timm_name = TIMM_CLIP_TOWERS.get((width, depth, patch), "vit_base_patch16_clip_quickgelu_224")
+    timm_kwargs = dict(img_size=grid * patch, patch_size=patch, embed_dim=width, depth=depth, num_heads=num_heads)
+    mlp_hidden = state["backbone.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]
+    if mlp_hidden != 4 * width:
+        timm_kwargs["mlp_ratio"] = mlp_hidden / width
+    if "data_preprocessor.mean" in state:  # 0-255 scale in MMAction2
+        mean = [round(float(v) / 255, 6) for v in state["data_preprocessor.mean"].flatten()]
+        std = [round(float(v) / 255, 6) for v in state["data_preprocessor.std"].flatten()]
+        timm_kwargs["pretrained_cfg_overlay"] = dict(mean=mean, std=std)
+    return dict(
+        backbone=timm_name, num_frames=num_frames, num_classes=int(head.shape[0]) if head is not None else 0,
+        head_offsets=default_head_offsets(num_heads, num_frames),
+        adapter_ratio=ratios.pop() if ratios else 0.0, adapter_scale=0.5, adapter_positions=positions or None,
+        temporal_embedding=temporal is not None, timm_kwargs=timm_kwargs,
+    )
+
+
+def convert_state_dict(state: dict[str, torch.Tensor], model: ZeroI2V) -> dict[str, torch.Tensor]:
+    """Reference keys -> ours: the backbone through timm's OpenAI-CLIP filter, adapters/head by name."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    clip, out, unknown = {}, {}, []
+    for key, value in state.items():
+        if key.startswith(IGNORED) or key.startswith("data_preprocessor."):
+            continue
+        if key == "backbone.temporal_embedding":
+            out["temporal_embed"] = value.reshape(value.shape[-2], value.shape[-1])
+        elif key.startswith("cls_head.fc_cls."):
+            out["head." + key.rsplit(".", 1)[1]] = value
+        elif m := re.match(r"backbone\.transformer\.resblocks\.(\d+)\.(\w+)\.(D_fc[12])\.(weight|bias)$", key):
+            block, adapter, layer, kind = m.groups()
+            if adapter not in ADAPTER_SLOTS:
+                unknown.append(key)
+                continue
+            out[f"backbone.blocks.{block}.{ADAPTER_SLOTS[adapter][0]}.{ADAPTER_LAYERS[layer]}.{kind}"] = value
+        elif key.startswith("backbone."):
+            clip["visual." + key[len("backbone."):]] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise UserError(f"unrecognised keys in the reference checkpoint: {unknown[:3]}" + (" ..." if len(unknown) > 3 else ""))
+    for key, value in checkpoint_filter_fn(clip, model.backbone).items():
+        if not key.startswith("head."):
+            out["backbone." + key] = value
+    return out
+
+
+def load_official_checkpoint(path: str | os.PathLike, **overrides) -> ZeroI2V:
+    """A ZeroI2V model with the weights of a reference checkpoint; overrides go to `create_model`.
+
+    Typical overrides: `head_offsets` (SSv2 B/16: [-1, 1, -2, 2]), `adapter_scale` (1.0 for some SSv2 runs).
+    """
+    from zeroi2v.weights import read_state_dict
+
+    state = read_state_dict(path)
+    args = describe_checkpoint(state)
+    if args["adapter_positions"] is None:
+        args.pop("adapter_positions")
+    timm_overrides = overrides.pop("timm_kwargs", None) or {}
+    args["timm_kwargs"] = {**args["timm_kwargs"], **timm_overrides}
+    args.update(overrides)
+    model = create_model(**args)
+    converted = convert_state_dict(state, model)
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    if unexpected or missing:
+        raise UserError(f"{path}: checkpoint does not fit the inferred model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval()
+
+
+def convert_official(ckpt_path, out_dir, overrides: dict | None = None, merge: bool = False) -> dict:
+    """`zeroi2v convert-official`: reference checkpoint -> our model directory (optionally merged)."""
+    model = load_official_checkpoint(ckpt_path, **(overrides or {}))
+    info = {"config": model.config, "merged": False, "merge_error": None}
+    if merge:
+        from zeroi2v.reparam import reparameterize
+        model = reparameterize(model)
+        info.update(merged=True, merge_error=model.merge_error)
+    save_pretrained(model, Path(out_dir))
+    return info
