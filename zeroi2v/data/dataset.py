@@ -36,6 +36,7 @@ class VideoDataset(torch.utils.data.Dataset):
                  train: bool = True, img_size: int = 224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                  test_clips: int = 1, test_crops: int = 1, flip: bool = True, flip_label_map: dict | None = None,
                  rand_augment: bool = True, random_erasing: float = 0.0, short_side: int | None = None,
+                 crop_scale=(0.08, 1.0),
                  seed: int = 0, backend: str = "auto", max_retries: int = 10):
         self.root = str(root) if root else ""
         self.samples = list(samples)
@@ -46,7 +47,8 @@ class VideoDataset(torch.utils.data.Dataset):
         self.epoch = 0
         if train:
             self.transform = train_transform(img_size, mean, std, short_side=short_side,
-                                             rand_augment=rand_augment, random_erasing=random_erasing)
+                                             rand_augment=rand_augment, random_erasing=random_erasing,
+                                             scale=crop_scale)
         else:
             self.transform = test_transform(img_size, mean, std, crops=test_crops)
         self.shape = (3, num_frames, img_size, img_size)
