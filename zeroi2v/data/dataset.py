@@ -19,7 +19,7 @@ from torchvision import tv_tensors
 
 from zeroi2v.data.decode import VideoDecodeError, num_frames as count_frames, read_frames
 from zeroi2v.data.sampling import sample_indices
-from zeroi2v.data.transforms import test_transform, train_transform
+from zeroi2v.data.transforms import eval_transform, train_transform
 
 log = logging.getLogger("zeroi2v.data")
 _reported: set[str] = set()
@@ -50,7 +50,7 @@ class VideoDataset(torch.utils.data.Dataset):
                                              rand_augment=rand_augment, random_erasing=random_erasing,
                                              scale=crop_scale)
         else:
-            self.transform = test_transform(img_size, mean, std, crops=test_crops)
+            self.transform = eval_transform(img_size, mean, std, crops=test_crops)
         self.shape = (3, num_frames, img_size, img_size)
 
     def __len__(self) -> int:

@@ -7,7 +7,7 @@ normalised with the backbone's statistics.
 train: resize short side -> RandAugment(4 ops, magnitude 7) -> RandomResizedCrop(img_size)
        -> [RandomErasing] -> normalise   (the horizontal flip is done by the dataset, which may need
        to swap the label of direction classes)
-test:  resize short side to img_size -> center crop, or three crops along the long side -> normalise
+eval:  resize short side to img_size -> center crop, or three crops along the long side -> normalise
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class ThreeCrop(torch.nn.Module):
         return torch.stack([video[..., y:y + s, x:x + s] for x, y in boxes])
 
 
-def test_transform(img_size: int, mean, std, crops: int = 1):
+def eval_transform(img_size: int, mean, std, crops: int = 1):
     """Returns a callable: (T, C, H, W) uint8 -> (crops, C, T, H, W) float."""
     if crops not in (1, 3):
         raise ValueError(f"test crops must be 1 or 3, got {crops}")
