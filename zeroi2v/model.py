@@ -127,6 +127,8 @@ def _create_vit(backbone: str, drop_path_rate: float, timm_kwargs: dict) -> Visi
     try:
         vit = timm.create_model(backbone, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate, **timm_kwargs)
     except TypeError as e:
+        if not issubclass(type(timm.create_model(backbone, pretrained=False)), VisionTransformer):
+            raise UserError(f"{backbone!r} is not a timm VisionTransformer; zeroi2v needs a ViT") from None
         raise UserError(f"timm could not build {backbone!r} with {timm_kwargs}: {e}") from None
     except (AssertionError, ValueError, RuntimeError) as e:
         raise UserError(f"timm could not build {backbone!r} with {timm_kwargs}: {e}") from None
