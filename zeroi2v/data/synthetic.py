@@ -21,40 +21,52 @@ CLASSES = ["moving up", "moving down", "moving left", "moving right", "growing",
            "brightening", "darkening"]
 
 
-def render(label: int, num_frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """(num_frames, size, size, 3) uint8 frames of one random video of class `label`."""
-    pair, reverse = divmod(label, 2)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+def scene(rng: np.random.Generator, size: int) -> dict:
+    """Random appearance: background colour and texture, object colour (contrasting)."""
     background = rng.integers(0, 256, 3).astype(np.float32)
     texture = rng.normal(0, 18, (size // 4 + 1, size // 4 + 1, 1)).repeat(4, 0).repeat(4, 1)[:size, :size]
     color = rng.integers(0, 256, 3).astype(np.float32)
     while np.abs(color - background).sum() < 200:
         color = rng.integers(0, 256, 3).astype(np.float32)
-    shape = rng.integers(3)  # square, disc, diamond
+    return {"background": background, "texture": texture.astype(np.float32), "color": color}
+
+
+def draw_frame(rng: np.random.Generator | None, size: int, *, shape: int, x: float, y: float, radius: float,
+               gain: float = 1.0, look: dict | None = None) -> np.ndarray:
+    """One (size, size, 3) uint8 frame: a square (0), disc (1) or diamond (2) on a textured background."""
+    look = look or scene(rng, size)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    if shape == 0:
+        mask = (np.abs(xx - x) < radius) & (np.abs(yy - y) < radius)
+    elif shape == 1:
+        mask = (xx - x) ** 2 + (yy - y) ** 2 < radius ** 2
+    else:
+        mask = np.abs(xx - x) + np.abs(yy - y) < 1.3 * radius
+    frame = np.broadcast_to(look["background"], (size, size, 3)) + look["texture"]
+    frame = np.where(mask[..., None], np.clip(look["color"] * gain, 0, 255), frame)
+    return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def render(label: int, num_frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """(num_frames, size, size, 3) uint8 frames of one random video of class `label`."""
+    pair, reverse = divmod(label, 2)
+    look = scene(rng, size)
+    shape = int(rng.integers(3))  # square, disc, diamond
     radius = rng.uniform(0.12, 0.2) * size
     cx, cy = rng.uniform(0.3, 0.7, 2) * size
     travel = rng.uniform(0.3, 0.45) * size
-    t = np.linspace(-0.5, 0.5, num_frames)
     frames = []
-    for k in range(num_frames):
-        r, x0, y0, gain = radius, cx, cy, 1.0
+    for t in np.linspace(-0.5, 0.5, num_frames):
+        r, x, y, gain = radius, cx, cy, 1.0
         if pair == 0:
-            y0 = cy + travel * t[k]
+            y = cy + travel * t
         elif pair == 1:
-            x0 = cx + travel * t[k]
+            x = cx + travel * t
         elif pair == 2:
-            r = radius * (1.0 + 1.2 * (t[k] + 0.5))
+            r = radius * (1.0 + 1.2 * (t + 0.5))
         else:
-            gain = 0.35 + 1.3 * (t[k] + 0.5)
-        if shape == 0:
-            mask = (np.abs(xx - x0) < r) & (np.abs(yy - y0) < r)
-        elif shape == 1:
-            mask = (xx - x0) ** 2 + (yy - y0) ** 2 < r ** 2
-        else:
-            mask = np.abs(xx - x0) + np.abs(yy - y0) < 1.3 * r
-        frame = np.broadcast_to(background, (size, size, 3)) + texture
-        frame = np.where(mask[..., None], np.clip(color * gain, 0, 255), frame)
-        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
+            gain = 0.35 + 1.3 * (t + 0.5)
+        frames.append(draw_frame(None, size, shape=shape, x=x, y=y, radius=r, gain=gain, look=look))
     frames = np.stack(frames)
     if reverse:  # the odd class of a pair is the same motion played backwards
         frames = frames[::-1]
