@@ -6,6 +6,7 @@ traceback instead. Verbs import their modules lazily so `zeroi2v --help` stays f
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
 import sys
@@ -189,6 +190,11 @@ def main(argv=None) -> int:
         if debug:
             raise
         print(f"zeroi2v: error: {e.strerror or e}: {e.filename}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:  # a full disk, a read-only or vanished filesystem: the user's environment, not a bug
+        if debug or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENOENT, errno.EIO):
+            raise
+        print(f"zeroi2v: error: {e.strerror}: {e.filename or ''} (the last complete checkpoint is kept)", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("zeroi2v: interrupted", file=sys.stderr)
