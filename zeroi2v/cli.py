@@ -175,10 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PASSTHROUGH = {"bench": "zeroi2v.bench", "demo": "zeroi2v.demo", "synth": "zeroi2v.data.synthetic"}
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    debug = getattr(args, "debug", False) or os.environ.get("ZEROI2V_DEBUG") == "1"
+    debug = "--debug" in argv[:1] or os.environ.get("ZEROI2V_DEBUG") == "1"
+    if debug and argv[:1] == ["--debug"]:
+        argv = argv[1:]
+    if argv[:1] and argv[0] in PASSTHROUGH:  # verbs with their own argparse get the rest of the line
+        args = argparse.Namespace(func=_passthrough(PASSTHROUGH[argv[0]]), rest=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        debug = debug or getattr(args, "debug", False)
     try:
         return int(args.func(args) or 0)
     except UserError as e:

@@ -18,6 +18,7 @@ from zeroi2v.errors import UserError
 DEFAULTS: dict = {
     "output": "runs/default",
     "model": {
+        "method": "zeroi2v",           # zeroi2v | aim | st_adapter | joint (peer baselines, zeroi2v/baselines)
         "backbone": "vit_base_patch16_clip_quickgelu_224",
         "pretrained": None,            # path to image weights (see docs/weights.md)
         "num_frames": 8,
@@ -92,6 +93,7 @@ CHOICES = {
     "data.sampling": ("dense", "uniform"), "data.test_crops": (1, 3), "train.amp": ("auto", "bf16", "fp16", "none"),
     "data.backend": ("auto", "pyav", "torchcodec"), "model.boundary": ("keep", "zero"),
     "data.flip_label_map": (None, "auto", "ssv2"),
+    "model.method": ("zeroi2v", "aim", "st_adapter", "joint"),
 }
 
 

@@ -290,7 +290,12 @@ def load_pretrained(directory: str | os.PathLike, map_location: str | torch.devi
 
     config = {**read_model_config(directory), **overrides}
     config.pop("pretrained", None)
-    model = create_model(**config)
+    method = config.pop("method", "zeroi2v")
+    if method == "zeroi2v":
+        model = create_model(**config)
+    else:
+        from zeroi2v.baselines import create_baseline
+        model = create_baseline(method, **config)
     path = Path(directory) / MODEL_FILE
     try:
         state = load_file(str(path), device=str(map_location))

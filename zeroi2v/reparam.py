@@ -45,6 +45,9 @@ def reparameterize(model: ZeroI2V, verify: bool = True, atol: float = 1e-4, vide
     The error is stored on the result as `merged.merge_error`.
     """
     model = getattr(model, "module", model)  # DDP
+    if model.config.get("method", "zeroi2v") != "zeroi2v":
+        from zeroi2v.errors import UserError
+        raise UserError(f"{model.config['method']} is a baseline with nonlinear/extra modules: it cannot be merged")
     merged = copy.deepcopy(model).eval()
     for block in merged.backbone.blocks:
         fold_adapters(block)

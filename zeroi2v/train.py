@@ -227,7 +227,8 @@ def _train(cfg, out, rank, world, device, progress) -> dict:
             atomic_write_text(out / "few_shot_train.txt", "".join(f"{p} {label}\n" for p, label in samples))
 
     torch.manual_seed(t["seed"])
-    model = create_model(**model_kwargs(cfg, num_classes=num_classes)).to(device)
+    from zeroi2v.baselines import create_baseline
+    model = create_baseline(cfg["model"]["method"], **model_kwargs(cfg, num_classes=num_classes)).to(device)
     model.config["num_classes"] = num_classes
     if t["grad_checkpointing"]:
         model.set_grad_checkpointing(True)

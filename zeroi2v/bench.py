@@ -1,0 +1,367 @@
+"""`zeroi2v bench`: cost and speed tables, measured side by side in one process.
+
+    zeroi2v bench                                   # CPU: ViT-S/16 and ViT-B/16 at 8 frames
+    zeroi2v bench --device cuda --dtype bf16 --batch 32 --frames 8 16 32 \\
+        --backbone vit_base_patch16_clip_quickgelu_224 vit_large_patch14_clip_quickgelu_224
+
+Tables: inference (params, FLOPs, clips/s, latency, peak memory) of the plain timm image model on T
+frames, ZeroI2V merged and unmerged, and the peer baselines (AIM, ST-Adapter, joint attention);
+STDHA vs the same attention without temporal heads vs a reference-style implementation (full K/V
+clone + manual softmax, as the paper's code); training step time and peak memory. Timings are
+medians of interleaved rounds (every model once per round), so background load hits all alike;
+compare ratios, and only within one run. Writes Markdown + JSON + PNG.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+DEFAULT_BACKBONES = ["vit_small_patch16_224", "vit_base_patch16_clip_quickgelu_224"]
+TINY = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 96, "num_heads": 6}
+METHODS = ["plain image model", "ZeroI2V merged", "ZeroI2V unmerged", "AIM", "ST-Adapter", "joint attention"]
+
+
+def build(method: str, backbone: str, frames: int, timm_kwargs: dict, num_classes: int = 400):
+    import timm
+
+    from zeroi2v.baselines import create_baseline
+    from zeroi2v.reparam import reparameterize
+
+    torch.manual_seed(0)
+    if method == "plain image model":
+        return timm.create_model(backbone, pretrained=False, num_classes=num_classes, **timm_kwargs)
+    kw = dict(backbone=backbone, num_frames=frames, num_classes=num_classes, head_offsets=(-1, 1), **timm_kwargs)
+    name = {"ZeroI2V merged": "zeroi2v", "ZeroI2V unmerged": "zeroi2v", "AIM": "aim", "ST-Adapter": "st_adapter",
+            "joint attention": "joint"}[method]
+    model = create_baseline(name, **kw)
+    if method == "ZeroI2V merged":
+        with torch.no_grad():  # trained-like adapters, so the merged weights are not the image model's
+            for n, p in model.named_parameters():
+                if "adapter" in n:
+                    p.normal_(0, 0.02)
+        model = reparameterize(model, atol=1e-3)
+    return model
+
+
+def clip_for(model, method, batch, frames, img, device, dtype):
+    if method == "plain image model":
+        return torch.randn(batch * frames, 3, img, img, device=device, dtype=dtype)
+    return torch.randn(batch, 3, frames, img, img, device=device, dtype=dtype)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def inference_table(backbone, frames, batch, device, dtype, repeats, timm_kwargs) -> list[dict]:
+    from zeroi2v.model import count_flops, count_params
+
+    models, inputs, rows = {}, {}, {}
+    for method in METHODS:
+        model = build(method, backbone, frames, timm_kwargs).eval()
+        params = count_params(model)
+        flops = count_flops(model, num_frames=frames) if method == "plain image model" else count_flops(model)
+        models[method] = model.to(device=device, dtype=dtype)
+        img = (timm_kwargs.get("img_size") or model_img(model))
+        inputs[method] = clip_for(model, method, batch, frames, img, device, dtype)
+        rows[method] = {"method": method, "params": params, "gflops_per_clip": flops / 1e9, "times": [], "peak_mem_mb": None}
+    with torch.no_grad():
+        for method in METHODS:  # warm-up
+            models[method](inputs[method])
+        for _ in range(repeats):  # interleaved rounds
+            for method in METHODS:
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                sync(device)
+                start = time.perf_counter()
+                models[method](inputs[method])
+                sync(device)
+                rows[method]["times"].append(time.perf_counter() - start)
+                if device.type == "cuda":
+                    rows[method]["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    plain = rows["plain image model"]
+    out = []
+    for method in METHODS:
+        r = rows[method]
+        median = statistics.median(r.pop("times"))
+        r.update(latency_ms=1000 * median, clips_per_s=batch / median, backbone=backbone, frames=frames, batch=batch)
+        out.append(r)
+    for r in out:
+        r["throughput_vs_plain"] = r["clips_per_s"] / (batch / (plain["latency_ms"] / 1000))
+        r["flops_vs_plain"] = r["gflops_per_clip"] / plain["gflops_per_clip"]
+        r["extra_params_vs_plain"] = r["params"] - plain["params"]
+    return out
+
+
+def model_img(model):
+    vit = getattr(model, "backbone", model)
+    return vit.patch_embed.img_size[0]
+
+
+# --- STDHA vs a reference-style implementation ----------------------------------------------------
+def reference_style_attention(attn, x, num_frames, folds):
+    """The paper's code path: clone K/V, overwrite shifted channel folds, manual softmax attention."""
+    BT, N, C = x.shape
+    H, d = attn.num_heads, attn.head_dim
+    qkv = attn.qkv(x).reshape(BT, N, 3, C)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
+    def shift(t):
+        t = t.reshape(BT // num_frames, num_frames, N, C)
+        out = t.clone()
+        for c0, c1, dt in folds:
+            if dt < 0:
+                out[:, -dt:, :, c0:c1] = t[:, :dt, :, c0:c1]
+            else:
+                out[:, :-dt, :, c0:c1] = t[:, dt:, :, c0:c1]
+        return out.reshape(BT, N, C)
+
+    k, v = shift(k), shift(v)
+    q, k, v = (t.reshape(BT, N, H, d).transpose(1, 2) for t in (q, k, v))
+    weights = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(-1)
+    return attn.proj((weights @ v).transpose(1, 2).reshape(BT, N, C))
+
+
+def stdha_table(backbone, frames, batch, device, dtype, repeats, timm_kwargs) -> dict:
+    import timm
+
+    from zeroi2v.stdha import STDHAttention
+
+    vit = timm.create_model(backbone, pretrained=False, depth=1, **{k: v for k, v in timm_kwargs.items() if k != "depth"})
+    raw = vit.blocks[0].attn
+    d = raw.head_dim
+    ours = STDHAttention(raw, frames, (-1, 1)).to(device=device, dtype=dtype).eval()
+    spatial = STDHAttention(raw, frames, ()).to(device=device, dtype=dtype).eval()
+    folds = [(0, d, -1), (d, 2 * d, 1)]
+    tokens = vit.patch_embed.num_patches + 1
+    x = torch.randn(batch * frames, tokens, vit.embed_dim, device=device, dtype=dtype)
+    runs = {"STDHA (ours, SDPA + one gather)": lambda: ours(x),
+            "same attention, no temporal heads": lambda: spatial(x),
+            "reference-style (clone K/V + manual softmax)": lambda: reference_style_attention(ours, x, frames, folds)}
+    with torch.no_grad():
+        err = (runs["STDHA (ours, SDPA + one gather)"]() - runs["reference-style (clone K/V + manual softmax)"]()).abs().max().item()
+        times = {k: [] for k in runs}
+        for f in runs.values():
+            f()
+        for _ in range(repeats * 3):
+            for name, f in runs.items():
+                sync(device)
+                start = time.perf_counter()
+                f()
+                sync(device)
+                times[name].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+    ours_ms = med["STDHA (ours, SDPA + one gather)"]
+    return {"backbone": backbone, "frames": frames, "batch": batch, "tokens": tokens, "max_abs_error": err,
+            "rows": [{"implementation": k, "ms": v, "time_vs_ours": v / ours_ms} for k, v in med.items()]}
+
+
+# --- training: each configuration in a fresh process, for an honest peak memory -------------------
+TRAIN_CONFIGS = [("ZeroI2V (frozen backbone)", "zeroi2v", True, "none", False),
+                 ("full fine-tuning", "zeroi2v", False, "none", False),
+                 ("AIM", "aim", True, "none", False),
+                 ("ST-Adapter", "st_adapter", True, "none", False),
+                 ("joint attention (adapters)", "joint", True, "none", False),
+                 ("ZeroI2V + bf16 autocast", "zeroi2v", True, "bf16", False),
+                 ("ZeroI2V + activation checkpointing", "zeroi2v", True, "none", True),
+                 ("full fine-tuning + activation checkpointing", "zeroi2v", False, "none", True)]
+
+
+def train_step_child(spec: dict) -> dict:
+    """Runs in a subprocess: a few AdamW steps; peak RSS growth and median step time."""
+    from zeroi2v.baselines import create_baseline
+    from zeroi2v.model import param_groups
+
+    torch.manual_seed(0)
+    device = torch.device(spec["device"])
+    model = create_baseline(spec["method"], backbone=spec["backbone"], num_frames=spec["frames"], num_classes=400,
+                            head_offsets=(-1, 1), freeze=spec["freeze"], **spec["timm_kwargs"]).to(device)
+    model.set_grad_checkpointing(spec["checkpointing"])
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4)
+    img = spec["timm_kwargs"].get("img_size") or model_img(model)
+    x = torch.randn(spec["batch"], 3, spec["frames"], img, img, device=device)
+    y = torch.randint(0, 400, (spec["batch"],), device=device)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated()
+    times = []
+    for _ in range(spec["steps"]):
+        sync(device)
+        start = time.perf_counter()
+        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if spec["amp"] == "bf16" else torch.autocast(device.type, enabled=False)
+        with ctx:
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024  # KiB -> MiB
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"step_s": statistics.median(times[1:] or times), "peak_mem_mb": peak, "trainable": trainable}
+
+
+def train_table(backbone, frames, batch, device, steps, timm_kwargs) -> list[dict]:
+    rows = []
+    for name, method, freeze, amp, ckpt in TRAIN_CONFIGS:
+        spec = dict(method=method, freeze=freeze, amp=amp, checkpointing=ckpt, backbone=backbone, frames=frames,
+                    batch=batch, device=str(device), steps=steps, timm_kwargs=timm_kwargs)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        proc = subprocess.run([sys.executable, "-m", "zeroi2v.bench", "--child", json.dumps(spec)],
+                              capture_output=True, text=True, env=env, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"training benchmark {name} failed: {proc.stderr[-2000:]}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append({"configuration": name, **result})
+    full = next(r for r in rows if r["configuration"] == "full fine-tuning")
+    for r in rows:
+        r["memory_vs_full"] = r["peak_mem_mb"] / full["peak_mem_mb"] if full["peak_mem_mb"] > 0 else None
+        r["time_vs_full"] = r["step_s"] / full["step_s"]
+    return rows
+
+
+# --- report ----------------------------------------------------------------------------------------
+def environment(args, device) -> dict:
+    import timm
+    import torchvision
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {"machine": f"{platform.platform()}, {os.cpu_count()} CPU threads, {cpu}" + (f", {gpu}" if gpu else ""),
+            "torch": torch.__version__, "timm": timm.__version__, "torchvision": torchvision.__version__,
+            "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
+            "command": "zeroi2v bench " + " ".join(args.argv), "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def markdown(env, inference, stdha, training) -> str:
+    lines = ["# Benchmarks", "", "Generated by `zeroi2v bench` (never edited by hand). Timings are medians of interleaved "
+             "rounds in one process; compare ratios within a table, not across machines.", "",
+             f"- machine: {env['machine']}", f"- versions: torch {env['torch']}, timm {env['timm']}, torchvision "
+             f"{env['torchvision']}, Python {env['python']} ({env['torch_threads']} torch threads)",
+             f"- command: `{env['command']}`", f"- date: {env['date']}", ""]
+    for table in inference:
+        first = table[0]
+        lines += [f"## Inference: {first['backbone']}, {first['frames']} frames, batch {first['batch']}", "",
+                  "| model | params | extra params vs image model | GFLOPs / clip | FLOPs vs image model | clips/s | "
+                  "throughput vs image model | latency (ms) | peak memory (MiB) |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in table:
+            mem = f"{r['peak_mem_mb']:.0f}" if r["peak_mem_mb"] is not None else "n/a (CPU)"
+            lines.append(f"| {r['method']} | {r['params']:,} | {r['extra_params_vs_plain']:+,} | {r['gflops_per_clip']:.2f} | "
+                         f"{r['flops_vs_plain']:.4f}× | {r['clips_per_s']:.2f} | {r['throughput_vs_plain']:.3f}× | "
+                         f"{r['latency_ms']:.1f} | {mem} |")
+        lines.append("")
+    for s in stdha:
+        lines += [f"## STDHA attention: {s['backbone']}, {s['frames']} frames × batch {s['batch']}, {s['tokens']} tokens", "",
+                  f"Outputs equal: max abs difference {s['max_abs_error']:.2e}.", "",
+                  "| implementation | ms / call | time vs ours |", "|---|---|---|"]
+        lines += [f"| {r['implementation']} | {r['ms']:.2f} | {r['time_vs_ours']:.2f}× |" for r in s["rows"]]
+        lines.append("")
+    for t in training:
+        lines += [f"## Training step: {t['backbone']}, {t['frames']} frames, batch {t['batch']} (AdamW)", "",
+                  "Each row in a fresh process; peak memory = growth of peak RSS (CPU) or of peak allocated memory (GPU) "
+                  "over the model's own footprint: activations, gradients, optimizer state.", "",
+                  "| configuration | trainable params | step (s) | step vs full FT | peak memory (MiB) | memory vs full FT |",
+                  "|---|---|---|---|---|---|"]
+        for r in t["rows"]:
+            mvf = f"{r['memory_vs_full']:.2f}×" if r["memory_vs_full"] is not None else "n/a"
+            lines.append(f"| {r['configuration']} | {r['trainable']:,} | {r['step_s']:.2f} | {r['time_vs_full']:.2f}× | "
+                         f"{r['peak_mem_mb']:.0f} | {mvf} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def charts(inference, out_dir: Path) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = []
+    for table in inference:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+        labels = [r["method"] for r in table]
+        axes[0].barh(labels, [r["flops_vs_plain"] for r in table], color="tab:blue")
+        axes[0].set_title("FLOPs vs image model")
+        axes[1].barh(labels, [r["throughput_vs_plain"] for r in table], color="tab:green")
+        axes[1].set_title("throughput vs image model")
+        for ax in axes:
+            ax.axvline(1.0, color="k", lw=0.8)
+            ax.invert_yaxis()
+        axes[1].set_yticks([])
+        fig.suptitle(f"{table[0]['backbone']}, {table[0]['frames']} frames")
+        fig.tight_layout()
+        name = f"inference_{table[0]['backbone']}_{table[0]['frames']}.png"
+        fig.savefig(out_dir / name, dpi=90)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--child"]:
+        print(json.dumps(train_step_child(json.loads(argv[1]))))
+        return 0
+    parser = argparse.ArgumentParser(prog="zeroi2v bench", description="Cost and speed tables, side by side.")
+    parser.add_argument("--backbone", nargs="+", default=None)
+    parser.add_argument("--frames", nargs="+", type=int, default=[8])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--what", nargs="+", choices=["inference", "stdha", "train", "all"], default=["all"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--train-batch", type=int, default=None, help="batch of the training table (default --batch)")
+    parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument("--out", default="docs/benchmarks.md", help="Markdown file; JSON and PNGs go beside it in bench/")
+    parser.add_argument("--tiny", action="store_true", help="toy-size models (smoke test)")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    device = torch.device(args.device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    backbones = args.backbone or (["vit_base_patch16_clip_quickgelu_224"] if args.tiny else DEFAULT_BACKBONES)
+    timm_kwargs = TINY if args.tiny else {}
+    what = {"inference", "stdha", "train"} if "all" in args.what else set(args.what)
+    from tqdm import tqdm
+
+    inference, stdha, training = [], [], []
+    jobs = [(b, f) for b in backbones for f in args.frames]
+    for backbone, frames in tqdm(jobs, desc="benchmarking", disable=os.environ.get("CI") == "true"):
+        if "inference" in what:
+            inference.append(inference_table(backbone, frames, args.batch, device, dtype, args.repeats, timm_kwargs))
+        if "stdha" in what:
+            stdha.append(stdha_table(backbone, frames, max(args.batch, 2), device, dtype, args.repeats, timm_kwargs))
+    if "train" in what:
+        backbone = backbones[0]
+        training.append({"backbone": backbone, "frames": args.frames[0], "batch": args.train_batch or max(2, args.batch),
+                         "rows": train_table(backbone, args.frames[0], args.train_batch or max(2, args.batch), device,
+                                             args.train_steps, timm_kwargs)})
+    env = environment(args, device)
+    out = Path(args.out)
+    (out.parent / "bench").mkdir(parents=True, exist_ok=True)
+    text = markdown(env, inference, stdha, training)
+    names = charts(inference, out.parent / "bench") if inference else []
+    text += "\n".join(f"![{n}](bench/{n})" for n in names) + "\n"
+    extra = out.parent / "benchmarks_decode.md"
+    if extra.is_file() and out.name == "benchmarks.md":
+        text += "\n" + extra.read_text().replace("# ", "## ", 1)
+    out.write_text(text)
+    (out.parent / "bench" / (out.stem + ".json")).write_text(json.dumps(
+        {"environment": env, "inference": inference, "stdha": stdha, "training": training}, indent=2))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
