@@ -1,13 +1,17 @@
 """Read the annotation layouts video datasets come with into one list of (relative path, label).
 
-- MMAction2 list files: one `relative/path.ext LABEL` per line (K400, custom sets).
+- MMAction2 list files: one `relative/path.ext LABEL` per line (K400, custom sets); blank lines and
+  `#` comments are skipped. Lines with other column counts are rejected with file:line, including
+  rawframe lists (`frame_dir total_frames label`): this package reads videos, not frame folders.
+  A `classes.txt` beside the list (one name per line) names the classes and bounds the labels.
 - A folder-per-class tree: `root/CLASS_NAME/*.mp4` (classes sorted by name).
-- Something-Something v2 JSON: `[{"id", "template", ...}]` plus the labels file beside it
-  (`*labels*.json`, name -> index); the video is `<id>.webm`.
+- Something-Something v2 JSON: `[{"id", "label", "template", "placeholders"}]` plus the labels file
+  beside it (`labels.json`: template with "[something]" written as "something" -> index); the video
+  is `<id>.webm`.
 - UCF101 splits: `trainlist0N.txt` (`Class/v_x.avi 1-based-label`), `testlist0N.txt` (`Class/v_x.avi`),
-  with `classInd.txt` beside them.
-- HMDB51 splits: `*_test_splitN.txt` files (`video.avi 1|2|0`: 1 train, 2 test, 0 unused), given as a
-  glob such as `splits/*_test_split1.txt`; videos live in `root/CLASS_NAME/`.
+  with `classInd.txt` beside them; the label is taken from the class folder.
+- HMDB51 splits: `*_test_splitN.txt` files (`video.avi 1|2|0`: 1 train, 2 test, 0 unused), given as
+  one of them or a glob such as `splits/*_test_split1.txt`; videos live in `root/CLASS_NAME/`.
 
 Every problem is a one-line `UserError` naming the file (and line).
 """
@@ -79,7 +83,9 @@ def _list_file(path: Path) -> Annotations:
     if not samples:
         raise UserError(f"{path} lists no videos")
     classes_file = path.with_name("classes.txt")
-    classes = _read_classes(classes_file) if classes_file.is_file() else None
+    classes = _read_classes(classes_file) if classes_file.is_file() and classes_file != path else None
+    if classes:
+        check_labels(samples, len(classes), f"{path} (with {classes_file.name})")
     return Annotations(samples, classes)
 
 
@@ -106,19 +112,33 @@ def _ssv2(path: Path) -> Annotations:
         entries = json.loads(path.read_text())
     except ValueError as e:
         raise UserError(f"{path} is not valid JSON: {e}") from None
-    labels_files = [p for p in path.parent.glob("*label*.json") if p != path]
-    if not labels_files:
-        raise UserError(f"no SSv2 labels file (*labels*.json) next to {path}")
-    names = json.loads(labels_files[0].read_text())
-    classes = [name for name, _ in sorted(names.items(), key=lambda kv: int(kv[1]))]
+    if not isinstance(entries, list):
+        raise UserError(f"{path}: expected a JSON list of {{'id', 'template', ...}} entries (SSv2 layout)")
+    labels_file = path.with_name("labels.json")
+    if not labels_file.is_file() or labels_file == path:
+        found = sorted(p for p in path.parent.glob("*label*.json") if p != path)
+        if not found:
+            raise UserError(f"no SSv2 labels file (labels.json) next to {path}")
+        labels_file = found[0]
+    try:
+        names = {name: int(index) for name, index in json.loads(labels_file.read_text()).items()}
+    except (ValueError, AttributeError, TypeError):
+        raise UserError(f"{labels_file}: expected a JSON object {{class name: index}}") from None
+    classes = [name for name, _ in sorted(names.items(), key=lambda kv: kv[1])]
+    if sorted(names.values()) != list(range(len(names))):
+        raise UserError(f"{labels_file}: class indices must be 0..{len(names) - 1}, each once")
     samples = []
     for number, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "id" not in entry:
+            raise UserError(f"{path}: entry {number} has no 'id'")
         if "template" not in entry:
-            raise UserError(f"{path}: entry {number} has no 'template' (unlabelled test split?)")
+            raise UserError(f"{path}: entry {number} has no 'template' (the unlabelled test split?)")
         name = entry["template"].replace("[", "").replace("]", "")
         if name not in names:
-            raise UserError(f"{path}: entry {number}: template {name!r} is not in {labels_files[0].name}")
-        samples.append((f"{entry['id']}.webm", int(names[name])))
+            raise UserError(f"{path}: entry {number}: template {name!r} is not in {labels_file.name}")
+        samples.append((f"{entry['id']}.webm", names[name]))
+    if not samples:
+        raise UserError(f"{path} lists no videos")
     return Annotations(samples, classes)
 
 
@@ -126,17 +146,25 @@ def _ucf101(path: Path) -> Annotations:
     class_ind = path.with_name("classInd.txt")
     if not class_ind.is_file():
         raise UserError(f"classInd.txt not found next to {path}")
-    classes = [line.split()[1] for line in class_ind.read_text().splitlines() if line.strip()]
-    index = {name: i for i, name in enumerate(classes)}
+    classes = []
+    for number, line in enumerate(class_ind.read_text().splitlines(), start=1):
+        fields = line.split()
+        if fields and (len(fields) != 2 or fields[0] != str(len(classes) + 1)):
+            raise UserError(f"{class_ind}:{number}: expected '{len(classes) + 1} ClassName', got {line.strip()[:60]!r}")
+        if fields:
+            classes.append(fields[1])
+    index = {name.lower(): i for i, name in enumerate(classes)}  # UCF101 spells HandstandPushups both ways
     samples = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
-        folder = fields[0].split("/")[0]
+        folder = fields[0].replace("\\", "/").split("/")[0].lower()
         if folder not in index:
             raise UserError(f"{path}:{number}: class folder {folder!r} is not in classInd.txt")
         samples.append((fields[0], index[folder]))
+    if not samples:
+        raise UserError(f"{path} lists no videos")
     return Annotations(samples, classes)
 
 
@@ -160,35 +188,48 @@ def _hmdb_splits(pattern: str, split: str) -> Annotations:
 
 
 def few_shot(samples: list[tuple[str, int]], shots: int, seed: int = 0) -> list[tuple[str, int]]:
-    """K training videos per class, drawn with `seed` (the same draw every time); order kept."""
-    rng = np.random.default_rng(seed)
+    """K videos per class, drawn with `seed`: the same draw every time, in the original order.
+
+    Each class draws from its own generator seeded with (seed, label), so a class's draw does not
+    change when other classes are added or removed. Classes with fewer than K videos keep them all.
+    """
+    if shots < 1:
+        raise UserError(f"shots must be >= 1, got {shots}")
     by_class: dict[int, list[int]] = {}
     for i, (_, label) in enumerate(samples):
         by_class.setdefault(label, []).append(i)
     chosen = []
-    for label in sorted(by_class):
-        members = by_class[label]
-        chosen += list(rng.choice(members, size=min(shots, len(members)), replace=False))
+    for label, members in by_class.items():
+        rng = np.random.default_rng([seed, label])
+        chosen += rng.choice(members, size=min(shots, len(members)), replace=False).tolist()
     return [samples[i] for i in sorted(chosen)]
 
 
+MIRRORED_WORDS = {"left": "right", "right": "left"}
 
 
-def flip_label_map(classes: list[str]) -> dict[int, int]:
-    """Classes whose horizontal mirror is another class (SSv2: "left to right" <-> "right to left")."""
-    index = {name: i for i, name in enumerate(classes)}
+def ssv2_flip_label_map(classes: list[str]) -> dict[int, int]:
+    """{label: mirrored label} for classes whose horizontal mirror is another class.
+
+    A class maps to the class named the same with "left" and "right" swapped. On SSv2 this gives the
+    reference map {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166} (pulling / pushing something
+    from left to right, turning the camera left / right while filming something).
+    """
+    index = {name.lower(): i for i, name in enumerate(classes)}
     mapping = {}
     for i, name in enumerate(classes):
-        words = name.split()
-        if "left" not in words and "right" not in words:
-            continue
-        mirrored = " ".join({"left": "right", "right": "left"}.get(w, w) for w in words)
-        if mirrored in index and index[mirrored] != i:
+        words = name.lower().split()
+        mirrored = " ".join(MIRRORED_WORDS.get(w, w) for w in words)
+        if mirrored != " ".join(words) and index.get(mirrored, i) != i:
             mapping[i] = index[mirrored]
     return mapping
 
 
+flip_label_map = ssv2_flip_label_map  # the name the engine imports
+
+
 def check_labels(samples, num_classes: int, source: str) -> None:
+    """UserError naming the first sample whose label is not in 0..num_classes-1."""
     bad = [(p, label) for p, label in samples if not 0 <= label < num_classes]
     if bad:
         raise UserError(f"{source}: label {bad[0][1]} of {bad[0][0]} is out of range for {num_classes} classes")

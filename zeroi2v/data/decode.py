@@ -1,18 +1,29 @@
-"""Decode only the frames a clip needs, with PyAV (torchcodec when installed and asked for).
+"""Decode only the frames a clip needs, with PyAV (torchcodec when it is installed).
 
-Frame i of a video is the frame shown at time i / fps (fps = the stream's average rate). The decoder
-seeks to the keyframe before the first needed frame and stops after the last one, instead of decoding
-the whole video. Variable-frame-rate videos are indexed by time the same way: a needed index that no
-frame lands on takes the most recent earlier frame. A container that claims more frames than it holds
-(truncated files, wrong headers) is handled by clamping to the last frame actually decoded.
+Frame i of a video is the frame shown at time i / fps (fps = the stream's average rate), so constant
+and variable frame rate videos are indexed the same way: a frame belongs to the index nearest to its
+timestamp × fps (the first one wins when two land on the same index), and an index that no frame
+lands on (a VFR gap) takes the most recent earlier frame.
+
+`read_frames` seeks to the keyframe before the first needed frame and stops after the last one, so a
+dense 8x16 clip from a 10 s video decodes about a third of it instead of all of it.
+
+`num_frames` trusts the container's frame count only after checking it cheaply: it seeks near the
+claimed end and reads (demuxes, without decoding) the packets there. When they are not where the
+header says (a truncated file, a WebM whose duration was written for a longer stream), the count is
+taken by decoding the whole video, so the sampler never asks for frames that do not exist.
 """
 from __future__ import annotations
 
+import functools
+import math
 import os
 from fractions import Fraction
 
 import numpy as np
 import torch
+
+from zeroi2v.errors import UserError
 
 BACKENDS = ("auto", "pyav", "torchcodec")
 SEEK_MIN_FRAMES = 32  # closer than this to the start, decoding from the start is as cheap as seeking
@@ -22,16 +33,74 @@ class VideoDecodeError(Exception):
     """The file is missing, empty, truncated beyond use, or not a video."""
 
 
+class _NoTimestamps(Exception):
+    """Frames without timestamps cannot be placed after a seek; decode from the start instead."""
+
+
+def num_frames(path, backend: str = "auto") -> int:
+    """Number of frame indices in the video (verified against the stream, see the module docstring).
+
+    The count always comes from PyAV (demuxing is cheap); `backend` is accepted so callers can pass
+    the same setting to both functions.
+    """
+    _check_backend(backend)
+    container, stream = _open(path)
+    try:
+        claimed = _claimed_frames(container, stream)
+        last = _last_packet_index(container, stream, claimed) if claimed else None
+        if last is not None and last + 1 >= claimed - 1:  # the stream reaches the claimed end (±1 rounding)
+            return last + 1
+        container.close()
+        container, stream = _open(path)
+        return _count_by_decoding(container, stream, path)
+    except VideoDecodeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - FFmpeg errors of all kinds mean "not readable"
+        raise VideoDecodeError(f"cannot read {path}: {e}") from None
+    finally:
+        container.close()
+
+
+def read_frames(path, indices, backend: str = "auto") -> torch.Tensor:
+    """RGB frames at `indices` (any order, repeats allowed) as uint8 (len(indices), H, W, 3).
+
+    Indices past the real end of the video repeat its last frame (MMAction2's `repeat_last`).
+    """
+    _check_backend(backend)
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if indices.size == 0 or indices.min() < 0:
+        raise ValueError(f"frame indices must be non-negative and not empty, got {indices.tolist()}")
+    if backend == "torchcodec" and not torchcodec_available():
+        raise UserError("decode backend 'torchcodec' asked for, but torchcodec cannot be imported "
+                        "(pip install torchcodec; it needs the system FFmpeg libraries), or use backend auto/pyav")
+    if backend != "pyav" and torchcodec_available():
+        try:
+            return _read_torchcodec(path, indices)
+        except VideoDecodeError:
+            raise
+        except Exception:  # noqa: BLE001 - anything torchcodec cannot do, PyAV gets a go at in auto mode
+            if backend == "torchcodec":
+                raise
+    return _read_pyav(path, indices)
+
+
+# --- PyAV --------------------------------------------------------------------------------------------
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown decode backend {backend!r}; choose from {', '.join(BACKENDS)}")
+
+
 def _open(path):
     import av
 
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise VideoDecodeError(f"no such file: {path}")
     if os.path.getsize(path) == 0:
         raise VideoDecodeError(f"empty file: {path}")
     try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError, ValueError) as e:
+        container = av.open(path)
+    except Exception as e:  # noqa: BLE001 - av.error.*, OSError, UnicodeDecodeError on odd headers...
         raise VideoDecodeError(f"cannot open {path}: {e}") from None
     if not container.streams.video:
         container.close()
@@ -42,59 +111,77 @@ def _open(path):
 
 
 def _fps(stream) -> Fraction:
-    rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate:
-        raise VideoDecodeError("stream has no frame rate")
+        raise VideoDecodeError("video stream has no frame rate")
     return Fraction(rate)
 
 
-def num_frames(path, backend: str = "auto") -> int:
-    """Frame count from the container (or its duration × fps); decodes only when neither is known."""
-    container, stream = _open(path)
+def _index(ts, stream, fps: Fraction) -> int:
+    """The frame index a timestamp (in stream time base) falls on (halves round up)."""
+    return math.floor((ts - (stream.start_time or 0)) * stream.time_base * fps + Fraction(1, 2))
+
+
+def _claimed_frames(container, stream) -> int | None:
+    """What the headers say: the frame count, or duration × fps; None when they say nothing."""
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames)
+    fps = _fps(stream)
+    if stream.duration and stream.time_base:
+        return max(1, int(round(stream.duration * stream.time_base * fps)))
+    if container.duration:
+        return max(1, int(round(Fraction(container.duration, 1_000_000) * fps)))
+    return None
+
+
+def _seek(container, stream, index: int) -> None:
+    fps = _fps(stream)
+    target = (stream.start_time or 0) + int(Fraction(index) / fps / stream.time_base)
+    container.seek(target, stream=stream, backward=True, any_frame=False)
+
+
+def _last_packet_index(container, stream, claimed: int) -> int | None:
+    """Index of the last packet after seeking to the keyframe before the claimed last frame."""
+    fps, last = _fps(stream), None
+    if claimed - 1 >= SEEK_MIN_FRAMES:
+        _seek(container, stream, claimed - 1)
     try:
-        if stream.frames and stream.frames > 0:
-            return int(stream.frames)
-        fps = _fps(stream)
-        if stream.duration and stream.time_base:
-            return max(1, int(round(stream.duration * stream.time_base * fps)))
-        if container.duration:
-            return max(1, int(round(container.duration / 1_000_000 * fps)))
-        return sum(1 for _ in container.decode(stream))
-    except VideoDecodeError:
-        raise
-    except Exception as e:  # noqa: BLE001 - FFmpeg errors of all kinds mean "not readable"
-        raise VideoDecodeError(f"cannot read {path}: {e}") from None
-    finally:
-        container.close()
+        for packet in container.demux(stream):
+            ts = packet.pts if packet.pts is not None else packet.dts
+            if packet.size and ts is not None:
+                index = _index(ts, stream, fps)
+                last = index if last is None else max(last, index)
+    except Exception:  # noqa: BLE001 - data ends early: that is what we are checking for
+        return None
+    return last
 
 
-def read_frames(path, indices, backend: str = "auto") -> torch.Tensor:
-    """RGB frames at `indices` (any order, repeats allowed) as uint8 (len(indices), H, W, 3)."""
-    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if indices.size == 0 or indices.min() < 0:
-        raise ValueError(f"frame indices must be non-negative, got {indices}")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown decode backend {backend!r}; choose from {BACKENDS}")
-    if backend in ("auto", "torchcodec") and _torchcodec_available():
-        try:
-            return _read_torchcodec(path, indices)
-        except VideoDecodeError:
-            raise
-        except Exception:  # noqa: BLE001 - fall back to PyAV on anything torchcodec cannot do
-            if backend == "torchcodec":
-                raise
-    return _read_pyav(path, indices)
+def _count_by_decoding(container, stream, path) -> int:
+    fps, count, last = _fps(stream), 0, None
+    try:
+        for frame in container.decode(stream):
+            last = count if frame.pts is None else _index(frame.pts, stream, fps)
+            count += 1
+    except Exception:  # noqa: BLE001 - a truncated tail: the frames before it count
+        pass
+    if last is None:
+        raise VideoDecodeError(f"no decodable frames in {path}")
+    return max(last + 1, 1)
 
 
 def _read_pyav(path, indices: np.ndarray) -> torch.Tensor:
-    wanted = set(int(i) for i in indices)
-    first, last = min(wanted), max(wanted)
+    wanted = sorted(set(indices.tolist()))
     container, stream = _open(path)
     try:
-        frames = _decode_range(container, stream, wanted, first, last, seek=first >= SEEK_MIN_FRAMES)
-        if frames and min(frames) > first:  # the seek landed after the first needed frame: start over
-            container.seek(0)
-            frames = _decode_range(container, stream, wanted, first, last, seek=False)
+        seek = wanted[0] >= SEEK_MIN_FRAMES
+        try:
+            frames = _decode_range(container, stream, wanted, seek)
+        except _NoTimestamps:
+            frames = None
+        if seek and (not frames or min(frames) > wanted[0]):  # the seek landed past the first needed frame
+            container.close()
+            container, stream = _open(path)
+            frames = _decode_range(container, stream, wanted, seek=False)
     except VideoDecodeError:
         raise
     except Exception as e:  # noqa: BLE001 - corrupt data surfaces as many FFmpeg error types
@@ -103,70 +190,74 @@ def _read_pyav(path, indices: np.ndarray) -> torch.Tensor:
         container.close()
     if not frames:
         raise VideoDecodeError(f"no decodable frames in {path}")
-    return torch.from_numpy(np.stack([_nearest(frames, int(i)) for i in indices]))
+    return torch.from_numpy(np.stack([frames[i] for i in indices.tolist()]))
 
 
-def _decode_range(container, stream, wanted, first, last, seek: bool) -> dict[int, np.ndarray]:
-    """Decode from (the keyframe before) `first` up to `last`; returns {index: RGB frame}.
+def _decode_range(container, stream, wanted: list[int], seek: bool) -> dict[int, np.ndarray]:
+    """Decode from (the keyframe before) wanted[0] through wanted[-1]; returns {index: RGB frame}.
 
-    Only wanted frames are converted to RGB. A wanted index that no frame lands on (VFR gaps, or past
-    the real end of a truncated video) gets the most recent earlier frame.
+    Only the wanted frames are converted to RGB. A wanted index that no frame lands on gets the most
+    recent earlier frame; indices past the last decodable frame get that frame.
     """
-    fps, tb = _fps(stream), stream.time_base
-    start = stream.start_time or 0
+    fps = _fps(stream)
     if seek:
-        target = start + int(Fraction(first) / fps / tb)
-        container.seek(target, stream=stream, backward=True, any_frame=False)
-    todo = sorted(wanted)
+        _seek(container, stream, wanted[0])
     out: dict[int, np.ndarray] = {}
-    pos, count, previous, previous_rgb = 0, 0, None, None
+    pos, count = 0, 0
+    previous, previous_rgb = None, None
 
-    def rgb_of_previous():
-        nonlocal previous_rgb
-        if previous_rgb is None:
-            previous_rgb = previous.to_ndarray(format="rgb24")
-        return previous_rgb
+    def rgb(frame):
+        return frame.to_ndarray(format="rgb24")
 
-    for frame in container.decode(stream):
-        index = count if frame.pts is None else int(round(float((frame.pts - start) * tb * fps)))
-        count += 1
-        while pos < len(todo) and todo[pos] < index:  # skipped over: the earlier frame stands in
-            if previous is not None:
-                out[todo[pos]] = rgb_of_previous()
-            pos += 1
-        if pos < len(todo) and todo[pos] == index:
-            out[index] = frame.to_ndarray(format="rgb24")
-            pos += 1
-        previous, previous_rgb = frame, out.get(index)
-        if pos == len(todo) or index > last:
-            break
+    try:
+        for frame in container.decode(stream):
+            if frame.pts is None and seek:
+                raise _NoTimestamps
+            index = count if frame.pts is None else _index(frame.pts, stream, fps)
+            count += 1
+            while pos < len(wanted) and wanted[pos] < index:  # skipped over (VFR gap): the earlier frame stands in
+                if previous is not None:
+                    previous_rgb = rgb(previous) if previous_rgb is None else previous_rgb
+                    out[wanted[pos]] = previous_rgb
+                pos += 1
+            previous, previous_rgb = frame, None
+            if pos < len(wanted) and wanted[pos] == index:
+                previous_rgb = out[index] = rgb(frame)
+                pos += 1
+            if pos == len(wanted):
+                break
+    except _NoTimestamps:
+        raise
+    except Exception:  # noqa: BLE001 - a corrupt tail ends the video; no frame at all is an error below
+        if previous is None:
+            raise
     if previous is not None:
-        for index in todo[pos:]:  # the container promised more frames than it holds
-            out[index] = rgb_of_previous()
+        for index in wanted[pos:]:  # past the end of what could be decoded
+            previous_rgb = rgb(previous) if previous_rgb is None else previous_rgb
+            out[index] = previous_rgb
     return out
 
 
-def _nearest(frames: dict[int, np.ndarray], index: int) -> np.ndarray:
-    if index in frames:
-        return frames[index]
-    earlier = [i for i in frames if i <= index]
-    return frames[max(earlier)] if earlier else frames[min(frames)]
-
-
-def _torchcodec_available() -> bool:
+# --- torchcodec (optional) ---------------------------------------------------------------------------
+@functools.cache
+def torchcodec_available() -> bool:
     try:
-        import torchcodec.decoders  # noqa: F401  (needs the system FFmpeg libraries)
+        import torchcodec.decoders  # noqa: F401  (fails without the system FFmpeg libraries)
         return True
-    except Exception:  # noqa: BLE001 - ImportError or a missing shared library
+    except Exception:  # noqa: BLE001 - ImportError, or OSError/RuntimeError for a missing shared library
         return False
 
 
 def _read_torchcodec(path, indices: np.ndarray) -> torch.Tensor:
+    """Index i is the frame shown at i / fps, as with PyAV (for VFR ties torchcodec takes the later frame)."""
     from torchcodec.decoders import VideoDecoder
 
+    path = os.fspath(path)
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         raise VideoDecodeError(f"missing or empty file: {path}")
-    decoder = VideoDecoder(str(path), dimension_order="NHWC")
-    n = len(decoder)
-    batch = decoder.get_frames_at(indices=[min(int(i), n - 1) for i in indices])
-    return batch.data
+    decoder = VideoDecoder(path, dimension_order="NHWC", seek_mode="exact")
+    meta = decoder.metadata
+    begin, end = meta.begin_stream_seconds or 0.0, meta.end_stream_seconds
+    # Just under the rounding boundary (i + 0.5) / fps, so "played at" picks the frame index i rounds to.
+    seconds = [min(begin + (i + 0.499) / meta.average_fps, end - 1e-6) for i in indices.tolist()]
+    return decoder.get_frames_played_at(seconds=seconds).data

@@ -1,13 +1,19 @@
 """Clip augmentation with torchvision transforms v2: one set of random parameters per clip.
 
-A clip is a `tv_tensors.Video` (T, C, H, W) uint8, so v2 applies the same crop, RandAugment ops and
-erasing to every frame (temporal order and consistency preserved). Output is float (C, T, H, W),
-normalised with the backbone's statistics.
+Frames travel as a `tv_tensors.Video` (T, C, H, W) uint8, for which v2 draws the crop box, the
+RandAugment ops and magnitudes and the erased box once and applies them to every frame, so motion
+between frames is left intact. Outputs are float (C, T, H, W), normalised with the backbone's
+statistics (`model.data_config`, on the 0..1 scale).
 
-train: resize short side -> RandAugment(4 ops, magnitude 7) -> RandomResizedCrop(img_size)
-       -> [RandomErasing] -> normalise   (the horizontal flip is done by the dataset, which may need
-       to swap the label of direction classes)
-eval:  resize short side to img_size -> center crop, or three crops along the long side -> normalise
+The order follows the ZeroI2V reference pipeline (MMAction2):
+train: resize short side (default img_size·256/224) -> RandomResizedCrop(img_size, scale)
+       -> horizontal flip (p=0.5) -> RandAugment(num_ops=4, magnitude=7) -> normalise
+       -> RandomErasing(p) (random-noise fill, MMAction2's mode="rand")
+test:  resize short side to img_size -> center crop, or three crops along the long side
+       (left/center/right for landscape, top/center/bottom for portrait, as MMAction2's ThreeCrop).
+
+All randomness comes from torch's global generator, so seeding it right before the call (the
+dataset does, from (seed, epoch, index)) makes a clip reproducible.
 """
 from __future__ import annotations
 
@@ -16,21 +22,45 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 
+class TrainTransform(torch.nn.Module):
+    """uint8 (T, C, H, W) -> (float (C, T, img_size, img_size), flipped: bool).
+
+    The flip is reported so the caller can swap the label of direction classes (SSv2).
+    """
+
+    def __init__(self, img_size: int, mean, std, *, short_side: int | None = None, rand_augment: bool = True,
+                 flip: bool = True, random_erasing: float = 0.0, scale=(0.08, 1.0)):
+        super().__init__()
+        short_side = short_side if short_side is not None else int(round(img_size * 256 / 224))
+        self.crop = v2.Compose(([v2.Resize(short_side, antialias=True)] if short_side else []) +
+                               [v2.RandomResizedCrop(img_size, scale=tuple(scale), antialias=True)])
+        self.flip = flip
+        self.augment = v2.Compose(([v2.RandAugment(num_ops=4, magnitude=7)] if rand_augment else []) +
+                                  [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))] +
+                                  ([v2.RandomErasing(p=random_erasing, value="random")] if random_erasing > 0 else []))
+
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        video = self.crop(tv_tensors.Video(video))
+        flipped = bool(self.flip and torch.rand(()) < 0.5)
+        if flipped:
+            video = v2.functional.horizontal_flip(video)
+        video = self.augment(video)
+        return video.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous(), flipped
+
+
 def train_transform(img_size: int, mean, std, *, short_side: int | None = None, rand_augment: bool = True,
-                    random_erasing: float = 0.0, scale=(0.08, 1.0)) -> v2.Compose:
-    short_side = short_side or int(round(img_size * 256 / 224))
-    steps = [v2.Resize(short_side, antialias=True)]
-    if rand_augment:
-        steps.append(v2.RandAugment(num_ops=4, magnitude=7))
-    steps.append(v2.RandomResizedCrop(img_size, scale=scale, antialias=True))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    if random_erasing > 0:
-        steps.append(v2.RandomErasing(p=random_erasing, value=0))
-    return v2.Compose(steps)
+                    flip: bool = True, random_erasing: float = 0.0, scale=(0.08, 1.0)) -> TrainTransform:
+    """The training augmentation. `short_side=None`: img_size·256/224 (256 for 224); 0: no pre-resize.
+
+    `scale` is RandomResizedCrop's area range (MMAction2's default (0.08, 1)); `random_erasing` is the
+    probability of erasing a box (the SSv2 recipe uses 0.25).
+    """
+    return TrainTransform(img_size, mean, std, short_side=short_side, rand_augment=rand_augment, flip=flip,
+                          random_erasing=random_erasing, scale=scale)
 
 
 class ThreeCrop(torch.nn.Module):
-    """Three img_size squares along the long side (left/center/right or top/center/bottom)."""
+    """(..., H, W) -> (3, ..., size, size): three squares along the long side, ends included."""
 
     def __init__(self, size: int):
         super().__init__()
@@ -46,20 +76,30 @@ class ThreeCrop(torch.nn.Module):
         return torch.stack([video[..., y:y + s, x:x + s] for x, y in boxes])
 
 
-def eval_transform(img_size: int, mean, std, crops: int = 1):
-    """Returns a callable: (T, C, H, W) uint8 -> (crops, C, T, H, W) float."""
-    if crops not in (1, 3):
-        raise ValueError(f"test crops must be 1 or 3, got {crops}")
-    resize = v2.Resize(img_size, antialias=True)
-    crop = v2.CenterCrop(img_size) if crops == 1 else ThreeCrop(img_size)
-    norm = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+class TestTransform(torch.nn.Module):
+    """uint8 (T, C, H, W) -> float (crops, C, T, img_size, img_size); deterministic."""
 
-    def apply(video: torch.Tensor) -> torch.Tensor:
-        video = resize(tv_tensors.Video(video))
-        views = crop(video)
-        if crops == 1:
-            views = views.unsqueeze(0)
-        views = norm(tv_tensors.Video(views.flatten(0, 1))).reshape(views.shape[0], *views.shape[1:])
-        return views.permute(0, 2, 1, 3, 4).contiguous()  # (crops, C, T, H, W)
+    def __init__(self, img_size: int, mean, std, crops: int = 1):
+        super().__init__()
+        if crops not in (1, 3):
+            raise ValueError(f"test crops must be 1 (center) or 3 (three-crop), got {crops}")
+        self.crops = crops
+        self.resize = v2.Resize(img_size, antialias=True)
+        self.crop = v2.CenterCrop(img_size) if crops == 1 else ThreeCrop(img_size)
+        self.normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
 
-    return apply
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        views = self.crop(self.resize(tv_tensors.Video(video))).as_subclass(torch.Tensor)
+        views = views.unsqueeze(0) if self.crops == 1 else views  # (crops, T, C, H, W)
+        views = self.normalize(tv_tensors.Video(views.flatten(0, 1))).as_subclass(torch.Tensor)
+        return views.reshape(self.crops, -1, *views.shape[1:]).permute(0, 2, 1, 3, 4).contiguous()
+
+
+def test_transform(img_size: int, mean, std, crops: int = 1) -> TestTransform:
+    """The test-time views of one clip: 1 center crop or 3 crops along the long side."""
+    return TestTransform(img_size, mean, std, crops)
+
+
+test_transform.__test__ = False  # not a pytest test when imported into test modules
+TestTransform.__test__ = False
+eval_transform = test_transform
