@@ -9,7 +9,11 @@ frames, ZeroI2V merged and unmerged, and the peer baselines (AIM, ST-Adapter, jo
 STDHA vs the same attention without temporal heads vs a reference-style implementation (full K/V
 clone + manual softmax, as the paper's code); training step time and peak memory. Timings are
 medians of interleaved rounds (every model once per round), so background load hits all alike;
-compare ratios, and only within one run. Writes Markdown + JSON + PNG.
+compare ratios, and only within one run.
+
+Output: `<out dir>/bench/cost.{md,json}` + PNG charts; `<out>` (docs/benchmarks.md) is then assembled
+from the sections found in `<out dir>`: this one, `bench/accuracy.md` (benchmarks/accuracy.py) and
+`benchmarks_decode.md` (benchmarks/decode.py). Generated, never typed.
 """
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from zeroi2v.fileio import atomic_write, atomic_write_json, atomic_write_text
 
 DEFAULT_BACKBONES = ["vit_small_patch16_224", "vit_base_patch16_clip_quickgelu_224"]
 TINY = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 96, "num_heads": 6}
@@ -83,19 +89,23 @@ def inference_table(backbone, frames, batch, device, dtype, repeats, timm_kwargs
             for method in METHODS:
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
+                    before = torch.cuda.memory_allocated()
                 sync(device)
                 start = time.perf_counter()
                 models[method](inputs[method])
                 sync(device)
                 rows[method]["times"].append(time.perf_counter() - start)
-                if device.type == "cuda":
-                    rows[method]["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+                if device.type == "cuda":  # this model's weights + the forward's peak (all models stay resident)
+                    weights = sum(p.numel() * p.element_size() for p in models[method].parameters())
+                    peak = (torch.cuda.max_memory_allocated() - before + weights) / 2**20
+                    rows[method]["peak_mem_mb"] = max(peak, rows[method]["peak_mem_mb"] or 0.0)
     plain = rows["plain image model"]
     out = []
     for method in METHODS:
         r = rows[method]
         median = statistics.median(r.pop("times"))
-        r.update(latency_ms=1000 * median, clips_per_s=batch / median, backbone=backbone, frames=frames, batch=batch)
+        r.update(latency_ms=1000 * median, clips_per_s=batch / median, backbone=backbone, frames=frames, batch=batch,
+                 embed_dim=models["plain image model"].embed_dim)
         out.append(r)
     for r in out:
         r["throughput_vs_plain"] = r["clips_per_s"] / (batch / (plain["latency_ms"] / 1000))
@@ -161,6 +171,9 @@ def stdha_table(backbone, frames, batch, device, dtype, repeats, timm_kwargs) ->
                 f()
                 sync(device)
                 times[name].append(time.perf_counter() - start)
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    if not err <= tol:
+        raise RuntimeError(f"STDHA differs from the reference-style implementation: max abs error {err:.2e} > {tol}")
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     ours_ms = med["STDHA (ours, SDPA + one gather)"]
     return {"backbone": backbone, "frames": frames, "batch": batch, "tokens": tokens, "max_abs_error": err,
@@ -178,6 +191,34 @@ TRAIN_CONFIGS = [("ZeroI2V (frozen backbone)", "zeroi2v", True, "none", False),
                  ("full fine-tuning + activation checkpointing", "zeroi2v", False, "none", True)]
 
 
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> int:
+    """Reset the RSS high-water mark to the current RSS (Linux); returns the KiB it starts from.
+
+    So the peak of the steps is measured, not that of model construction. Elsewhere: ru_maxrss.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        if _status_kib("VmHWM") is not None:
+            return _status_kib("VmRSS")
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def peak_rss() -> int:
+    return _status_kib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def train_step_child(spec: dict) -> dict:
     """Runs in a subprocess: a few AdamW steps; peak RSS growth and median step time."""
     from zeroi2v.baselines import create_baseline
@@ -192,7 +233,7 @@ def train_step_child(spec: dict) -> dict:
     img = spec["timm_kwargs"].get("img_size") or model_img(model)
     x = torch.randn(spec["batch"], 3, spec["frames"], img, img, device=device)
     y = torch.randint(0, 400, (spec["batch"],), device=device)
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_rss = reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base_cuda = torch.cuda.memory_allocated()
@@ -211,7 +252,7 @@ def train_step_child(spec: dict) -> dict:
     if device.type == "cuda":
         peak = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20
     else:
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024  # KiB -> MiB
+        peak = (peak_rss() - base_rss) / 1024  # KiB -> MiB
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"step_s": statistics.median(times[1:] or times), "peak_mem_mb": peak, "trainable": trainable}
 
@@ -236,58 +277,124 @@ def train_table(backbone, frames, batch, device, steps, timm_kwargs) -> list[dic
 
 
 # --- report ----------------------------------------------------------------------------------------
+GPU_COMMAND = ("zeroi2v bench --device cuda --dtype bf16 --batch 32 --frames 8 16 32 "
+               "--backbone vit_base_patch16_clip_quickgelu_224 vit_large_patch14_clip_quickgelu_224")
+
+
 def environment(args, device) -> dict:
     import timm
     import torchvision
     cpu = platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    return {"machine": f"{platform.platform()}, {os.cpu_count()} CPU threads, {cpu}" + (f", {gpu}" if gpu else ""),
+    try:
+        load = f", 1-min load average {os.getloadavg()[0]:.1f} at the end"
+    except OSError:
+        load = ""
+    return {"machine": f"{platform.platform()}, {os.cpu_count()} CPU threads, {cpu}" + (f", {gpu}" if gpu else "") + load,
             "torch": torch.__version__, "timm": timm.__version__, "torchvision": torchvision.__version__,
-            "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
-            "command": "zeroi2v bench " + " ".join(args.argv), "date": time.strftime("%Y-%m-%d %H:%M")}
+            "python": platform.python_version(), "torch_threads": torch.get_num_threads(), "device": str(device),
+            "dtype": args.dtype, "command": "zeroi2v bench " + " ".join(args.argv), "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
-def markdown(env, inference, stdha, training) -> str:
-    lines = ["# Benchmarks", "", "Generated by `zeroi2v bench` (never edited by hand). Timings are medians of interleaved "
-             "rounds in one process; compare ratios within a table, not across machines.", "",
+def checks(inference, stdha, training) -> list[dict]:
+    """The paper's zero-extra-cost claims and this project's goals, as measured here."""
+    out = []
+    for table in inference:
+        rows = {r["method"]: r for r in table}
+        m, tag = rows["ZeroI2V merged"], f"{table[0]['backbone']}, {table[0]['frames']} frames"
+        expect = table[0]["frames"] * table[0]["embed_dim"]
+        out += [
+            {"check": f"merged ZeroI2V throughput ≥ 0.98× image model ({tag})",
+             "measured": f"{m['throughput_vs_plain']:.3f}×", "ok": m["throughput_vs_plain"] >= 0.98},
+            {"check": f"merged ZeroI2V FLOPs = image model within 0.1% ({tag})",
+             "measured": f"{100 * (m['flops_vs_plain'] - 1):+.4f}%", "ok": abs(m["flops_vs_plain"] - 1) <= 1e-3},
+            {"check": f"merged ZeroI2V params = image model + T·D ({tag})",
+             "measured": f"{m['extra_params_vs_plain']:+,} (T·D = {expect:,})", "ok": m["extra_params_vs_plain"] == expect},
+        ]
+    for s in stdha:
+        ratio = next(r["time_vs_ours"] for r in s["rows"] if r["implementation"].startswith("reference"))
+        out.append({"check": f"STDHA ≥ 1.5× faster than reference-style ({s['backbone']}, {s['frames']} frames)",
+                    "measured": f"{ratio:.2f}× (outputs equal, max abs diff {s['max_abs_error']:.1e})", "ok": ratio >= 1.5})
+    for t in training:
+        zero = next(r for r in t["rows"] if r["configuration"].startswith("ZeroI2V (frozen"))
+        if zero["memory_vs_full"] is not None:
+            out.append({"check": f"ZeroI2V training peak memory ≤ 0.6× full fine-tuning ({t['backbone']}, batch {t['batch']})",
+                        "measured": f"{zero['memory_vs_full']:.2f}×", "ok": zero["memory_vs_full"] <= 0.6})
+    return out
+
+
+def markdown(env, inference, stdha, training, check_rows, charts_) -> str:
+    lines = ["## Cost and speed", "",
+             "Generated by `zeroi2v bench` (never edited by hand). Randomly initialised backbones (cost does not "
+             "depend on the weights). Timings are medians of interleaved rounds (every model once per round) in one "
+             "process; compare ratios within a table, not across machines.", "",
              f"- machine: {env['machine']}", f"- versions: torch {env['torch']}, timm {env['timm']}, torchvision "
              f"{env['torchvision']}, Python {env['python']} ({env['torch_threads']} torch threads)",
+             f"- device / dtype: {env['device']} / {env['dtype']}",
              f"- command: `{env['command']}`", f"- date: {env['date']}", ""]
+    if env["device"] == "cpu":
+        lines += ["No GPU was available when these tables were made: all numbers are CPU numbers. On a GPU run:", "",
+                  f"```bash\n{GPU_COMMAND}\n```", ""]
+    if check_rows:
+        lines += ["### Checks", "", "| check | measured | |", "|---|---|---|"]
+        lines += [f"| {c['check']} | {c['measured']} | {'pass' if c['ok'] else '**FAIL**'} |" for c in check_rows]
+        lines.append("")
     for table in inference:
         first = table[0]
-        lines += [f"## Inference: {first['backbone']}, {first['frames']} frames, batch {first['batch']}", "",
+        lines += [f"### Inference: {first['backbone']}, {first['frames']} frames, batch {first['batch']}", "",
+                  "The image model runs the T frames as a batch of images; ZeroI2V merged is the deployed model "
+                  "(adapters folded, STDHA only re-indexes K/V). FLOPs from `torch.utils.flop_counter` "
+                  "(a multiply-add = 2), attention included.", "",
                   "| model | params | extra params vs image model | GFLOPs / clip | FLOPs vs image model | clips/s | "
-                  "throughput vs image model | latency (ms) | peak memory (MiB) |", "|---|---|---|---|---|---|---|---|---|"]
+                  "throughput vs image model | latency (ms) | peak memory (MiB) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in table:
             mem = f"{r['peak_mem_mb']:.0f}" if r["peak_mem_mb"] is not None else "n/a (CPU)"
             lines.append(f"| {r['method']} | {r['params']:,} | {r['extra_params_vs_plain']:+,} | {r['gflops_per_clip']:.2f} | "
                          f"{r['flops_vs_plain']:.4f}× | {r['clips_per_s']:.2f} | {r['throughput_vs_plain']:.3f}× | "
                          f"{r['latency_ms']:.1f} | {mem} |")
         lines.append("")
+    if inference and env["device"] == "cpu":
+        lines += ["Peak memory of inference is not reported on CPU: without a caching allocator to query, an RSS delta "
+                  "of one forward pass among several models in one process is not meaningful. "
+                  "`torch.cuda.max_memory_allocated` fills the column on a GPU.", ""]
     for s in stdha:
-        lines += [f"## STDHA attention: {s['backbone']}, {s['frames']} frames × batch {s['batch']}, {s['tokens']} tokens", "",
-                  f"Outputs equal: max abs difference {s['max_abs_error']:.2e}.", "",
-                  "| implementation | ms / call | time vs ours |", "|---|---|---|"]
+        lines += [f"### STDHA attention: {s['backbone']}, {s['frames']} frames × batch {s['batch']}, {s['tokens']} tokens", "",
+                  "One attention layer, heads 0 and 1 temporal (Δt = -1, +1). Reference-style = the paper's MMAction2 "
+                  "code path: clone K and V, overwrite the shifted channel folds, `softmax(q·kᵀ·scale)·v` by hand.", "",
+                  f"Outputs equal: max abs difference {s['max_abs_error']:.2e} (asserted).", "",
+                  "| implementation | ms / call | time vs ours |", "|---|---:|---:|"]
         lines += [f"| {r['implementation']} | {r['ms']:.2f} | {r['time_vs_ours']:.2f}× |" for r in s["rows"]]
         lines.append("")
     for t in training:
-        lines += [f"## Training step: {t['backbone']}, {t['frames']} frames, batch {t['batch']} (AdamW)", "",
-                  "Each row in a fresh process; peak memory = growth of peak RSS (CPU) or of peak allocated memory (GPU) "
-                  "over the model's own footprint: activations, gradients, optimizer state.", "",
+        lines += [f"### Training step: {t['backbone']}, {t['frames']} frames, batch {t['batch']} (AdamW)", "",
+                  "Each row in a fresh process; peak memory = growth of the peak RSS (CPU; high-water mark reset after "
+                  "building the model) or of the peak allocated memory (GPU) during the steps: activations, gradients, "
+                  "optimizer state. Median step time of the steps after the first.", "",
                   "| configuration | trainable params | step (s) | step vs full FT | peak memory (MiB) | memory vs full FT |",
-                  "|---|---|---|---|---|---|"]
+                  "|---|---:|---:|---:|---:|---:|"]
         for r in t["rows"]:
             mvf = f"{r['memory_vs_full']:.2f}×" if r["memory_vs_full"] is not None else "n/a"
             lines.append(f"| {r['configuration']} | {r['trainable']:,} | {r['step_s']:.2f} | {r['time_vs_full']:.2f}× | "
                          f"{r['peak_mem_mb']:.0f} | {mvf} |")
         lines.append("")
+        if env["device"] == "cpu":
+            lines += ["On CPU, bf16 autocast is emulated by kernels that are often slower than fp32; its memory effect is "
+                      "the meaningful part. GPU numbers: run the command above.", ""]
+    lines += [f"![{n}](bench/{n})" for n in charts_]
     return "\n".join(lines) + "\n"
 
 
-def charts(inference, out_dir: Path) -> list[str]:
+def charts(inference, training, out_dir: Path) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    def save(fig, name):
+        fig.tight_layout()
+        atomic_write(out_dir / name, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+        plt.close(fig)
+        names.append(name)
+
     names = []
     for table in inference:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3))
@@ -301,12 +408,49 @@ def charts(inference, out_dir: Path) -> list[str]:
             ax.invert_yaxis()
         axes[1].set_yticks([])
         fig.suptitle(f"{table[0]['backbone']}, {table[0]['frames']} frames")
-        fig.tight_layout()
-        name = f"inference_{table[0]['backbone']}_{table[0]['frames']}.png"
-        fig.savefig(out_dir / name, dpi=90)
-        plt.close(fig)
-        names.append(name)
+        save(fig, f"inference_{table[0]['backbone']}_{table[0]['frames']}.png")
+    for t in training:
+        if any(r["memory_vs_full"] is None for r in t["rows"]):
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+        labels = [r["configuration"] for r in t["rows"]]
+        axes[0].barh(labels, [r["memory_vs_full"] for r in t["rows"]], color="tab:purple")
+        axes[0].set_title("training peak memory vs full fine-tuning")
+        axes[1].barh(labels, [r["time_vs_full"] for r in t["rows"]], color="tab:orange")
+        axes[1].set_title("step time vs full fine-tuning")
+        for ax in axes:
+            ax.axvline(1.0, color="k", lw=0.8)
+            ax.invert_yaxis()
+        axes[1].set_yticks([])
+        fig.suptitle(f"training, {t['backbone']}, {t['frames']} frames, batch {t['batch']}")
+        save(fig, f"training_{t['backbone']}_{t['frames']}.png")
     return names
+
+
+SECTIONS = ("bench/cost.md", "bench/accuracy.md", "benchmarks_decode.md")  # relative to the doc's folder
+
+
+def assemble(out: str | os.PathLike) -> str:
+    """Write `out` (docs/benchmarks.md) from the generated sections beside it; missing ones are listed."""
+    out = Path(out)
+    parts = ["# Benchmarks", "", "Assembled from generated sections (never edited by hand): cost and speed "
+             "(`zeroi2v bench`), accuracy at equal budget (`python benchmarks/accuracy.py`), video decoding "
+             "(`python benchmarks/decode.py`). Rerun a script to refresh its section.", ""]
+    missing = []
+    for rel in SECTIONS:
+        path = out.parent / rel
+        if not path.is_file():
+            missing.append(rel)
+            continue
+        text = path.read_text().strip()
+        if text.startswith("# "):  # a top-level title becomes a section
+            text = "#" + text
+        parts += [text, ""]
+    if missing:
+        parts.append(f"_Not generated yet: {', '.join(missing)}._\n")
+    text = "\n".join(parts)
+    atomic_write_text(out, text)
+    return text
 
 
 def main(argv=None) -> int:
@@ -315,16 +459,17 @@ def main(argv=None) -> int:
         print(json.dumps(train_step_child(json.loads(argv[1]))))
         return 0
     parser = argparse.ArgumentParser(prog="zeroi2v bench", description="Cost and speed tables, side by side.")
-    parser.add_argument("--backbone", nargs="+", default=None)
+    parser.add_argument("--backbone", nargs="+", default=None, help=f"timm names (default: {' '.join(DEFAULT_BACKBONES)})")
     parser.add_argument("--frames", nargs="+", type=int, default=[8])
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1, help="clips per forward pass in the inference/STDHA tables")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="inference/STDHA dtype")
     parser.add_argument("--what", nargs="+", choices=["inference", "stdha", "train", "all"], default=["all"])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--train-batch", type=int, default=None, help="batch of the training table (default --batch)")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds (median)")
+    parser.add_argument("--train-batch", type=int, default=None, help="batch of the training table (default max(2, --batch))")
     parser.add_argument("--train-steps", type=int, default=3)
-    parser.add_argument("--out", default="docs/benchmarks.md", help="Markdown file; JSON and PNGs go beside it in bench/")
+    parser.add_argument("--out", default="docs/benchmarks.md",
+                        help="assembled Markdown file; this run's section, JSON and PNGs go beside it in bench/")
     parser.add_argument("--tiny", action="store_true", help="toy-size models (smoke test)")
     args = parser.parse_args(argv)
     args.argv = argv
@@ -343,23 +488,21 @@ def main(argv=None) -> int:
         if "stdha" in what:
             stdha.append(stdha_table(backbone, frames, max(args.batch, 2), device, dtype, args.repeats, timm_kwargs))
     if "train" in what:
-        backbone = backbones[0]
-        training.append({"backbone": backbone, "frames": args.frames[0], "batch": args.train_batch or max(2, args.batch),
-                         "rows": train_table(backbone, args.frames[0], args.train_batch or max(2, args.batch), device,
-                                             args.train_steps, timm_kwargs)})
+        backbone, batch = backbones[0], args.train_batch or max(2, args.batch)
+        training.append({"backbone": backbone, "frames": args.frames[0], "batch": batch,
+                         "rows": train_table(backbone, args.frames[0], batch, device, args.train_steps, timm_kwargs)})
     env = environment(args, device)
     out = Path(args.out)
-    (out.parent / "bench").mkdir(parents=True, exist_ok=True)
-    text = markdown(env, inference, stdha, training)
-    names = charts(inference, out.parent / "bench") if inference else []
-    text += "\n".join(f"![{n}](bench/{n})" for n in names) + "\n"
-    extra = out.parent / "benchmarks_decode.md"
-    if extra.is_file() and out.name == "benchmarks.md":
-        text += "\n" + extra.read_text().replace("# ", "## ", 1)
-    out.write_text(text)
-    (out.parent / "bench" / (out.stem + ".json")).write_text(json.dumps(
-        {"environment": env, "inference": inference, "stdha": stdha, "training": training}, indent=2))
-    print(text)
+    bench_dir = out.parent / "bench"
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    check_rows = checks(inference, stdha, training)
+    section = markdown(env, inference, stdha, training, check_rows, charts(inference, training, bench_dir))
+    atomic_write_text(bench_dir / "cost.md", section)
+    atomic_write_json(bench_dir / "cost.json", {"environment": env, "checks": check_rows, "inference": inference,
+                                                "stdha": stdha, "training": training})
+    assemble(out)
+    print(section)
+    print(f"wrote {out} ({bench_dir / 'cost.md'}, {bench_dir / 'cost.json'})")
     return 0
 
 

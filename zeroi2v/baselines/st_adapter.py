@@ -2,7 +2,7 @@
 
 Before the MSA of each block: x = x + up(DWConv3d(down(x))), where the depth-wise 3D convolution
 (kernel 3×1×1: across time, channel-wise) runs on the patch tokens arranged as (B, C, T, H, W);
-the class token passes through the bottleneck without it.
+as in the official code, the class (prefix) tokens pass unchanged and the up-projection starts at zero.
 The convolution cannot be folded into the frozen weights: it costs FLOPs at inference.
 """
 from __future__ import annotations
@@ -27,12 +27,12 @@ class STAdapter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         BT, N, D = x.shape
         T, (h, w) = self.num_frames, self.grid
-        y = self.down(x)
-        prefix, patches = y[:, : N - h * w], y[:, N - h * w:]
-        C = y.shape[-1]
-        p = patches.reshape(BT // T, T, h, w, C).permute(0, 4, 1, 2, 3)
+        prefix, patches = x[:, : N - h * w], x[:, N - h * w:]
+        p = self.down(patches)
+        C = p.shape[-1]
+        p = p.reshape(BT // T, T, h, w, C).permute(0, 4, 1, 2, 3)
         p = self.conv(p).permute(0, 2, 3, 4, 1).reshape(BT, h * w, C)
-        return x + self.up(torch.cat([prefix, p], dim=1))
+        return torch.cat([prefix, patches + self.up(p)], dim=1)
 
 
 class STAdapterBlock(nn.Module):
