@@ -1,5 +1,5 @@
-"""Training engine end to end, on generated motion videos: train, eval, merge, predict, export;
-exact resume after SIGKILL and SIGTERM; 2-process torchrun (gloo); configs and CLI errors."""
+"""Training engine end to end on generated videos: train, eval, merge, predict, export; exact resume
+after SIGKILL and SIGTERM; 2-process torchrun (gloo); frame order reaching the model; CLI errors."""
 import json
 import os
 import signal
@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -15,29 +17,69 @@ from safetensors.torch import load_file
 
 from zeroi2v.cli import main
 from zeroi2v.config import load_config
-from zeroi2v.data.synthetic import make_motion_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "CI": "true", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
+def make_ramp_dataset(root: Path, train_per_class: int = 24, val_per_class: int = 10, frames: int = 8,
+                      size: int = 32, seed: int = 0) -> dict:
+    """Real H.264 videos of a tinted, noisy picture that brightens (class 0) or darkens (class 1).
+
+    A darkening video is a brightening one played backwards, so the classes differ only in frame
+    order: a model without temporal heads or temporal embedding is at chance (50%), and any shuffle
+    of frames in the pipeline would make the task impossible. Small enough to learn from scratch in
+    a few CPU seconds.
+    """
+    rng = np.random.default_rng(seed)
+    (root / "videos").mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        lines = []
+        for i in range(n):
+            for label in (0, 1):
+                low = rng.uniform(20, 120)
+                levels = np.linspace(low, low + rng.uniform(80, 120), frames)[:: 1 if label == 0 else -1]
+                tint = rng.uniform(0.5, 1.0, 3)
+                noise = rng.normal(0, 8, (frames, size, size, 3))
+                video = np.clip(levels[:, None, None, None] * tint + noise, 0, 255).astype(np.uint8)
+                rel = f"videos/{split}_{i:03d}_{label}.mp4"
+                with av.open(str(root / rel), "w") as container:
+                    stream = container.add_stream("libx264", rate=8)
+                    stream.width = stream.height = size
+                    stream.pix_fmt, stream.options = "yuv420p", {"crf": "10"}
+                    for frame in video:
+                        container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+                    container.mux(stream.encode())
+                lines.append(f"{rel} {label}\n")
+        (root / f"{split}.txt").write_text("".join(lines))
+    (root / "classes.txt").write_text("brightening\ndarkening\n")
+    return {"root": str(root), "train_list": str(root / "train.txt"), "val_list": str(root / "val.txt")}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """In-process runs use one thread, like the subprocesses (OMP_NUM_THREADS=1): on a busy 2-core
+    machine, oversubscribed intra-op threads make tiny models many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def motion(tmp_path_factory):
-    root = tmp_path_factory.mktemp("motion")
-    info = make_motion_dataset(root, train_per_class=12, val_per_class=5, num_frames=8, size=32, num_classes=4,
-                               progress=False)
-    return info
+def ramps(tmp_path_factory):
+    return make_ramp_dataset(tmp_path_factory.mktemp("ramps"))
 
 
-def write_config(path, motion, output, **changes):
+def write_config(path, data, output, **changes):
     cfg = {
         "output": str(output),
         "model": {"backbone": "vit_tiny_patch16_224", "num_frames": 4, "head_offsets": [-1, 1], "head_dropout": 0.0,
                   "freeze": False, "timm_kwargs": {"patch_size": 8, "depth": 2, "num_heads": 3, "embed_dim": 96}},
-        "data": {"root": motion["root"], "train_list": motion["train_list"], "val_list": motion["val_list"],
+        "data": {"root": data["root"], "train_list": data["train_list"], "val_list": data["val_list"],
                  "sampling": "uniform", "img_size": 32, "test_clips": 2, "rand_augment": False, "flip": False,
                  "crop_scale": [0.7, 1.0]},
-        "train": {"epochs": 3, "batch_size": 8, "lr": 1.0e-3, "warmup_epochs": 0.5, "num_workers": 0},
+        "train": {"epochs": 3, "batch_size": 8, "lr": 3.0e-3, "warmup_epochs": 0.5, "num_workers": 0},
     }
     for dotted, value in changes.items():
         section, key = dotted.split("__")
@@ -60,20 +102,23 @@ def max_diff(a, b):
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
+REFERENCE = {"train__epochs": 5, "train__batch_size": 4}  # 12 steps per epoch; learns the order task (~1.0)
+
+
 @pytest.fixture(scope="module")
-def reference_run(motion, tmp_path_factory):
+def reference_run(ramps, tmp_path_factory):
     """An uninterrupted run: the yardstick for resume and DDP."""
     tmp = tmp_path_factory.mktemp("reference")
-    cfg = write_config(tmp / "cfg.yaml", motion, tmp / "run")
+    cfg = write_config(tmp / "cfg.yaml", ramps, tmp / "run", **REFERENCE)
     result = run_cli("train", str(cfg))  # a subprocess like the runs it is compared with (same threads)
     assert result.returncode == 0, result.stderr
     return tmp / "run"
 
 
-def test_train_eval_merge_predict_export(reference_run, motion, tmp_path, capsys):
+def test_train_eval_merge_predict_export(reference_run, ramps, tmp_path, capsys):
     run = reference_run
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [x["epoch"] for x in lines] == [1, 2, 3]
+    assert [x["epoch"] for x in lines] == [1, 2, 3, 4, 5]
     assert {"train_loss", "lr", "val_top1", "skipped_videos"} <= lines[-1].keys()
     for name in ("config.yaml", "model.safetensors", "model.json", "classes.txt", "training_curves.png"):
         assert (run / name).is_file(), name
@@ -82,20 +127,41 @@ def test_train_eval_merge_predict_export(reference_run, motion, tmp_path, capsys
     assert {"top1", "top5", "mean_class_accuracy"} <= metrics.keys()
     assert all(0 <= metrics[k] <= 1 for k in ("top1", "top5", "mean_class_accuracy"))
     assert metrics["num_videos"] == 20 and (run / "confusion_matrix.png").is_file()
+    print(f"order task (chance 0.5): val top-1 {metrics['top1']:.2f}")
+    assert metrics["top1"] >= 0.8  # the order of frames reached the model: sampling, batching, transforms
+    bare = tmp_path / "bare"  # a model directory without config.yaml: data settings come from --set
+    bare.mkdir()
+    for name in ("model.json", "model.safetensors", "classes.txt"):
+        (bare / name).write_bytes((run / name).read_bytes())
+    assert main(["eval", str(bare), "--set", f"data.root={ramps['root']}", f"data.val_list={ramps['val_list']}",
+                 "data.sampling=uniform", "data.test_clips=2", "train.num_workers=0"]) == 0
+    assert json.loads((bare / "metrics.json").read_text())["top1"] == metrics["top1"]
     assert main(["merge", str(run), str(tmp_path / "merged")]) == 0
     out = capsys.readouterr().out
     assert "verified on a real validation clip: max abs error" in out
     merged_metrics = tmp_path / "merged"
     assert main(["eval", str(merged_metrics)]) == 0
     assert json.loads((merged_metrics / "metrics.json").read_text())["top1"] == metrics["top1"]
-    videos = [str(Path(motion["root"]) / line.split()[0]) for line in Path(motion["val_list"]).read_text().splitlines()[:3]]
+    videos = [str(Path(ramps["root"]) / line.split()[0]) for line in Path(ramps["val_list"]).read_text().splitlines()[:3]]
     capsys.readouterr()
     assert main(["predict", str(run), *videos, "--topk", "2"]) == 0
     unmerged_out = capsys.readouterr().out
     assert main(["predict", str(tmp_path / "merged"), *videos, "--topk", "2"]) == 0
     merged_out = capsys.readouterr().out
-    assert unmerged_out == merged_out and "moving" in unmerged_out
+    assert unmerged_out == merged_out and "brightening" in unmerged_out
     assert main(["export", str(tmp_path / "merged"), str(tmp_path / "m.onnx")]) == 0
+
+
+def test_without_temporal_modelling_the_order_task_is_at_chance(reference_run, ramps, tmp_path):
+    """Same run with no temporal heads and no temporal embedding (documented keys only): frames are
+    then pooled without order, so it cannot tell brightening from darkening."""
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", **REFERENCE, model__head_offsets=[],
+                       model__temporal_embedding=False)
+    assert main(["train", str(cfg)]) == 0
+    without = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["val_top1"]
+    with_stdha = json.loads((reference_run / "metrics.jsonl").read_text().splitlines()[-1])["val_top1"]
+    print(f"order task: STDHA + temporal embedding {with_stdha:.2f}, neither {without:.2f}")
+    assert without <= 0.7 and with_stdha - without >= 0.2
 
 
 def wait_for(predicate, timeout=120):
@@ -107,26 +173,26 @@ def wait_for(predicate, timeout=120):
     return False
 
 
-def test_resume_after_sigkill_is_exact(reference_run, motion, tmp_path):
-    cfg = write_config(tmp_path / "cfg.yaml", motion, tmp_path / "run")
+def test_resume_after_sigkill_is_exact(reference_run, ramps, tmp_path):
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", **REFERENCE)
     proc = subprocess.Popen([sys.executable, "-m", "zeroi2v", "train", str(cfg)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = tmp_path / "run" / "metrics.jsonl"
     assert wait_for(lambda: metrics.is_file() and metrics.read_text().count("\n") >= 1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert metrics.read_text().count("\n") < 3
+    assert metrics.read_text().count("\n") < 5
     result = run_cli("train", str(cfg))
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stdout
-    assert [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()] == [1, 2, 3]
+    assert [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()] == [1, 2, 3, 4, 5]
     diff = max_diff(final_weights(reference_run), final_weights(tmp_path / "run"))
     print(f"SIGKILL + resume vs uninterrupted: max abs weight difference {diff:.2e}")
     assert diff <= 1e-5
 
 
-def test_sigterm_mid_epoch_checkpoints_and_resumes_exactly(reference_run, motion, tmp_path):
-    cfg = write_config(tmp_path / "cfg.yaml", motion, tmp_path / "run")
+def test_sigterm_mid_epoch_checkpoints_and_resumes_exactly(reference_run, ramps, tmp_path):
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", **REFERENCE)
     proc = subprocess.Popen([sys.executable, "-m", "zeroi2v", "train", str(cfg)], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pointer = tmp_path / "run" / "checkpoint" / "last.json"
@@ -147,28 +213,33 @@ def test_sigterm_mid_epoch_checkpoints_and_resumes_exactly(reference_run, motion
     assert [drop(x) for x in ref_lines] == [drop(x) for x in new_lines]
 
 
-def test_torchrun_two_processes_match_single_process(reference_run, motion, tmp_path):
-    cfg = write_config(tmp_path / "cfg.yaml", motion, tmp_path / "run")
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "-m", "zeroi2v", "train", str(cfg)], env=ENV, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [x["epoch"] for x in lines] == [1, 2, 3]
-    assert lines[-1]["val_num_videos"] == 20  # sharded eval: every video exactly once
-    diff = max_diff(final_weights(reference_run), final_weights(tmp_path / "run"))
+def test_torchrun_two_processes_match_single_process(ramps, tmp_path):
+    """Same global batch on 1 and 2 processes (gloo): the same run up to float rounding, which Adam
+    amplifies over steps, so this compares a short run (2 epochs, 12 steps)."""
+    runs = {}
+    for name, launcher in (("single", []), ("ddp", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])):
+        cfg = write_config(tmp_path / f"{name}.yaml", ramps, tmp_path / name, train__epochs=2, train__lr=3.0e-4)
+        result = subprocess.run([sys.executable, *launcher, "-m", "zeroi2v", "train", str(cfg)], env=ENV,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in runs["ddp"]] == [1, 2]  # one line per epoch, written by rank 0 only
+    assert runs["ddp"][-1]["val_num_videos"] == 20  # sharded eval: every video exactly once
+    assert abs(runs["ddp"][-1]["train_loss"] - runs["single"][-1]["train_loss"]) < 1e-4  # reduced over ranks
+    diff = max_diff(final_weights(tmp_path / "single"), final_weights(tmp_path / "ddp"))
     print(f"2-process DDP vs 1 process at the same global batch: max abs weight difference {diff:.2e}")
     assert diff <= 1e-4
 
 
-def test_second_run_on_same_output_is_refused(motion, tmp_path):
-    cfg = write_config(tmp_path / "cfg.yaml", motion, tmp_path / "run", train__epochs=30)
+def test_second_run_on_same_output_is_refused(ramps, tmp_path, capsys):
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", train__epochs=30)
     proc = subprocess.Popen([sys.executable, "-m", "zeroi2v", "train", str(cfg)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_for((tmp_path / "run" / ".lock").is_file)
-        result = run_cli("train", str(cfg))
-        assert result.returncode == 2 and "in use by another run" in result.stderr
-        assert "Traceback" not in result.stderr
+        assert main(["train", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        assert "in use by another run" in err and len(err.strip().splitlines()) == 1
     finally:
         proc.kill()
         proc.wait()
@@ -191,27 +262,52 @@ def test_every_shipped_config_is_valid():
     (["--set", "data.train_list=/no/such/list.txt"], "annotation file not found: /no/such/list.txt"),
     (["--set", "model.backbone=resnet18"], "not a timm VisionTransformer"),
     (["--set", "model.pretrained=/no/weights.pth"], "weights file not found"),
-    (["--set", "model.num_classes=2"], "out of range for 2 classes"),
+    (["--set", "model.num_classes=1"], "out of range for 1 classes"),
+    (["--set", "data.root=/no/such/root"], "data.root not found: /no/such/root"),
+    (["--set", "train.accum_steps=3"], "train.batch_size=8 (global) must be a multiple of processes"),
+    (["--set", "train.batch_size=1000"], "fewer than one batch of 1000"),
 ])
-def test_user_mistakes_are_one_line_errors(motion, tmp_path, args, message, capsys):
-    cfg = write_config(tmp_path / "cfg.yaml", motion, tmp_path / "run")
+def test_user_mistakes_are_one_line_errors(ramps, tmp_path, args, message, capsys):
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run")
     assert main(["train", str(cfg), *args]) == 2  # in-process: the CLI catches it (a subprocess test is below)
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
 
 
-def test_cli_errors_for_paths_and_help(tmp_path):
-    for args, message in ((["train", str(tmp_path / "none.yaml")], "config file not found"),
-                          (["eval", str(tmp_path)], "not a zeroi2v model directory"),
-                          (["export", str(tmp_path), str(tmp_path / "x.onnx")], "not a zeroi2v model directory")):
-        result = run_cli(*args)
-        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+def test_cli_errors_for_paths_and_help(tmp_path, capsys):
+    for args, message in ((["eval", str(tmp_path)], "not a zeroi2v model directory"),
+                          (["merge", str(tmp_path / "none"), str(tmp_path / "out")], "not a directory"),
+                          (["predict", str(tmp_path)], "the following arguments are required: videos")):
+        try:
+            code = main(args)
+        except SystemExit as e:  # argparse usage errors
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, (args, err)
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [unclosed\n")
-    result = run_cli("train", str(bad))
-    assert result.returncode == 2 and "invalid YAML" in result.stderr
+    assert main(["train", str(bad)]) == 2 and "invalid YAML" in capsys.readouterr().err
     for verb in ("train", "eval", "merge", "export", "predict", "convert-official"):
-        assert run_cli(verb, "--help").returncode == 0
+        with pytest.raises(SystemExit) as info:
+            main([verb, "--help"])
+        assert info.value.code == 0 and "usage: zeroi2v " + verb in capsys.readouterr().out
+    # the real program: exit code 2 and one line; --debug shows the traceback instead
+    result = run_cli("train", str(tmp_path / "none.yaml"))
+    assert result.returncode == 2 and result.stderr == f"zeroi2v: error: config file not found: {tmp_path / 'none.yaml'}\n"
     result = run_cli("--debug", "eval", str(tmp_path))
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_errors_raised_in_dataloader_workers_are_one_line(ramps, tmp_path, capsys):
+    """A UserError in a worker process comes back wrapped in its traceback: the CLI still prints one line."""
+    root = tmp_path / "junk"
+    root.mkdir()
+    for i in range(16):
+        (root / f"v{i}.mp4").write_text("junk")
+    (root / "train.txt").write_text("".join(f"v{i}.mp4 {i % 2}\n" for i in range(16)))
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", data__root=str(root),
+                       data__train_list=str(root / "train.txt"), data__val_list=None, train__num_workers=2)
+    assert main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("zeroi2v: error: ") and "could not be decoded" in err[0]

@@ -128,6 +128,12 @@ def _passthrough(module: str):
     return run
 
 
+def one_line(error: Exception) -> str:
+    """The message of a UserError, also when a DataLoader worker re-raised it wrapped in its traceback."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return lines[-1].split("UserError: ", 1)[-1] if len(lines) > 1 else lines[0]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zeroi2v", description="Image ViT -> video model at zero extra inference cost (ZeroI2V).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks (also ZEROI2V_DEBUG=1)")
@@ -193,7 +199,7 @@ def main(argv=None) -> int:
     except UserError as e:
         if debug:
             raise
-        print(f"zeroi2v: error: {e}", file=sys.stderr)
+        print(f"zeroi2v: error: {one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
         if debug:

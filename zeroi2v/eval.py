@@ -70,9 +70,16 @@ def evaluate_dataset(model, dataset, device, rank: int = 0, world: int = 1, batc
     return {"metrics": metrics, "probs": p, "labels": y, "indices": idx, "broken": bad}
 
 
-def _dir_config(directory: Path, overrides) -> dict:
+def _dir_config(directory: Path, overrides, model) -> dict:
+    """The run's config (data settings for testing); a bare model directory gets the defaults, with the
+    model's own frame count and image size."""
     config_file = directory / "config.yaml"
-    return load_config(config_file if config_file.is_file() else None, overrides)
+    if config_file.is_file():
+        return load_config(config_file, overrides)
+    base = {"model": {"num_frames": model.num_frames, "head_offsets": list(model.config.get("head_offsets", []))}}
+    if getattr(model, "img_size", None):
+        base["data"] = {"img_size": int(model.img_size[0])}
+    return load_config(None, overrides, base=base)
 
 
 def _classes(directory: Path) -> list[str] | None:
@@ -80,14 +87,14 @@ def _classes(directory: Path) -> list[str] | None:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else None
 
 
-def evaluate(directory, overrides=(), device: str | None = None, progress: bool = True) -> dict:
+def evaluate(directory, overrides=(), device: str | None = None, progress: bool | None = None) -> dict:
     """`zeroi2v eval`: writes metrics.json, per_class_accuracy.json and confusion_matrix.png."""
     from zeroi2v.data import VideoDataset, check_labels, load_annotations
-    from zeroi2v.train import setup_distributed
+    from zeroi2v.train import interactive, setup_distributed
 
     directory = Path(directory)
     model = load_pretrained(directory)
-    cfg = _dir_config(directory, overrides)
+    cfg = _dir_config(directory, overrides, model)
     d = cfg["data"]
     if not d["val_list"]:
         raise UserError("no data.val_list to evaluate on: pass --set data.val_list=PATH data.root=DIR")
@@ -103,7 +110,8 @@ def evaluate(directory, overrides=(), device: str | None = None, progress: bool 
                            backend=d["backend"])
     batch = max(1, cfg["train"]["batch_size"] // max(1, world) // (d["test_clips"] * d["test_crops"]))
     result = evaluate_dataset(model, dataset, dev, rank, world, batch_size=batch,
-                              num_workers=cfg["train"]["num_workers"], progress=progress and rank == 0)
+                              num_workers=cfg["train"]["num_workers"],
+                              progress=(progress if progress is not None else interactive()) and rank == 0)
     metrics = {**result["metrics"], "views": f"{d['test_clips']}x{d['test_crops']}", "val_list": d["val_list"]}
     if rank == 0:
         classes = _classes(directory) or [str(i) for i in range(model.num_classes)]
@@ -127,7 +135,7 @@ def predict(directory, videos, topk: int = 5, overrides=()) -> list[dict]:
 
     directory = Path(directory)
     model = load_pretrained(directory)
-    cfg = _dir_config(directory, overrides)
+    cfg = _dir_config(directory, overrides, model)
     d = cfg["data"]
     classes = _classes(directory) or [str(i) for i in range(model.num_classes)]
     mean, std = tuple(d["mean"] or model.data_config["mean"]), tuple(d["std"] or model.data_config["std"])

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,12 +25,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from zeroi2v.config import dump_config, model_kwargs
+from zeroi2v.config import DEFAULTS, dump_config, flatten, model_kwargs
 from zeroi2v.errors import UserError
 from zeroi2v.fileio import atomic_save_safetensors, atomic_write, atomic_write_json, atomic_write_text
 from zeroi2v.model import create_model, param_groups, save_pretrained
 
 CKPT_DIR = "checkpoint"
+RESUME_MAY_CHANGE = {"output", "train.num_workers"}  # keys that do not change the result of a run
 
 
 # --- distributed ------------------------------------------------------------------------------------
@@ -48,6 +50,11 @@ def setup_distributed() -> tuple[int, int, torch.device]:
         dist.init_process_group("gloo")
         device = torch.device("cpu")
     return dist.get_rank(), dist.get_world_size(), device
+
+
+def interactive() -> bool:
+    """Progress bars only for a person watching a terminal (not in logs, CI or pipes)."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
 
 
 def all_sum(values: list[float], device) -> list[float]:
@@ -168,7 +175,10 @@ def build_data(cfg: dict, mean, std, rank: int = 0):
     d, seed = cfg["data"], cfg["train"]["seed"]
     if not d["train_list"] and not d["root"]:
         raise UserError("config needs data.train_list (or data.root with one folder per class)")
+    if d["root"] and not Path(d["root"]).is_dir():
+        raise UserError(f"data.root not found: {d['root']}")
     train_ann = load_annotations(d["root"], d["train_list"], split="train")
+    _check_some_exist(d["root"], train_ann.samples, d["train_list"] or d["root"])
     val_ann = load_annotations(d["root"], d["val_list"], split="val") if d["val_list"] else None
     classes = train_ann.classes or (val_ann.classes if val_ann else None)
     num_classes = cfg["model"]["num_classes"] or (len(classes) if classes else
@@ -189,12 +199,22 @@ def build_data(cfg: dict, mean, std, rank: int = 0):
     return train_set, val_set, classes, num_classes, samples
 
 
+def _check_some_exist(root, samples, source, probes: int = 32) -> None:
+    """Fail early (and clearly) when none of a few listed videos exist: a wrong data.root, not broken files."""
+    picks = samples[:: max(1, len(samples) // probes)][:probes]
+    if picks and not any(os.path.exists(os.path.join(root or "", rel)) for rel, _ in picks):
+        raise UserError(f"none of {len(picks)} videos listed in {source} exist under data.root={root!r} "
+                        f"(e.g. {os.path.join(root or '', picks[0][0])}); check data.root")
+
+
 # --- the loop ----------------------------------------------------------------------------------------
 def train(cfg: dict, progress: bool | None = None) -> dict:
     """Train (or resume) the run described by `cfg`; returns the last epoch's metrics."""
     rank, world, device = setup_distributed()
     out = Path(cfg["output"])
     t = cfg["train"]
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output {out} exists and is not a directory")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     lock = RunLock(out) if rank == 0 else nullcontext()
@@ -204,10 +224,13 @@ def train(cfg: dict, progress: bool | None = None) -> dict:
             if previous.is_file() and (out / CKPT_DIR / "last.json").is_file():
                 import yaml
                 old = yaml.safe_load(previous.read_text())
-                changed = [k for k in ("model", "data", "train") if old.get(k) != cfg[k]]
+                if not isinstance(old, dict):
+                    raise UserError(f"{previous} is not a valid config; move the run directory away to start over")
+                before, now, default = flatten(old), flatten(cfg), flatten(DEFAULTS)
+                changed = [k for k in now if k not in RESUME_MAY_CHANGE and before.get(k, default[k]) != now[k]]
                 if changed:
-                    raise UserError(f"{out} holds an unfinished run with a different config ({', '.join(changed)}); "
-                                    "use another output to start a new run")
+                    raise UserError(f"{out} holds a run with a different config ({', '.join(changed[:4])}); rerun with "
+                                    f"its config.yaml to resume it, or choose another output for a new run")
             atomic_write_text(out / "config.yaml", dump_config(cfg))
         return _train(cfg, out, rank, world, device, progress)
 
@@ -236,8 +259,9 @@ def _train(cfg, out, rank, world, device, progress) -> dict:
         if world > 1 else model
 
     per_step = t["batch_size"] // (world * t["accum_steps"])
-    if per_step < 1:
-        raise UserError(f"train.batch_size={t['batch_size']} is smaller than processes × accum_steps ({world * t['accum_steps']})")
+    if per_step < 1 or t["batch_size"] % (world * t["accum_steps"]):
+        raise UserError(f"train.batch_size={t['batch_size']} (global) must be a multiple of processes × "
+                        f"train.accum_steps = {world} × {t['accum_steps']}")
     steps_per_epoch = (len(train_set) // world) // per_step // t["accum_steps"]
     if steps_per_epoch < 1:
         raise UserError(f"{len(train_set)} training videos are fewer than one batch of {t['batch_size']}")
@@ -273,8 +297,9 @@ def _train(cfg, out, rank, world, device, progress) -> dict:
     handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     from tqdm import tqdm
 
-    show = progress if progress is not None else (rank == 0 and os.environ.get("CI") != "true")
+    show = progress if progress is not None else (rank == 0 and interactive())
     metrics = history[-1] if history else {}
+    bar = None
     try:
         while epoch < t["epochs"]:
             train_set.set_epoch(epoch)
@@ -360,6 +385,8 @@ def _train(cfg, out, rank, world, device, progress) -> dict:
                 summary = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
                 print(summary, flush=True)
     finally:
+        if bar is not None:
+            bar.close()
         for s, h in handlers.items():
             signal.signal(s, h)
     if rank == 0:
