@@ -144,3 +144,16 @@ def test_torchcodec_matches_pyav(tmp_path, name):
     path = write_index_video(tmp_path / filename, 60, **kwargs)
     indices = [50, 3, 3, 17, 59]
     assert indices_of(read_frames(path, indices, backend="torchcodec")) == indices
+
+
+@pytest.mark.parametrize("name", VIDEOS)
+def test_reused_converter_gives_pyav_pixels(tmp_path, name):
+    """The one swscale converter reused across frames and files gives exactly PyAV's own RGB pixels."""
+    from zeroi2v.data.decode import _to_rgb
+
+    filename, kwargs = VIDEOS[name]
+    for i, size in enumerate(({}, {"height": 32, "width": 40})):  # another size, the same converter
+        path = write_index_video(tmp_path / f"{i}{filename}", 6, **{**kwargs, **size})
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                assert np.array_equal(_to_rgb(frame), frame.to_ndarray(format="rgb24"))
