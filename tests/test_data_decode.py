@@ -157,3 +157,14 @@ def test_reused_converter_gives_pyav_pixels(tmp_path, name):
         with av.open(str(path)) as container:
             for frame in container.decode(video=0):
                 assert np.array_equal(_to_rgb(frame), frame.to_ndarray(format="rgb24"))
+
+
+def test_decoding_in_a_forked_worker_after_the_parent_decoded(tmp_path):
+    """DataLoader workers are forked from a process that has already decoded (eval, predict): the
+    converter it holds must not be reused there (its swscale threads are not in the child)."""
+    path = write_index_video(tmp_path / "v.mp4", 12)
+    read_frames(path, np.arange(12))
+    loader = torch.utils.data.DataLoader(list(range(4)), batch_size=1, num_workers=2,
+                                         collate_fn=lambda b: read_frames(path, np.arange(12)),
+                                         multiprocessing_context="fork", timeout=60)
+    assert all(indices_of(frames) == list(range(12)) for frames in loader)

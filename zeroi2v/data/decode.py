@@ -202,11 +202,14 @@ def _to_rgb(frame) -> np.ndarray:
 
     `frame.to_ndarray(format="rgb24")` builds a new converter for every frame, which costs far more
     than decoding a small frame (measured 5 ms vs 0.3 ms per 32x32 frame); the pixels are identical.
+    Single-threaded: DataLoader workers are the parallelism.
     """
-    if not hasattr(_local, "reformatter"):
+    if getattr(_local, "pid", None) != os.getpid():  # not one inherited through fork (DataLoader workers)
         from av.video.reformatter import VideoReformatter
-        _local.reformatter = VideoReformatter()
-    return _local.reformatter.reformat(frame, format="rgb24", interpolation="BILINEAR").to_ndarray()
+
+        _local.pid, _local.reformatter = os.getpid(), VideoReformatter()
+    # threads=1: swscale's own thread pool does not survive fork (workers of a parent that decoded hang)
+    return _local.reformatter.reformat(frame, format="rgb24", interpolation="BILINEAR", threads=1).to_ndarray()
 
 
 def _decode_range(container, stream, wanted: list[int], seek: bool) -> dict[int, np.ndarray]:
