@@ -1,12 +1,13 @@
 """`zeroi2v demo`: the whole method, end to end, on a CPU in minutes, with no downloads.
 
-1. an image ViT pretrained on still images (shipped in the package, or pretrained and cached),
-2. synthetic motion videos whose classes differ only in temporal order (real MP4 files),
-3. frozen-backbone training through the normal engine: ZeroI2V (STDHA + adapters + temporal
-   embedding) vs frame averaging (same adapters, no temporal heads/embedding) vs a linear probe,
-4. deployment: merge (verified), cost of unmerged / merged / plain image model, ONNX export run with
-   onnxruntime, predictions with class names,
-5. `report.md` with tables and figures in the output directory.
+1. synthetic motion videos whose classes differ only in temporal order (real MP4 files, `zeroi2v synth`),
+2. an image ViT pretrained on still images (shipped in the package; `python -m zeroi2v.pretrain`),
+3. frozen-backbone training through the normal engine (`zeroi2v train`): ZeroI2V (STDHA + adapters +
+   temporal embedding) vs frame averaging (same adapters, no temporal heads or embedding) vs a
+   linear probe, then the multi-view test of the ZeroI2V run (`zeroi2v eval`),
+4. deployment: merge (verified on real clips), cost of the unmerged, merged and plain image model,
+   ONNX export run with onnxruntime, predictions with class names (`merge`, `export`, `predict`),
+5. `report.md` with tables, figures and the commands that rerun each step, in the output directory.
 """
 from __future__ import annotations
 
@@ -22,15 +23,22 @@ import torch
 
 from zeroi2v.config import load_config
 
-ROWS = {  # name -> config changes (frozen image backbone in every row)
-    "ZeroI2V (STDHA + adapters + temporal emb.)": {},
-    "frame averaging (adapters only)": {"model.head_offsets": [], "model.temporal_embedding": False},
-    "linear probe": {"model.head_offsets": [], "model.temporal_embedding": False, "model.adapter_ratio": 0.0},
+FRAMES = 8  # sampled from 16-frame videos (uniform segments)
+ROWS = {  # slug -> (name, config changes); the backbone is frozen in every row
+    "zeroi2v": ("ZeroI2V (STDHA + adapters + temporal emb.)", {}),
+    "averaging": ("frame averaging (adapters, no temporal heads)", {"model.head_offsets": [],
+                                                                    "model.temporal_embedding": False}),
+    "linear_probe": ("linear probe", {"model.head_offsets": [], "model.temporal_embedding": False,
+                                      "model.adapter_ratio": 0.0}),
 }
-FULL_ROW = ("full fine-tuning (STDHA, reference)", {"model.freeze": False})
+FULL_ROW = ("full_finetune", ("full fine-tuning (STDHA, reference)", {"model.freeze": False, "train.lr": 5e-4}))
+SIZES = {"default": {"train_per_class": 100, "val_per_class": 25, "epochs": 8},
+         "tiny": {"train_per_class": 3, "val_per_class": 2, "epochs": 1}}
 
 
-def run_config(out: Path, data: dict, backbone_file: Path, name: str, changes: dict, epochs: int, frames: int) -> dict:
+def run_config(out: Path, data: dict, backbone_file: Path, name: str, changes: dict, epochs: int,
+               frames: int = FRAMES) -> dict:
+    """The demo's recipe as a validated engine config (written to the run as config.yaml)."""
     from zeroi2v.pretrain import BACKBONE, TIMM_KWARGS
 
     base = {
@@ -40,15 +48,15 @@ def run_config(out: Path, data: dict, backbone_file: Path, name: str, changes: d
                   "timm_kwargs": {k: v for k, v in TIMM_KWARGS.items() if k != "img_size"}},
         "data": {"root": data["root"], "train_list": data["train_list"], "val_list": data["val_list"],
                  "sampling": "uniform", "img_size": TIMM_KWARGS["img_size"], "test_clips": 1, "test_crops": 1,
-                 "rand_augment": False, "flip": False, "crop_scale": [0.8, 1.0]},
-        "train": {"epochs": epochs, "batch_size": 16, "lr": 2.0e-3, "warmup_epochs": 1, "num_workers": 1,
-                  "weight_decay": 0.05, "seed": 0},
+                 "rand_augment": False, "flip": True, "flip_label_map": "auto", "crop_scale": [0.8, 1.0]},
+        "train": {"epochs": epochs, "batch_size": 16, "lr": 2.0e-3, "warmup_epochs": min(1, epochs),
+                  "num_workers": 2, "weight_decay": 0.05, "seed": 0, "eval_every": 2},
     }
     return load_config(None, [f"{k}={json.dumps(v)}" for k, v in changes.items()], base=base)
 
 
 def throughput(model, clip, repeats: int = 5) -> float:
-    """Clips per second, median of `repeats` timed runs after a warm-up."""
+    """Inputs per second (clips, or images for the plain model), median of timed runs after a warm-up."""
     model.eval()
     with torch.no_grad():
         model(clip)
@@ -63,194 +71,243 @@ def throughput(model, clip, repeats: int = 5) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="zeroi2v demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo_output", help="output directory (default: demo_output)")
-    parser.add_argument("--tiny", action="store_true", help="toy size, for smoke tests (seconds, not minutes)")
+    parser.add_argument("--tiny", action="store_true", help="toy size for smoke tests (seconds; accuracy meaningless)")
     parser.add_argument("--full", action="store_true", help="also train the full fine-tuning reference row")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs per row")
+    parser.add_argument("--train-per-class", type=int, default=None, help="training videos per class")
+    parser.add_argument("--pretrain", action="store_true",
+                        help="pretrain the image backbone here (cached) instead of using the shipped one")
     args = parser.parse_args(argv)
     from zeroi2v.data.synthetic import make_motion_dataset
+    from zeroi2v.errors import UserError
     from zeroi2v.pretrain import cached_backbone
 
+    size = dict(SIZES["tiny" if args.tiny else "default"])
+    size["epochs"] = args.epochs or size["epochs"]
+    size["train_per_class"] = args.train_per_class or size["train_per_class"]
+    if size["epochs"] < 1 or size["train_per_class"] < 2:
+        raise UserError("--epochs must be >= 1 and --train-per-class >= 2")
     t0 = time.time()
     out = Path(args.out)
     if (out / "runs").exists():
         shutil.rmtree(out / "runs")  # a demo always starts over
     out.mkdir(parents=True, exist_ok=True)
-    frames = 8
-    epochs = args.epochs or (2 if args.tiny else 12)
-    per_class = (6, 3) if args.tiny else (40, 12)
-    print(f"[1/5] synthetic motion videos -> {out / 'data'}")
-    data = make_motion_dataset(out / "data", train_per_class=per_class[0], val_per_class=per_class[1],
-                               num_frames=16, size=32)
-    print("[2/5] image-pretrained backbone (no downloads)")
-    backbone = cached_backbone(cache_dir=out / "cache", steps=30) if args.tiny else cached_backbone()
+
+    print(f"[1/5] synthetic motion videos -> {out / 'data'}", flush=True)
+    data = make_motion_dataset(out / "data", train_per_class=size["train_per_class"],
+                               val_per_class=size["val_per_class"], num_frames=16, size=32)
+    print(f"      {len(data['classes'])} classes in time-reversed pairs: {', '.join(data['classes'])}")
+    print("[2/5] image-pretrained backbone (no downloads)", flush=True)
+    from zeroi2v.pretrain import SHIPPED
+    if args.pretrain or (args.tiny and not SHIPPED.is_file()):
+        backbone = cached_backbone(**({"cache_dir": out / "cache", "steps": 20} if args.tiny else {"steps": 4000}))
+    else:
+        backbone = cached_backbone()
     pre_info = backbone.with_suffix(".json")
     pre_info = json.loads(pre_info.read_text()) if pre_info.is_file() else {}
-    print(f"      {backbone}  held-out image accuracy: {pre_info.get('held_out_accuracy', 'n/a')}")
+    print(f"      {backbone}: held-out image accuracy {pre_info.get('held_out_accuracy', 'n/a')}")
 
+    from zeroi2v.eval import evaluate
+    from zeroi2v.model import count_params, load_pretrained
     from zeroi2v.train import train
+
     rows = dict(ROWS)
     if args.full:
         rows[FULL_ROW[0]] = FULL_ROW[1]
     results = {}
-    for i, (name, changes) in enumerate(rows.items()):
-        slug = ["zeroi2v", "averaging", "linear_probe", "full_finetune"][i]
-        print(f"[3/5] training {name} ({epochs} epochs)")
-        cfg = run_config(out, data, backbone, slug, changes, epochs, frames)
+    for slug, (name, changes) in rows.items():
+        print(f"[3/5] training {name}: {size['epochs']} epochs, frozen image backbone", flush=True)
+        cfg = run_config(out, data, backbone, slug, changes, size["epochs"])
         start = time.time()
         metrics = train(cfg)
-        from zeroi2v.model import load_pretrained
-        model = load_pretrained(cfg["output"])
-        trainable = sum(p.numel() for p in load_trainable(cfg))
-        results[name] = {"slug": slug, "top1": metrics.get("val_top1", 0.0), "top5": metrics.get("val_top5", 0.0),
-                         "trainable": trainable, "seconds": round(time.time() - start, 1), "dir": cfg["output"]}
-        del model
-        print(f"      val top-1 {100 * results[name]['top1']:.1f}%")
+        trainable = count_params(load_pretrained(cfg["output"]), trainable_only=True)
+        history = [json.loads(line) for line in (Path(cfg["output"]) / "metrics.jsonl").read_text().splitlines()]
+        results[slug] = {"name": name, "top1": metrics.get("val_top1", 0.0), "top5": metrics.get("val_top5", 0.0),
+                         "trainable": trainable, "seconds": round(time.time() - start, 1), "dir": cfg["output"],
+                         "history": history}
+        print(f"      val top-1 {100 * results[slug]['top1']:.1f}% ({results[slug]['seconds']:.0f} s)", flush=True)
+    zero_dir = results["zeroi2v"]["dir"]
+    test = evaluate(zero_dir, progress=False)  # metrics.json, per-class accuracy, confusion matrix
+    print(f"      zeroi2v eval: top-1 {100 * test['top1']:.1f}%, mean class accuracy "
+          f"{100 * test['mean_class_accuracy']:.1f}% on {test['num_videos']} videos")
 
-    print("[4/5] deployment: merge, cost, ONNX, predictions")
-    deploy = deployment(out, results[next(iter(ROWS))]["dir"], data, frames)
-    print("[5/5] report")
-    write_report(out, data, results, deploy, pre_info, time.time() - t0)
+    print("[4/5] deployment: merge, cost, ONNX, predictions", flush=True)
+    deploy = deployment(out, zero_dir, data, timing_rounds=1 if args.tiny else 3)
+    print("[5/5] report", flush=True)
+    seconds = time.time() - t0
+    write_report(out, data, results, test, deploy, pre_info, size, seconds)
     headline(results, deploy)
-    print(f"\nreport: {out / 'report.md'}  (total {time.time() - t0:.0f} s)")
+    print(f"\nreport: {out / 'report.md'}  (demo took {seconds:.0f} s)")
     return 0
 
 
-def load_trainable(cfg) -> list:
-    from zeroi2v.config import model_kwargs
-    from zeroi2v.model import create_model
-    model = create_model(**{**model_kwargs(cfg, num_classes=8), "pretrained": None})
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def deployment(out: Path, run_dir: str, data: dict, frames: int) -> dict:
+def deployment(out: Path, run_dir: str, data: dict, timing_rounds: int = 3) -> dict:
+    """Merge, compare costs with the plain image model, export ONNX, predict: the numbers for the report."""
     import timm
 
+    from zeroi2v.data import load_views
     from zeroi2v.eval import predict
-    from zeroi2v.export import check_onnx, export_model
-    from zeroi2v.model import count_flops, count_params, load_pretrained, save_pretrained
+    from zeroi2v.export import export_model
+    from zeroi2v.model import count_flops, count_params, create_model, load_pretrained, save_pretrained
     from zeroi2v.pretrain import BACKBONE, TIMM_KWARGS
     from zeroi2v.reparam import reparameterize
 
     model = load_pretrained(run_dir)
+    d = load_config(Path(run_dir) / "config.yaml")["data"]
     val = [line.split() for line in Path(data["val_list"]).read_text().splitlines()]
-    from zeroi2v.data import load_views
-    cfg = load_config(Path(run_dir) / "config.yaml")
-    d = cfg["data"]
-    views = [load_views(Path(data["root"]) / rel, num_frames=frames, sampling=d["sampling"], frame_interval=1,
-                        img_size=d["img_size"], mean=model.data_config["mean"], std=model.data_config["std"])
-             for rel, _ in val[:16]]
+    views = [load_views(Path(data["root"]) / rel, num_frames=model.num_frames, sampling=d["sampling"],
+                        frame_interval=d["frame_interval"], img_size=d["img_size"], mean=model.data_config["mean"],
+                        std=model.data_config["std"]) for rel, _ in val[:16]]
     clip = torch.cat(views)  # real validation clips
     merged = reparameterize(model, video=clip)
     merged_dir = out / "merged"
     save_pretrained(merged, merged_dir)
     for extra in ("classes.txt", "config.yaml"):
         shutil.copy(Path(run_dir) / extra, merged_dir / extra)
-    plain = timm.create_model(BACKBONE, pretrained=False, num_classes=model.num_classes, **TIMM_KWARGS).eval()
-    frames_batch = clip.transpose(1, 2).flatten(0, 1)  # the same frames as images for the plain model
-    # interleaved timing rounds, medians
+
+    # the plain image model on T frames, features averaged, one classifier: ZeroI2V with nothing added
+    plain = create_model(BACKBONE, num_frames=model.num_frames, num_classes=model.num_classes, head_offsets=(),
+                         adapter_ratio=0.0, temporal_embedding=False, **TIMM_KWARGS).eval()
+    timm_params = count_params(timm.create_model(BACKBONE, num_classes=model.num_classes, **TIMM_KWARGS))
+    assert count_params(plain) == timm_params, "the plain baseline must be exactly timm's image model"
     speeds = {"plain": [], "merged": [], "unmerged": []}
-    for _ in range(3):
-        speeds["plain"].append(throughput(plain, frames_batch) / frames)
-        speeds["merged"].append(throughput(merged, clip))
-        speeds["unmerged"].append(throughput(model, clip))
+    repeats = 5 if timing_rounds > 1 else 1
+    for _ in range(timing_rounds):  # interleaved rounds, so background load hits all three alike
+        speeds["plain"].append(throughput(plain, clip, repeats))
+        speeds["merged"].append(throughput(merged, clip, repeats))
+        speeds["unmerged"].append(throughput(model, clip, repeats))
     cost = {
-        "plain image model (T frames)": (count_params(plain), count_flops(plain, num_frames=frames), statistics.median(speeds["plain"])),
-        "ZeroI2V merged": (count_params(merged), count_flops(merged), statistics.median(speeds["merged"])),
-        "ZeroI2V unmerged": (count_params(model), count_flops(model), statistics.median(speeds["unmerged"])),
+        f"plain image ViT ({model.num_frames} frames)": (count_params(plain), count_flops(plain),
+                                                         statistics.median(speeds["plain"])),
+        "ZeroI2V merged (deployed)": (count_params(merged), count_flops(merged), statistics.median(speeds["merged"])),
+        "ZeroI2V unmerged (training)": (count_params(model), count_flops(model), statistics.median(speeds["unmerged"])),
     }
-    info = export_model(merged_dir, out / "model.onnx")
-    onnx_err = check_onnx(merged, out / "model.onnx")
-    paths = [str(Path(data["root"]) / rel) for rel, _ in val[::max(1, len(val) // 3)][:3]]
-    preds_merged = predict(merged_dir, paths, topk=2)
-    preds_unmerged = predict(run_dir, paths, topk=2)
     with torch.no_grad():
-        same = torch.equal(model(clip).argmax(-1), merged(clip).argmax(-1))
-    onnx_pred = onnx_top1(out / "model.onnx", views[0], Path(run_dir) / "classes.txt")
-    strip = out / "frame_strip.png"
-    frame_strip(Path(data["root"]) / val[0][0], preds_merged[0], val[0], data["classes"], strip)
-    return {"merge_error": merged.merge_error, "cost": cost, "onnx_error": onnx_err, "onnx_weights": info["file_weights"],
-            "predictions": preds_merged, "predictions_identical": preds_merged == preds_unmerged and same,
-            "onnx_prediction": onnx_pred, "merged_dir": str(merged_dir)}
+        same = bool(torch.equal(model(clip).argmax(-1), merged(clip).argmax(-1)))
+
+    onnx_path = out / "model.onnx"
+    info = export_model(merged_dir, onnx_path)
+    classes = data["classes"]
+    onnx_pred = onnx_top1(onnx_path, views[0], classes)
+    picks = [val[i] for i in np.linspace(0, len(val) - 1, 3).round().astype(int)]
+    preds = predict(merged_dir, [str(Path(data["root"]) / rel) for rel, _ in picks], topk=2)
+    for p, (_, label) in zip(preds, picks):
+        p["true"] = classes[int(label)]
+    unmerged = predict(run_dir, [p["video"] for p in preds], topk=2)
+    same = same and [p["top"][0][0] for p in preds] == [p["top"][0][0] for p in unmerged]
+    frame_strip(preds[0]["video"], preds[0], preds[0]["true"], out / "frame_strip.png")
+    return {"merge_error": merged.merge_error, "cost": cost, "onnx_error": info["error"],
+            "onnx_weights": info["file_weights"], "onnx_prediction": onnx_pred, "onnx_true": classes[int(val[0][1])],
+            "predictions": preds, "predictions_identical": same, "merged_dir": str(merged_dir),
+            "onnx_path": str(onnx_path)}
 
 
-def onnx_top1(path, views, classes_file) -> str:
+def onnx_top1(path, views: torch.Tensor, classes: list[str]) -> str:
+    """One prediction through onnxruntime alone (no torch model involved)."""
     import onnxruntime as ort
+
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (logits,) = session.run(None, {"video": views.numpy()})
-    classes = classes_file.read_text().split("\n")
+    (logits,) = session.run(None, {session.get_inputs()[0].name: views.numpy()})
     return classes[int(logits.mean(0).argmax())]
 
 
-def frame_strip(video, prediction, truth, classes, path) -> None:
+def frame_strip(video, prediction: dict, truth: str, path) -> None:
+    """The frames of one validation clip in a row, titled with the true and predicted class."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from zeroi2v.data import num_frames, read_frames
-    n = num_frames(video)
-    frames = read_frames(video, np.linspace(0, n - 1, 8).round().astype(int)).numpy()
-    fig, axes = plt.subplots(1, 8, figsize=(10, 1.8))
-    for ax, frame in zip(axes, frames):
-        ax.imshow(frame)
+    from zeroi2v.fileio import atomic_write
+
+    frames = read_frames(video, np.linspace(0, num_frames(video) - 1, 8).round().astype(int)).numpy()
+    fig, axes = plt.subplots(1, len(frames), figsize=(10, 1.9))
+    for i, (ax, frame) in enumerate(zip(axes, frames)):
+        ax.imshow(frame, interpolation="nearest")
+        ax.set_title(f"t{i}", fontsize=7)
         ax.axis("off")
-    top = prediction["top"][0]
-    fig.suptitle(f"true: {classes[int(truth[1])]}   predicted: {top[0]} ({100 * top[1]:.0f}%)", fontsize=10)
+    name, p = prediction["top"][0]
+    fig.suptitle(f"{Path(video).name}   true: {truth}   predicted: {name} ({100 * p:.0f}%)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
 
 
-def write_report(out: Path, data: dict, results: dict, deploy: dict, pre_info: dict, seconds: float) -> None:
-    from zeroi2v.plots import accuracy_bars
+def write_report(out: Path, data: dict, results: dict, test: dict, deploy: dict, pre_info: dict, size: dict,
+                 seconds: float) -> None:
+    from zeroi2v.fileio import atomic_write, atomic_write_json, atomic_write_text
+    from zeroi2v.plots import accuracy_bars, training_curves
 
-    accuracy_bars(list(results), [r["top1"] for r in results.values()], out / "accuracy.png",
-                  title="val top-1 on the motion task (frozen image backbone)")
+    names = [r["name"] for r in results.values()]
+    atomic_write(out / "accuracy.png", lambda tmp: accuracy_bars(
+        names, [r["top1"] for r in results.values()], tmp, title="val top-1, motion task (frozen image backbone)"))
+    for slug, r in results.items():
+        atomic_write(out / f"curves_{slug}.png", lambda tmp, h=r["history"]: training_curves(h, tmp))
+    zero_dir = Path(results["zeroi2v"]["dir"])
+    if (zero_dir / "confusion_matrix.png").is_file():
+        shutil.copy(zero_dir / "confusion_matrix.png", out / "confusion_matrix.png")
+
+    acc = pre_info.get("held_out_accuracy", {})
+    lines = [
+        "# zeroi2v demo report", "",
+        f"**Task.** {len(data['classes'])} classes of synthetic videos in time-reversed pairs "
+        f"({', '.join(data['classes'])}), random shapes, colours, textures, positions and speeds; "
+        f"{size['train_per_class']} training and {size['val_per_class']} validation videos per class, "
+        f"{FRAMES} frames per clip. The two classes of a pair show the same set of frames, so a model that "
+        "ignores frame order (frame averaging, linear probe) cannot beat ~50%.", "",
+        f"**Backbone.** A 4-block timm ViT ({pre_info.get('backbone', '?')} with {pre_info.get('timm_kwargs', {})}) "
+        f"pretrained on still images only ({pre_info.get('steps', '?')} steps; held-out attribute accuracy "
+        + ", ".join(f"{k} {100 * v:.0f}%" for k, v in acc.items()) + "), frozen in every row.", "",
+        "## Accuracy", "",
+        "| method | val top-1 | val top-5 | trainable params | train time (s) |", "|---|---|---|---|---|"]
     for r in results.values():
-        src = Path(r["dir"]) / "training_curves.png"
-        if src.is_file():
-            shutil.copy(src, out / f"curves_{r['slug']}.png")
-    lines = ["# zeroi2v demo report", "",
-             f"Synthetic motion task: {len(data['classes'])} classes in time-reversed pairs "
-             f"({', '.join(data['classes'])}); frame averaging cannot separate a pair (~50% ceiling).",
-             f"Backbone: a small timm ViT pretrained on still images ({pre_info.get('steps', '?')} steps; held-out "
-             f"attribute accuracy {pre_info.get('held_out_accuracy', 'n/a')}), frozen in every row below.", "",
-             "## Accuracy", "", "| method | val top-1 | val top-5 | trainable params | train time (s) |", "|---|---|---|---|---|"]
-    for name, r in results.items():
-        lines.append(f"| {name} | {100 * r['top1']:.1f}% | {100 * r['top5']:.1f}% | {r['trainable']:,} | {r['seconds']} |")
-    lines += ["", "![accuracy](accuracy.png)", ""]
-    lines += [f"![curves {r['slug']}](curves_{r['slug']}.png)" for r in results.values()]
-    lines += ["", "## Deployment", "", f"Merge verified on real validation clips: max abs error {deploy['merge_error']:.2e}.",
-              f"ONNX (onnxruntime vs PyTorch) max abs error {deploy['onnx_error']:.2e}; float weights in the file: "
-              f"{deploy['onnx_weights']:,}; onnxruntime's top-1 on the first validation video: {deploy['onnx_prediction']}.",
-              f"Merged and unmerged predictions identical: {deploy['predictions_identical']}.", "",
-              "| model | params | FLOPs / clip | clips/s (CPU, median) |", "|---|---|---|---|"]
+        lines.append(f"| {r['name']} | {100 * r['top1']:.1f}% | {100 * r['top5']:.1f}% | {r['trainable']:,} | {r['seconds']} |")
+    lines += ["", f"`zeroi2v eval` of the ZeroI2V run: top-1 {100 * test['top1']:.1f}%, mean class accuracy "
+              f"{100 * test['mean_class_accuracy']:.1f}% ({test['num_videos']} videos, {test['views']} views).", "",
+              "![accuracy](accuracy.png)", "", "![confusion matrix of ZeroI2V](confusion_matrix.png)", ""]
+    lines += [f"![training curves: {r['name']}](curves_{slug}.png)" for slug, r in results.items()]
+    lines += ["", "## Deployment", "",
+              f"Merged (adapters folded into the frozen weights), verified on 16 real validation clips: max abs "
+              f"logit error {deploy['merge_error']:.2e}; merged and unmerged predictions identical: "
+              f"{deploy['predictions_identical']}.", "",
+              "| model | params | MFLOPs / clip | clips/s (CPU, median) |", "|---|---|---|---|"]
     for name, (params, flops, speed) in deploy["cost"].items():
-        lines.append(f"| {name} | {params:,} | {flops / 1e6:.2f} M | {speed:.1f} |")
-    lines += ["", "Predictions of the merged model:", ""]
-    lines += [f"- `{Path(p['video']).name}`: " + ", ".join(f"{c} {100 * q:.0f}%" for c, q in p["top"]) for p in deploy["predictions"]]
+        lines.append(f"| {name} | {params:,} | {flops / 1e6:.2f} | {speed:.1f} |")
+    lines += ["", f"ONNX: `{deploy['onnx_path']}`, onnxruntime vs PyTorch max abs error {deploy['onnx_error']:.2e}, "
+              f"{deploy['onnx_weights']:,} float weights in the file; onnxruntime alone predicts "
+              f"**{deploy['onnx_prediction']}** for the first validation video (true: {deploy['onnx_true']}).", "",
+              "`zeroi2v predict` with the merged model:", ""]
+    for p in deploy["predictions"]:
+        top = ", ".join(f"{c} {100 * q:.0f}%" for c, q in p["top"])
+        lines.append(f"- `{Path(p['video']).name}` (true: {p['true']}): {top}")
     lines += ["", "![frame strip](frame_strip.png)", "", "## Rerun each step", "", "```",
-              f"zeroi2v synth {out / 'data'} --train-per-class 40 --val-per-class 12 --frames 16 --size 32",
-              "python -m zeroi2v.pretrain      # regenerates the shipped image backbone"]
-    for r in results.values():
-        lines.append(f"zeroi2v train {Path(r['dir']) / 'config.yaml'}")
-    first = next(iter(results.values()))["dir"]
-    lines += [f"zeroi2v eval {first}", f"zeroi2v merge {first} {deploy['merged_dir']}",
-              f"zeroi2v export {deploy['merged_dir']} {out / 'model.onnx'}",
-              f"zeroi2v predict {deploy['merged_dir']} {deploy['predictions'][0]['video']}", "```",
-              "", f"Total demo time: {seconds:.0f} s."]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+              f"zeroi2v synth {data['root']} --train-per-class {size['train_per_class']} "
+              f"--val-per-class {size['val_per_class']} --frames 16 --size 32",
+              "python -m zeroi2v.pretrain   # regenerates the shipped image backbone (~20 min on 2 cores)"]
+    for slug, r in results.items():
+        lines.append(f"zeroi2v train {Path(r['dir']) / 'config.yaml'} --set output={out / 'rerun' / slug}")
+    lines += [f"zeroi2v eval {zero_dir}", f"zeroi2v merge {zero_dir} {deploy['merged_dir']}",
+              f"zeroi2v export {deploy['merged_dir']} {deploy['onnx_path']}",
+              f"zeroi2v predict {deploy['merged_dir']} " + " ".join(p["video"] for p in deploy["predictions"]),
+              "```", "", f"Demo total: {seconds:.0f} s."]
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    summary = {"rows": {slug: {k: v for k, v in r.items() if k != "history"} for slug, r in results.items()},
+               "eval": test, "merge_error": deploy["merge_error"], "onnx_error": deploy["onnx_error"],
+               "predictions_identical": deploy["predictions_identical"], "seconds": round(seconds, 1),
+               "cost": {k: {"params": v[0], "flops": v[1], "clips_per_s": round(v[2], 2)} for k, v in deploy["cost"].items()}}
+    atomic_write_json(out / "summary.json", summary)
 
 
 def headline(results: dict, deploy: dict) -> None:
     print("\n" + "=" * 78)
-    print(f"{'method (frozen image backbone)':46s}{'val top-1':>12s}{'trainable':>14s}")
-    for name, r in results.items():
-        print(f"{name:46s}{100 * r['top1']:>11.1f}%{r['trainable']:>14,d}")
+    print(f"{'method (frozen image-pretrained ViT)':50s}{'val top-1':>12s}{'trainable':>14s}")
+    for r in results.values():
+        print(f"{r['name']:50s}{100 * r['top1']:>11.1f}%{r['trainable']:>14,d}")
     print("-" * 78)
-    print(f"{'deployed model':32s}{'params':>12s}{'MFLOPs/clip':>14s}{'clips/s':>12s}")
+    print(f"{'model':34s}{'params':>12s}{'MFLOPs/clip':>14s}{'clips/s':>12s}")
     for name, (params, flops, speed) in deploy["cost"].items():
-        print(f"{name:32s}{params:>12,d}{flops / 1e6:>14.2f}{speed:>12.1f}")
-    print(f"merge max abs error {deploy['merge_error']:.2e}; ONNX max abs error {deploy['onnx_error']:.2e}; "
+        print(f"{name:34s}{params:>12,d}{flops / 1e6:>14.2f}{speed:>12.1f}")
+    print(f"merge max abs error {deploy['merge_error']:.1e} | ONNX max abs error {deploy['onnx_error']:.1e} | "
           f"merged == unmerged predictions: {deploy['predictions_identical']}")
     print("=" * 78)
 

@@ -13,7 +13,7 @@ never on video. Two kinds of targets, because a video model needs to know both *
   Without it position is learned ~3x slower and motion of a few pixels per frame is invisible.
 
 The dense head is dropped; the ViT with its classifier is saved in timm's own layout (safetensors) and
-loaded through `pretrained=` like any downloaded image checkpoint. Pretraining takes about 8 minutes
+loaded through `pretrained=` like any downloaded image checkpoint. Pretraining takes about 20 minutes
 on 2 CPU cores, so the result is shipped in `zeroi2v/assets/` (3.3 MB); regenerate it with
 
     python -m zeroi2v.pretrain [--steps 4000] [--out zeroi2v/assets/demo_vit.safetensors]

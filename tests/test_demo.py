@@ -1,0 +1,85 @@
+"""`zeroi2v demo --tiny`: the whole pipeline (videos, backbone, three trainings through the engine,
+eval, merge, cost, ONNX, predict, report) at toy size, so CI catches any broken step; and the image
+pretraining that produces the shipped backbone."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from zeroi2v.cli import main as cli_main
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert cli_main(["demo", "--tiny", "--out", str(out)]) == 0
+    return out
+
+
+def test_report_and_artifacts(demo):
+    report = (demo / "report.md").read_text()
+    for section in ("## Accuracy", "## Deployment", "## Rerun each step"):
+        assert section in report
+    for verb in ("zeroi2v synth", "zeroi2v train", "zeroi2v eval", "zeroi2v merge", "zeroi2v export", "zeroi2v predict"):
+        assert verb in report
+    for png in ("accuracy.png", "frame_strip.png", "confusion_matrix.png", "curves_zeroi2v.png",
+                "curves_averaging.png", "curves_linear_probe.png"):
+        assert (demo / png).read_bytes()[:4] == b"\x89PNG", png
+        assert f"]({png})" in report
+    assert (demo / "model.onnx").stat().st_size > 0
+    assert (demo / "merged" / "model.safetensors").is_file() and (demo / "merged" / "classes.txt").is_file()
+
+
+def test_summary_numbers(demo):
+    summary = json.loads((demo / "summary.json").read_text())
+    assert set(summary["rows"]) == {"zeroi2v", "averaging", "linear_probe"}
+    for row in summary["rows"].values():
+        assert 0 <= row["top1"] <= 1 and row["trainable"] > 0
+    rows = summary["rows"]
+    assert rows["linear_probe"]["trainable"] < rows["averaging"]["trainable"] < rows["zeroi2v"]["trainable"]
+    assert summary["merge_error"] < 1e-4 and summary["onnx_error"] < 1e-4
+    assert summary["predictions_identical"] is True
+    cost = summary["cost"]
+    plain = next(v for k, v in cost.items() if k.startswith("plain"))
+    merged = cost["ZeroI2V merged (deployed)"]
+    unmerged = cost["ZeroI2V unmerged (training)"]
+    assert merged["flops"] == plain["flops"] < unmerged["flops"]  # zero extra inference cost
+    assert merged["params"] == plain["params"] + 8 * 128  # + the T x D temporal embedding only
+    assert unmerged["params"] > merged["params"]
+
+
+def test_rerun_commands_work(demo, capsys):
+    """The report's commands are real: re-evaluate the merged model with its own config."""
+    assert cli_main(["eval", str(demo / "merged")]) == 0
+    assert "top1=" in capsys.readouterr().out
+
+
+def test_pretraining_saves_a_timm_checkpoint(tmp_path):
+    import timm
+    from safetensors.torch import load_file
+
+    from zeroi2v import create_model
+    from zeroi2v.pretrain import BACKBONE, TIMM_KWARGS, pretrain
+
+    info = pretrain(tmp_path / "vit.safetensors", steps=2, batch=8, progress=False)
+    assert info["steps"] == 2 and set(info["held_out_accuracy"]) >= {"shape", "x", "y", "cells_iou"}
+    assert json.loads((tmp_path / "vit.json").read_text())["timm_kwargs"] == TIMM_KWARGS
+    state = load_file(tmp_path / "vit.safetensors")
+    timm.create_model(BACKBONE, num_classes=state["head.weight"].shape[0], **TIMM_KWARGS).load_state_dict(state)
+    model = create_model(BACKBONE, num_frames=4, num_classes=3, pretrained=str(tmp_path / "vit.safetensors"),
+                         **TIMM_KWARGS)
+    vit = model.backbone.state_dict()
+    for key in ("patch_embed.proj.weight", "pos_embed", "cls_token", "norm.weight"):
+        assert torch.equal(vit[key], state[key]), key
+
+
+def test_shipped_backbone_is_small_and_documented():
+    from zeroi2v.pretrain import SHIPPED
+
+    if not SHIPPED.is_file():
+        pytest.skip("no shipped backbone in this checkout")
+    assert SHIPPED.stat().st_size <= 5 * 2**20
+    info = json.loads(SHIPPED.with_suffix(".json").read_text())
+    assert info["held_out_accuracy"]["cells_iou"] > 0.8  # the features know where things are
