@@ -143,10 +143,29 @@ def reference_style_attention(attn, x, num_frames, folds):
     return attn.proj((weights @ v).transpose(1, 2).reshape(BT, N, C))
 
 
+def reference_style_core(q, k, v, num_frames, folds, scale):
+    """The part that differs, from q, k, v (B·T, H, N, d) to the attention output: the paper's way."""
+    BT, H, N, d = k.shape
+
+    def shift(t):
+        t = t.transpose(1, 2).reshape(BT // num_frames, num_frames, N, H * d)
+        out = t.clone()
+        for c0, c1, dt in folds:
+            if dt < 0:
+                out[:, -dt:, :, c0:c1] = t[:, :dt, :, c0:c1]
+            else:
+                out[:, :-dt, :, c0:c1] = t[:, dt:, :, c0:c1]
+        return out.reshape(BT, N, H, d).transpose(1, 2)
+
+    return ((q * scale) @ shift(k).transpose(-2, -1)).softmax(-1) @ shift(v)
+
+
 def stdha_table(backbone, frames, batch, device, dtype, repeats, timm_kwargs) -> dict:
     import timm
 
-    from zeroi2v.stdha import STDHAttention
+    import torch.nn.functional as F
+
+    from zeroi2v.stdha import STDHAttention, shift_frames
 
     vit = timm.create_model(backbone, pretrained=False, depth=1, **{k: v for k, v in timm_kwargs.items() if k != "depth"})
     raw = vit.blocks[0].attn
@@ -156,28 +175,48 @@ def stdha_table(backbone, frames, batch, device, dtype, repeats, timm_kwargs) ->
     folds = [(0, d, -1), (d, 2 * d, 1)]
     tokens = vit.patch_embed.num_patches + 1
     x = torch.randn(batch * frames, tokens, vit.embed_dim, device=device, dtype=dtype)
-    runs = {"STDHA (ours, SDPA + one gather)": lambda: ours(x),
-            "same attention, no temporal heads": lambda: spatial(x),
-            "reference-style (clone K/V + manual softmax)": lambda: reference_style_attention(ours, x, frames, folds)}
+    layer = {"STDHA (ours, SDPA + one gather)": lambda: ours(x),
+             "same attention, no temporal heads": lambda: spatial(x),
+             "reference-style (clone K/V + manual softmax)": lambda: reference_style_attention(ours, x, frames, folds)}
+    with torch.no_grad():  # the attention core alone: q, k, v -> output, where the implementations differ
+        q, k, v = ours.qkv(x).reshape(x.shape[0], tokens, 3, ours.num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    index = ours.kv_index
+    core = {"STDHA (ours, SDPA + one gather)": lambda: F.scaled_dot_product_attention(
+                q, shift_frames(k, index, frames), shift_frames(v, index, frames)),
+            "same attention, no temporal heads": lambda: F.scaled_dot_product_attention(q, k, v),
+            "reference-style (clone K/V + manual softmax)": lambda: reference_style_core(q, k, v, frames, folds,
+                                                                                          ours.scale)}
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    result = {"backbone": backbone, "frames": frames, "batch": batch, "tokens": tokens}
+    for part, runs in (("layer", layer), ("core", core)):
+        with torch.no_grad():
+            err = (runs["STDHA (ours, SDPA + one gather)"]() - runs["reference-style (clone K/V + manual softmax)"]()
+                   ).abs().max().item()
+        if not err <= tol:
+            raise RuntimeError(f"STDHA differs from the reference-style implementation: max abs error {err:.2e} > {tol}")
+        med = _interleaved_ms(runs, repeats * 3, device)
+        ours_ms = med["STDHA (ours, SDPA + one gather)"]
+        result["max_abs_error" if part == "layer" else "core_max_abs_error"] = err
+        result["rows" if part == "layer" else "core_rows"] = [
+            {"implementation": k, "ms": v, "time_vs_ours": v / ours_ms} for k, v in med.items()]
+    return result
+
+
+def _interleaved_ms(runs: dict, rounds: int, device) -> dict:
+    """Median milliseconds per call, every function once per round."""
+    times = {k: [] for k in runs}
     with torch.no_grad():
-        err = (runs["STDHA (ours, SDPA + one gather)"]() - runs["reference-style (clone K/V + manual softmax)"]()).abs().max().item()
-        times = {k: [] for k in runs}
         for f in runs.values():
             f()
-        for _ in range(repeats * 3):
+        for _ in range(rounds):
             for name, f in runs.items():
                 sync(device)
                 start = time.perf_counter()
                 f()
                 sync(device)
                 times[name].append(time.perf_counter() - start)
-    tol = 1e-4 if dtype == torch.float32 else 5e-2
-    if not err <= tol:
-        raise RuntimeError(f"STDHA differs from the reference-style implementation: max abs error {err:.2e} > {tol}")
-    med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-    ours_ms = med["STDHA (ours, SDPA + one gather)"]
-    return {"backbone": backbone, "frames": frames, "batch": batch, "tokens": tokens, "max_abs_error": err,
-            "rows": [{"implementation": k, "ms": v, "time_vs_ours": v / ours_ms} for k, v in med.items()]}
+    return {k: statistics.median(v) * 1000 for k, v in times.items()}
 
 
 # --- training: each configuration in a fresh process, for an honest peak memory -------------------
@@ -312,9 +351,12 @@ def checks(inference, stdha, training) -> list[dict]:
              "measured": f"{m['extra_params_vs_plain']:+,} (T·D = {expect:,})", "ok": m["extra_params_vs_plain"] == expect},
         ]
     for s in stdha:
-        ratio = next(r["time_vs_ours"] for r in s["rows"] if r["implementation"].startswith("reference"))
-        out.append({"check": f"STDHA ≥ 1.5× faster than reference-style ({s['backbone']}, {s['frames']} frames)",
-                    "measured": f"{ratio:.2f}× (outputs equal, max abs diff {s['max_abs_error']:.1e})", "ok": ratio >= 1.5})
+        ratio = next(r["time_vs_ours"] for r in s["core_rows"] if r["implementation"].startswith("reference"))
+        whole = next(r["time_vs_ours"] for r in s["rows"] if r["implementation"].startswith("reference"))
+        out.append({"check": f"STDHA attention ≥ 1.5× faster than reference-style ({s['backbone']}, {s['frames']} frames)",
+                    "measured": f"{ratio:.2f}× (q,k,v → output; {whole:.2f}× for the whole layer with its shared "
+                                f"projections; outputs equal, max abs diff {s['core_max_abs_error']:.1e})",
+                    "ok": ratio >= 1.5})
     for t in training:
         zero = next(r for r in t["rows"] if r["configuration"].startswith("ZeroI2V (frozen"))
         if zero["memory_vs_full"] is not None:
@@ -361,9 +403,14 @@ def markdown(env, inference, stdha, training, check_rows, charts_) -> str:
         lines += [f"### STDHA attention: {s['backbone']}, {s['frames']} frames × batch {s['batch']}, {s['tokens']} tokens", "",
                   "One attention layer, heads 0 and 1 temporal (Δt = -1, +1). Reference-style = the paper's MMAction2 "
                   "code path: clone K and V, overwrite the shifted channel folds, `softmax(q·kᵀ·scale)·v` by hand.", "",
-                  f"Outputs equal: max abs difference {s['max_abs_error']:.2e} (asserted).", "",
-                  "| implementation | ms / call | time vs ours |", "|---|---:|---:|"]
-        lines += [f"| {r['implementation']} | {r['ms']:.2f} | {r['time_vs_ours']:.2f}× |" for r in s["rows"]]
+                  f"Outputs equal: max abs difference {s['max_abs_error']:.2e} for the layer, "
+                  f"{s['core_max_abs_error']:.2e} for the attention core (asserted). The core (q, k, v → attention "
+                  "output) is where the implementations differ; the whole layer adds the qkv and output projections, "
+                  "identical in all three and dominant on a CPU.", "",
+                  "| implementation | attention core: ms / call | time vs ours | whole layer: ms / call | time vs ours |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {c['implementation']} | {c['ms']:.2f} | {c['time_vs_ours']:.2f}× | {r['ms']:.2f} | "
+                  f"{r['time_vs_ours']:.2f}× |" for c, r in zip(s["core_rows"], s["rows"])]
         lines.append("")
     for t in training:
         lines += [f"### Training step: {t['backbone']}, {t['frames']} frames, batch {t['batch']} (AdamW)", "",
