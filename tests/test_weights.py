@@ -163,7 +163,7 @@ class Unpicklable:
 
 
 # ---------------------------------------------------------------- reference checkpoints (MMAction2)
-def reference_checkpoint(width, depth, patch, grid, T, classes, ratio=0.25, seed=0):
+def reference_checkpoint(width, depth, patch, grid, T, classes, ratio=0.25, seed=0, num_tadapter=2):
     gen = torch.Generator().manual_seed(seed)
 
     def r(*shape, std=0.05):
@@ -191,7 +191,8 @@ def reference_checkpoint(width, depth, patch, grid, T, classes, ratio=0.25, seed
             p + "mlp.c_fc.weight": r(4 * D, D, std=D ** -0.5), p + "mlp.c_fc.bias": r(4 * D),
             p + "mlp.c_proj.weight": r(D, 4 * D, std=(4 * D) ** -0.5), p + "mlp.c_proj.bias": r(D),
         })
-        for name in ("T_Adapter_in", "S_Adapter", "MLP_Adapter", "MLP_Adapter_out"):
+        names = ("T_Adapter_in", "S_Adapter", "MLP_Adapter") + (("MLP_Adapter_out",) if num_tadapter == 2 else ())
+        for name in names:  # num_tadapter=1 configs of the reference have no MLP_Adapter_out
             sd.update({
                 p + f"{name}.D_fc1.weight": r(hidden, D, std=D ** -0.5), p + f"{name}.D_fc1.bias": r(hidden),
                 p + f"{name}.D_fc2.weight": r(D, hidden, std=hidden ** -0.5), p + f"{name}.D_fc2.bias": r(D),
@@ -243,7 +244,7 @@ def reference_forward(sd, video, folds, scale):
         h = h @ sd[p + "mlp.c_fc.weight"].T + sd[p + "mlp.c_fc.bias"]
         h = h * torch.sigmoid(1.702 * h)  # QuickGELU
         h = h @ sd[p + "mlp.c_proj.weight"].T + sd[p + "mlp.c_proj.bias"]
-        x = x + adapter(h, p + "MLP_Adapter_out")
+        x = x + (adapter(h, p + "MLP_Adapter_out") if p + "MLP_Adapter_out.D_fc1.weight" in sd else h)
     cls = ln(x, "backbone.ln_post")[:, 0].view(B, T, D).mean(1)
     return cls @ sd["cls_head.fc_cls.weight"].T + sd["cls_head.fc_cls.bias"]
 
@@ -254,13 +255,23 @@ SETTINGS = {
     # ViT-L-like: two folds per direction plus one fold at Δt = -2
     "L_like": dict(width=384, T=4, folds=[(0, 128, -1), (128, 256, 1), (256, 320, -2)],
                    overrides={"head_offsets": [-1, -1, 1, 1, -2]}),
+    # the same, given as the reference config's own stdha_cfg (STDHA: shift_div 3 -> 128 channels,
+    # long_shift_div 6 -> 64 channels at Δt = -2)
+    "L_like_stdha_cfg": dict(width=384, T=4, folds=[(0, 128, -1), (128, 256, 1), (256, 320, -2)],
+                             overrides={"stdha_cfg": {"shift_div": 3, "long_shift_div": 6}}),
+    # STDHA_long with Δt = ±2 and -3 folds, 3 adapters per block (num_tadapter=1), adapter scale 1
+    "long_3adapters": dict(width=384, T=8, num_tadapter=1, scale=1.0,
+                           folds=[(0, 64, -1), (64, 128, 1), (128, 192, -2), (192, 256, 2), (256, 320, -3)],
+                           overrides={"stdha_cfg": {"shift1_div": 6, "shift2_div": 6, "shift3_div": 6},
+                                      "adapter_scale": 1.0}),
 }
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_official_checkpoint_matches_reference_forward(tmp_path, setting):
     cfg = SETTINGS[setting]
-    sd = reference_checkpoint(cfg["width"], depth=2, patch=8, grid=4, T=cfg["T"], classes=6)
+    sd = reference_checkpoint(cfg["width"], depth=2, patch=8, grid=4, T=cfg["T"], classes=6,
+                              num_tadapter=cfg.get("num_tadapter", 2))
     path = tmp_path / "zeroi2v_ref.pth"
     torch.save({"meta": {"epoch": 40, "mmengine_object": Unpicklable()}, "state_dict": sd,
                 "optimizer": {"state": {}, "param_groups": []}}, path)
@@ -269,7 +280,7 @@ def test_official_checkpoint_matches_reference_forward(tmp_path, setting):
     assert model.data_config["mean"] == pytest.approx((0.481447, 0.457804, 0.408), abs=1e-5)
     video = torch.randn(2, 3, cfg["T"], 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        ref = reference_forward(sd, video, cfg["folds"], scale=0.5)
+        ref = reference_forward(sd, video, cfg["folds"], scale=cfg.get("scale", 0.5))
         ours = model(video)
         merged = zeroi2v.reparameterize(model)
         ours_merged = merged(video)
@@ -297,3 +308,46 @@ def test_official_rejects_other_files(tmp_path, image_tower):
     path = write_layout(tmp_path, image_tower, "timm_safetensors")
     with pytest.raises(zeroi2v.UserError, match="not a ZeroI2V"):
         zeroi2v.load_official_checkpoint(path)
+
+
+# The stdha_cfg of each published reference config and the head offsets PAPER.md §1 lists for it.
+PUBLISHED_STDHA = [
+    ("K400 ViT-B/16 8f", 768, {"shift_div": 12, "divide_head": False}, [-1, 1]),
+    ("K400 ViT-L/14 8f", 1024, {"shift_div": 8}, [-1, -1, 1, 1]),
+    ("K400 ViT-L/14 32f", 1024, {"shift_div": 8, "long_shift_div": 8}, [-1, -1, 1, 1, -2, -2]),
+    ("SSv2 ViT-B/16 16f", 768, {"shift_div": 12, "long_shift_div": 12, "long_shift_right": True}, [-1, 1, -2, 2]),
+    ("SSv2 ViT-L/14 32f", 1024, {"divide_head": False, "shift1_div": 8, "shift2_div": 16, "shift3_div": 16,
+                                 "shift3_right": False, "shift4_div": -1, "shift4_right": False},
+     [-1, -1, 1, 1, -2, 2, -3]),
+]
+
+
+@pytest.mark.parametrize("name, width, stdha_cfg, expected", PUBLISHED_STDHA, ids=[p[0] for p in PUBLISHED_STDHA])
+def test_reference_stdha_cfg_maps_to_paper_head_offsets(name, width, stdha_cfg, expected):
+    from zeroi2v.official import head_offsets_from_stdha_cfg
+    assert head_offsets_from_stdha_cfg(stdha_cfg, width) == expected
+
+
+@pytest.mark.parametrize("stdha_cfg, message", [
+    ({"shift_div": 24}, "not whole heads"),
+    ({"shift_div": 2, "long_shift_div": 4}, "more than the width"),
+    ({"divide_head": True}, "not implemented"),
+    ({"shift_dv": 12}, "unknown keys"),
+    ("shift_div=12", "must be a mapping"),
+])
+def test_bad_stdha_cfg_is_a_one_line_error(stdha_cfg, message):
+    from zeroi2v.official import head_offsets_from_stdha_cfg
+    with pytest.raises(zeroi2v.UserError, match=message):
+        head_offsets_from_stdha_cfg(stdha_cfg, 768)
+
+
+def test_convert_official_cli_takes_the_reference_stdha_cfg(tmp_path, capsys):
+    from zeroi2v.cli import main
+    sd = reference_checkpoint(384, depth=1, patch=8, grid=4, T=4, classes=3)
+    path = tmp_path / "ref.pth"
+    torch.save({"state_dict": sd}, path)
+    assert main(["convert-official", str(path), str(tmp_path / "out"), "--set",
+                 "stdha_cfg={shift_div: 3, long_shift_div: 6}"]) == 0
+    assert "head_offsets=[-1, -1, 1, 1, -2]" in capsys.readouterr().out
+    assert main(["convert-official", str(path), str(tmp_path / "out2"), "--set", "stdha_cfg={shift_div: 5}"]) == 2
+    assert "not whole heads" in capsys.readouterr().err

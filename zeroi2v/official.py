@@ -12,7 +12,8 @@ Their backbone is OpenAI-CLIP shaped (`backbone.conv1`, `backbone.transformer.re
 with `D_fc1`/`D_fc2` -> `down`/`up`. Width, depth, patch and input size, frame count and adapter
 presence/ratio are read off the tensors; heads = width / 64. The adapter scale and the temporal head
 offsets are not stored in the checkpoint: they default to the reference K400 values (0.5; ViT-B: heads
-0,1 -> -1,+1, ViT-L: heads 0,1 -> -1 and 2,3 -> +1) and are overridable.
+0,1 -> -1,+1, ViT-L: heads 0,1 -> -1 and 2,3 -> +1) and are overridable, either as `head_offsets` or
+as the reference config's own `stdha_cfg` (channel folds, see `head_offsets_from_stdha_cfg`).
 """
 from __future__ import annotations
 
@@ -46,6 +47,71 @@ def default_head_offsets(num_heads: int, num_frames: int) -> list[int]:
     if num_heads >= 16:
         return [-1, -1, 1, 1] + ([-2, -2] if num_frames >= 32 else [])
     return [-1, 1] if num_heads >= 2 and num_frames >= 2 else []
+
+
+# The two ways the reference configs write `stdha_cfg`: `STDHA` (K400, UCF/HMDB, SSv2 B/16) and `STDHA_long`
+# (the 32-frame ViT-L runs). Defaults are the reference's own.
+STDHA_CFG_DEFAULTS = {
+    "shift_div": 12, "shift_stride": 1, "long_shift_div": -1, "long_shift_right": False,
+    "shift1_div": None, "shift2_div": -1, "shift3_div": -1, "shift3_right": False, "shift4_div": -1,
+    "shift4_right": False, "divide_head": False, "shift_pattern": "kv",
+}
+
+
+def head_offsets_from_stdha_cfg(stdha_cfg: dict, width: int, head_dim: int = 64) -> list[int]:
+    """The reference's channel-fold description of STDHA as per-head offsets (Δt for heads 0..k-1).
+
+    The reference shifts contiguous channel folds of K and V, one after the other from channel 0:
+    `STDHA`: fold = width // shift_div read at Δt = -shift_stride, the next fold at +shift_stride, then
+    width // long_shift_div channels at Δt = -2 (and as many at +2 with long_shift_right).
+    `STDHA_long` (any `shiftN_div` key): width // shift1_div channels at -1 then +1, width // shift2_div at
+    -2 then +2, width // shift3_div at -3 (then +3 with shift3_right), width // shift4_div at -4 (+4).
+    Each fold must be whole heads (head_dim channels), which it is in every published config.
+    """
+    if not isinstance(stdha_cfg, dict):
+        raise UserError(f"stdha_cfg must be a mapping such as {{shift_div: 12}}, got {stdha_cfg!r}")
+    unknown = sorted(set(stdha_cfg) - set(STDHA_CFG_DEFAULTS))
+    if unknown:
+        raise UserError(f"stdha_cfg: unknown keys {unknown}; known: {sorted(STDHA_CFG_DEFAULTS)}")
+    cfg = {**STDHA_CFG_DEFAULTS, **stdha_cfg}
+    if cfg["divide_head"] or cfg["shift_pattern"] != "kv":
+        raise UserError("stdha_cfg: divide_head=True and shift_pattern='qkv' are not implemented by the reference "
+                        "either; only whole-head K/V folds map onto head_offsets")
+
+    def channels(div) -> int:
+        if not isinstance(div, int) or isinstance(div, bool):
+            raise UserError(f"stdha_cfg: fold divisors must be integers, got {div!r}")
+        return width // div if div > 0 else 0
+
+    long_form = any(k.startswith("shift") and k[5:6].isdigit() for k in stdha_cfg)
+    if long_form:
+        folds = [(channels(cfg["shift1_div"] if cfg["shift1_div"] is not None else 8), -1)]
+        folds.append((folds[0][0], 1))
+        folds += [(channels(cfg["shift2_div"]), -2), (channels(cfg["shift2_div"]), 2)]
+        folds.append((channels(cfg["shift3_div"]), -3))
+        if cfg["shift3_right"]:
+            folds.append((channels(cfg["shift3_div"]), 3))
+        folds.append((channels(cfg["shift4_div"]), -4))
+        if cfg["shift4_right"]:
+            folds.append((channels(cfg["shift4_div"]), 4))
+    else:
+        stride = cfg["shift_stride"]
+        if not isinstance(stride, int) or stride < 1:
+            raise UserError(f"stdha_cfg: shift_stride must be a positive integer, got {stride!r}")
+        fold = channels(cfg["shift_div"])
+        folds = [(fold, -stride), (fold, stride), (channels(cfg["long_shift_div"]), -2)]
+        if cfg["long_shift_right"]:
+            folds.append((channels(cfg["long_shift_div"]), 2))
+    offsets: list[int] = []
+    for size, dt in folds:
+        if size % head_dim:
+            raise UserError(f"stdha_cfg {stdha_cfg}: a fold of {size} channels is not whole heads of {head_dim} "
+                            "channels; zeroi2v's STDHA assigns whole heads")
+        offsets += [dt] * (size // head_dim)
+    if len(offsets) * head_dim > width:
+        raise UserError(f"stdha_cfg {stdha_cfg}: the folds cover {len(offsets) * head_dim} channels, "
+                        f"more than the width {width}")
+    return offsets
 
 
 def describe_checkpoint(state: dict[str, torch.Tensor]) -> dict:
@@ -122,14 +188,22 @@ def convert_state_dict(state: dict[str, torch.Tensor], model: ZeroI2V) -> dict[s
 def load_official_checkpoint(path: str | os.PathLike, **overrides) -> ZeroI2V:
     """A ZeroI2V model with the weights of a reference checkpoint; overrides go to `create_model`.
 
-    Typical overrides: `head_offsets` (SSv2 B/16: [-1, 1, -2, 2]), `adapter_scale` (1.0 for some SSv2 runs).
+    Typical overrides: `head_offsets` (SSv2 B/16: [-1, 1, -2, 2]) or, equivalently, the reference config's
+    `stdha_cfg` (`{"shift_div": 12, "long_shift_div": 12, "long_shift_right": True}`), and `adapter_scale`
+    (1.0 for some SSv2 runs).
     """
+    overrides = dict(overrides)
     from zeroi2v.weights import read_state_dict
 
     state = read_state_dict(path)
     args = describe_checkpoint(state)
     if args["adapter_positions"] is None:
         args.pop("adapter_positions")
+    if "stdha_cfg" in overrides:
+        if "head_offsets" in overrides:
+            raise UserError("give either head_offsets or stdha_cfg, not both")
+        width = args["timm_kwargs"]["embed_dim"]
+        overrides["head_offsets"] = head_offsets_from_stdha_cfg(overrides.pop("stdha_cfg"), width)
     timm_overrides = overrides.pop("timm_kwargs", None) or {}
     args["timm_kwargs"] = {**args["timm_kwargs"], **timm_overrides}
     args.update(overrides)
