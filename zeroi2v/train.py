@@ -331,7 +331,11 @@ def _train(cfg, out, rank, world, device, progress) -> dict:
                         loss = F.cross_entropy(ddp(video).float(), label, label_smoothing=t["label_smoothing"])
                     (scaler.scale(loss / t["accum_steps"]) if scaler else loss / t["accum_steps"]).backward()
                     step_loss += loss.item() / t["accum_steps"]
-                finite = all_sum([float(math.isfinite(step_loss))], device)[0] == world
+                # one collective per step: every rank agrees on a non-finite loss and on stopping (a signal
+                # may reach the ranks at different steps; all must checkpoint at the same one)
+                finite_ranks, stopping = all_sum([float(math.isfinite(step_loss)), float(stop["signal"] is not None)],
+                                                 device)
+                finite = finite_ranks == world
                 if finite:
                     if scaler:
                         scaler.unscale_(optimizer)
@@ -350,13 +354,13 @@ def _train(cfg, out, rank, world, device, progress) -> dict:
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}",
                                 clips_per_s=f"{per_step * t['accum_steps'] * world * (step - start_step) / (time.time() - tick):.1f}")
-                if stop["signal"] is not None:
+                if stopping:
                     if rank == 0:
                         save_checkpoint(out, model, optimizer, scaler, dict(epoch=epoch, step=step, history=history,
                                                                             best_top1=best, bad_steps=bad_steps,
                                                                             partial_sums=sums))
                     bar.close()
-                    name = signal.Signals(stop["signal"]).name
+                    name = signal.Signals(stop["signal"] or signal.SIGTERM).name
                     print(f"{name}: checkpoint saved at epoch {epoch + 1}, step {step}; rerun the same command to resume")
                     return {"interrupted": name}
             bar.close()

@@ -16,7 +16,6 @@ taken by decoding the whole video, so the sampler never asks for frames that do 
 from __future__ import annotations
 
 import functools
-import math
 import os
 import threading
 from fractions import Fraction
@@ -118,9 +117,21 @@ def _fps(stream) -> Fraction:
     return Fraction(rate)
 
 
-def _index(ts, stream, fps: Fraction) -> int:
-    """The frame index a timestamp (in stream time base) falls on (halves round up)."""
-    return math.floor((ts - (stream.start_time or 0)) * stream.time_base * fps + Fraction(1, 2))
+class _Indexer:
+    """The frame index a timestamp (in stream time base) falls on, halves rounding up.
+
+    Exact integer arithmetic: index = floor((ts - start) · time_base · fps + 1/2), with the rational
+    time_base · fps = num / den computed once per stream (Fraction arithmetic per frame costs more
+    than decoding a small frame).
+    """
+
+    def __init__(self, stream, fps: Fraction):
+        rate = Fraction(stream.time_base) * fps
+        self.start = stream.start_time or 0
+        self.num, self.den = 2 * rate.numerator, 2 * rate.denominator
+
+    def __call__(self, ts: int) -> int:
+        return ((ts - self.start) * self.num + self.den // 2) // self.den
 
 
 def _claimed_frames(container, stream) -> int | None:
@@ -143,14 +154,14 @@ def _seek(container, stream, index: int) -> None:
 
 def _last_packet_index(container, stream, claimed: int) -> int | None:
     """Index of the last packet after seeking to the keyframe before the claimed last frame."""
-    fps, last = _fps(stream), None
+    index_of, last = _Indexer(stream, _fps(stream)), None
     if claimed - 1 >= SEEK_MIN_FRAMES:
         _seek(container, stream, claimed - 1)
     try:
         for packet in container.demux(stream):
             ts = packet.pts if packet.pts is not None else packet.dts
             if packet.size and ts is not None:
-                index = _index(ts, stream, fps)
+                index = index_of(ts)
                 last = index if last is None else max(last, index)
     except Exception:  # noqa: BLE001 - data ends early: that is what we are checking for
         return None
@@ -158,10 +169,10 @@ def _last_packet_index(container, stream, claimed: int) -> int | None:
 
 
 def _count_by_decoding(container, stream, path) -> int:
-    fps, count, last = _fps(stream), 0, None
+    index_of, count, last = _Indexer(stream, _fps(stream)), 0, None
     try:
         for frame in container.decode(stream):
-            last = count if frame.pts is None else _index(frame.pts, stream, fps)
+            last = count if frame.pts is None else index_of(frame.pts)
             count += 1
     except Exception:  # noqa: BLE001 - a truncated tail: the frames before it count
         pass
@@ -218,7 +229,7 @@ def _decode_range(container, stream, wanted: list[int], seek: bool) -> dict[int,
     Only the wanted frames are converted to RGB. A wanted index that no frame lands on gets the most
     recent earlier frame; indices past the last decodable frame get that frame.
     """
-    fps = _fps(stream)
+    index_of = _Indexer(stream, _fps(stream))
     if seek:
         _seek(container, stream, wanted[0])
     out: dict[int, np.ndarray] = {}
@@ -232,7 +243,7 @@ def _decode_range(container, stream, wanted: list[int], seek: bool) -> dict[int,
         for frame in container.decode(stream):
             if frame.pts is None and seek:
                 raise _NoTimestamps
-            index = count if frame.pts is None else _index(frame.pts, stream, fps)
+            index = count if frame.pts is None else index_of(frame.pts)
             count += 1
             while pos < len(wanted) and wanted[pos] < index:  # skipped over (VFR gap): the earlier frame stands in
                 if previous is not None:

@@ -6,8 +6,8 @@ between frames is left intact. Outputs are float (C, T, H, W), normalised with t
 statistics (`model.data_config`, on the 0..1 scale).
 
 The order follows the ZeroI2V reference pipeline (MMAction2):
-train: resize short side (default img_size·256/224) -> RandomResizedCrop(img_size, scale)
-       -> horizontal flip (p=0.5) -> RandAugment(num_ops=4, magnitude=7) -> normalise
+train: resize short side (default img_size·256/224) -> RandAugment(num_ops=4, magnitude=7)
+       -> RandomResizedCrop(img_size, scale) -> horizontal flip (p=0.5) -> normalise
        -> RandomErasing(p) (random-noise fill, MMAction2's mode="rand")
 test:  resize short side to img_size -> center crop, or three crops along the long side
        (left/center/right for landscape, top/center/bottom for portrait, as MMAction2's ThreeCrop).
@@ -33,10 +33,10 @@ class TrainTransform(torch.nn.Module):
         super().__init__()
         short_side = short_side if short_side is not None else int(round(img_size * 256 / 224))
         self.crop = v2.Compose(([v2.Resize(short_side, antialias=True)] if short_side else []) +
+                               ([v2.RandAugment(num_ops=4, magnitude=7)] if rand_augment else []) +
                                [v2.RandomResizedCrop(img_size, scale=tuple(scale), antialias=True)])
         self.flip = flip
-        self.augment = v2.Compose(([v2.RandAugment(num_ops=4, magnitude=7)] if rand_augment else []) +
-                                  [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))] +
+        self.augment = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))] +
                                   ([v2.RandomErasing(p=random_erasing, value="random")] if random_erasing > 0 else []))
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, bool]:
