@@ -223,10 +223,31 @@ def test_save_load_roundtrip(tmp_path, merge):
         assert torch.equal(model(x), loaded(x))
 
 
-def test_merge_into_layers_without_bias_stays_rebuildable(tmp_path):
-    model = randomize_adapters(make("clip", num_frames=4, qkv_bias=False, proj_bias=False)).eval()
+@pytest.mark.parametrize("bias_kwargs", [dict(qkv_bias=False), dict(qkv_bias=False, proj_bias=False)])
+def test_merge_into_layers_without_bias_adds_no_parameters(tmp_path, bias_kwargs):
+    """Adapters beside a bias-free layer are bias-free: the merged model is the plain timm model."""
+    name, timm_kwargs = BACKBONES["clip"]
+    model = randomize_adapters(make("clip", num_frames=4, **bias_kwargs)).eval()
     merged = zeroi2v.reparameterize(model)
-    assert merged.config["timm_kwargs"]["qkv_bias"] is True
+    plain = timm.create_model(name, num_classes=7, **timm_kwargs, **bias_kwargs)
+    assert count_params(merged) == count_params(plain) + 4 * 96
+    assert merged.backbone.blocks[0].attn.qkv.bias is None
+    zeroi2v.save_pretrained(merged, tmp_path)
+    loaded = zeroi2v.load_pretrained(tmp_path)
+    x = clip_for(model)
+    with torch.no_grad():
+        assert (model(x) - loaded(x)).abs().max() < 1e-4
+
+
+def test_adapters_with_biases_beside_bias_free_layers_merge_into_a_rebuildable_model(tmp_path):
+    """Models built before adapters followed their layer's bias: the fold creates biases, and timm's one
+    proj_bias flag (proj, fc1, fc2 together) must still rebuild the merged model."""
+    model = make("clip", num_frames=4, proj_bias=False, adapter_positions=("mlp_in",))
+    for block in model.backbone.blocks:
+        block.mlp.fc1.adapter_in = LinearAdapter(96, 0.25, 0.5, bias=True)
+    model = randomize_adapters(model).eval()
+    merged = zeroi2v.reparameterize(model)
+    assert merged.config["timm_kwargs"]["proj_bias"] is True
     zeroi2v.save_pretrained(merged, tmp_path)
     loaded = zeroi2v.load_pretrained(tmp_path)
     x = clip_for(model)
@@ -242,6 +263,10 @@ def test_merge_into_layers_without_bias_stays_rebuildable(tmp_path):
     (dict(head_offsets=(0.5,)), "integers"),
     (dict(adapter_positions=("everywhere",)), "unknown adapter positions"),
     (dict(embed_dim=100), "could not build"),
+    (dict(global_pool=""), "pooled feature"),
+    (dict(timm_kwargs={"num_classes": 5}), "zeroi2v's own arguments"),
+    (dict(backbone="vit_dwee_patch16_reg1_gap_256", depth=1, img_size=32), "not timm's standard Attention"),
+    (dict(backbone="aimv2_large_patch14_224", depth=1, img_size=28), "has no Linear 'fc1'"),
 ])
 def test_bad_arguments_are_one_line_user_errors(kwargs, message):
     name, timm_kwargs = BACKBONES["clip"]
@@ -249,7 +274,8 @@ def test_bad_arguments_are_one_line_user_errors(kwargs, message):
     args.update(kwargs)
     if args["backbone"] != name:
         for k in timm_kwargs:
-            args.pop(k)
+            if k not in kwargs:
+                args.pop(k)
     with pytest.raises(zeroi2v.UserError, match=message) as info:
         zeroi2v.create_model(**args)
     assert "\n" not in str(info.value)

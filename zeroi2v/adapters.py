@@ -24,17 +24,22 @@ ADAPTER_POSITIONS = ("attn_in", "attn_out", "mlp_in", "mlp_out")
 
 
 class LinearAdapter(nn.Module):
-    """x + scale · up(dropout(down(x))); `up` starts at zero so training starts at the image model."""
+    """x + scale · up(dropout(down(x))); `up` starts at zero so training starts at the image model.
 
-    def __init__(self, dim: int, ratio: float = 0.25, scale: float = 0.5, dropout: float = 0.0):
+    `bias=False` for an adapter beside a linear layer without bias: its affine map then has no offset
+    (c = 0), so folding creates no bias and the merged layer keeps the image model's parameters.
+    """
+
+    def __init__(self, dim: int, ratio: float = 0.25, scale: float = 0.5, dropout: float = 0.0, bias: bool = True):
         super().__init__()
         hidden = max(1, int(round(dim * ratio)))
         self.scale = float(scale)
-        self.down = nn.Linear(dim, hidden)
+        self.down = nn.Linear(dim, hidden, bias=bias)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.up = nn.Linear(hidden, dim)
+        self.up = nn.Linear(hidden, dim, bias=bias)
         nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
+        if bias:
+            nn.init.zeros_(self.up.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.scale * self.up(self.drop(self.down(x)))
@@ -42,9 +47,11 @@ class LinearAdapter(nn.Module):
     @torch.no_grad()
     def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(M, c) of the equivalent affine map, in float64 for exact folding."""
-        w1, b1 = self.down.weight.double(), self.down.bias.double()
-        w2, b2 = self.up.weight.double(), self.up.bias.double()
+        w1, w2 = self.down.weight.double(), self.up.weight.double()
         eye = torch.eye(w2.shape[0], dtype=torch.float64, device=w2.device)
+        if self.down.bias is None:
+            return eye + self.scale * (w2 @ w1), torch.zeros(w2.shape[0], dtype=torch.float64, device=w2.device)
+        b1, b2 = self.down.bias.double(), self.up.bias.double()
         return eye + self.scale * (w2 @ w1), self.scale * (w2 @ b1 + b2)
 
     def extra_repr(self) -> str:
@@ -73,14 +80,17 @@ class AdaptedLinear(nn.Linear):
     @torch.no_grad()
     def folded(self) -> nn.Linear:
         """One plain `nn.Linear` computing exactly what this layer and its adapters compute (eval mode)."""
+        adapters = [a for a in (self.adapter_in, self.adapter_out) if a is not None]
         w = self.weight.double()
-        b = self.bias.double() if self.bias is not None else None
+        b = torch.zeros(self.out_features, dtype=torch.float64, device=w.device) if self.bias is None else self.bias.double()
         if self.adapter_in is not None:
             m, c = self.adapter_in.affine()
-            w, b = w @ m, w @ c + (b if b is not None else 0.0)
+            w, b = w @ m, w @ c + b
         if self.adapter_out is not None:
             m, c = self.adapter_out.affine()
-            w, b = m @ w, (m @ b if b is not None else 0.0) + c
+            w, b = m @ w, m @ b + c
+        if self.bias is None and all(a.down.bias is None for a in adapters):
+            b = None  # bias-free adapters beside a bias-free layer: nothing to add (c = 0)
         out = nn.Linear(self.in_features, self.out_features, bias=b is not None,
                         device=self.weight.device, dtype=self.weight.dtype)
         out.weight.copy_(w.to(self.weight.dtype))
@@ -95,8 +105,10 @@ class AdaptedLinear(nn.Linear):
 def add_adapters(block: nn.Module, positions=ADAPTER_POSITIONS, ratio: float = 0.25, scale: float = 0.5,
                  dropout: float = 0.0) -> None:
     """Wrap a timm `Block`'s qkv, proj, fc1 and fc2 in `AdaptedLinear` with adapters at `positions`."""
-    def make(dim: int) -> LinearAdapter:
-        return LinearAdapter(dim, ratio, scale, dropout)
+    from zeroi2v.errors import UserError
+
+    def make(dim: int, bias: bool) -> LinearAdapter:
+        return LinearAdapter(dim, ratio, scale, dropout, bias=bias)
 
     attn, mlp = block.attn, block.mlp
     slots = {  # position -> (parent module, attribute, side)
@@ -107,17 +119,18 @@ def add_adapters(block: nn.Module, positions=ADAPTER_POSITIONS, ratio: float = 0
     }
     for pos in positions:
         parent, name, side = slots[pos]
-        layer = getattr(parent, name)
+        layer = getattr(parent, name, None)
         if not isinstance(layer, nn.Linear):
-            from zeroi2v.errors import UserError
-            raise UserError(f"cannot place adapter '{pos}': the backbone's {name} is {type(layer).__name__}, not Linear")
+            raise UserError(f"cannot place adapter '{pos}': the backbone's {type(parent).__name__} has no Linear "
+                            f"'{name}' (found {type(layer).__name__})")
         if not isinstance(layer, AdaptedLinear):
             layer = AdaptedLinear(layer)
             setattr(parent, name, layer)
+        bias = layer.bias is not None  # no bias beside a bias-free layer: folding must not add one
         if side == "in":
-            layer.adapter_in = make(layer.in_features)
+            layer.adapter_in = make(layer.in_features, bias)
         else:
-            layer.adapter_out = make(layer.out_features)
+            layer.adapter_out = make(layer.out_features, bias)
 
 
 def fold_adapters(module: nn.Module) -> int:

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -120,83 +119,75 @@ def model_img(model):
 
 
 # --- STDHA vs a reference-style implementation ----------------------------------------------------
-def reference_style_attention(attn, x, num_frames, folds):
-    """The paper's code path: clone K/V, overwrite shifted channel folds, manual softmax attention."""
-    BT, N, C = x.shape
-    H, d = attn.num_heads, attn.head_dim
-    qkv = attn.qkv(x).reshape(BT, N, 3, C)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-
-    def shift(t):
-        t = t.reshape(BT // num_frames, num_frames, N, C)
-        out = t.clone()
-        for c0, c1, dt in folds:
-            if dt < 0:
-                out[:, -dt:, :, c0:c1] = t[:, :dt, :, c0:c1]
-            else:
-                out[:, :-dt, :, c0:c1] = t[:, dt:, :, c0:c1]
-        return out.reshape(BT, N, C)
-
-    k, v = shift(k), shift(v)
-    q, k, v = (t.reshape(BT, N, H, d).transpose(1, 2) for t in (q, k, v))
-    weights = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(-1)
-    return attn.proj((weights @ v).transpose(1, 2).reshape(BT, N, C))
+# Restated from the reference's STDHA (an `nn.MultiheadAttention` subclass on CLIP's (tokens, batch, width)
+# layout): packed in-projection made contiguous per q/k/v, K and V cloned and the shifted channel folds
+# overwritten, (batch·heads, tokens, head_dim) views, softmax attention with two bmm's, output re-laid out.
+def _reference_shift(t, num_frames, folds):
+    """(N, B·T, C) -> the same with channel folds [c0, c1) read from frame t+Δt (clone, then overwrite)."""
+    n, bt, c = t.shape
+    t = t.view(n, bt // num_frames, num_frames, c)
+    out = t.clone()
+    for c0, c1, dt in folds:
+        if dt < 0:
+            out[:, :, -dt:, c0:c1] = t[:, :, :dt, c0:c1]
+        else:
+            out[:, :, :-dt, c0:c1] = t[:, :, dt:, c0:c1]
+    return out.view(n, bt, c)
 
 
-def reference_style_core(q, k, v, num_frames, folds, scale):
-    """The part that differs, from q, k, v (B·T, H, N, d) to the attention output: the paper's way."""
-    BT, H, N, d = k.shape
+def _reference_attention_core(q, k, v, num_heads, num_frames, folds):
+    """q, k, v (N, B·T, C) -> attention output (N·B·T, C), the reference's way."""
+    n, bt, c = q.shape
+    d = c // num_heads
+    k, v = _reference_shift(k, num_frames, folds), _reference_shift(v, num_frames, folds)
+    q, k, v = (t.contiguous().view(n, bt * num_heads, d).transpose(0, 1) for t in (q, k, v))
+    weights = torch.bmm(q / d ** 0.5, k.transpose(-2, -1)).softmax(dim=-1)
+    return torch.bmm(weights, v).transpose(0, 1).contiguous().view(n * bt, c)
 
-    def shift(t):
-        t = t.transpose(1, 2).reshape(BT // num_frames, num_frames, N, H * d)
-        out = t.clone()
-        for c0, c1, dt in folds:
-            if dt < 0:
-                out[:, -dt:, :, c0:c1] = t[:, :dt, :, c0:c1]
-            else:
-                out[:, :-dt, :, c0:c1] = t[:, dt:, :, c0:c1]
-        return out.reshape(BT, N, H, d).transpose(1, 2)
 
-    return ((q * scale) @ shift(k).transpose(-2, -1)).softmax(-1) @ shift(v)
+def reference_style_attention(attn, x_lnd, num_frames, folds):
+    """One attention layer as the reference computes it; input and output (N, B·T, C) (CLIP's layout)."""
+    n, bt, c = x_lnd.shape
+    qkv = attn.qkv(x_lnd).unflatten(-1, (3, c)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()
+    out = _reference_attention_core(qkv[0], qkv[1], qkv[2], attn.num_heads, num_frames, folds)
+    return attn.proj(out).view(n, bt, c)
 
 
 def stdha_table(backbone, frames, batch, device, dtype, repeats, timm_kwargs) -> dict:
     import timm
 
-    import torch.nn.functional as F
-
-    from zeroi2v.stdha import STDHAttention, shift_frames
+    from zeroi2v.stdha import STDHAttention
 
     vit = timm.create_model(backbone, pretrained=False, depth=1, **{k: v for k, v in timm_kwargs.items() if k != "depth"})
     raw = vit.blocks[0].attn
-    d = raw.head_dim
+    d, heads = raw.head_dim, raw.num_heads
     ours = STDHAttention(raw, frames, (-1, 1)).to(device=device, dtype=dtype).eval()
     spatial = STDHAttention(raw, frames, ()).to(device=device, dtype=dtype).eval()
     folds = [(0, d, -1), (d, 2 * d, 1)]
     tokens = vit.patch_embed.num_patches + 1
     x = torch.randn(batch * frames, tokens, vit.embed_dim, device=device, dtype=dtype)
-    layer = {"STDHA (ours, SDPA + one gather)": lambda: ours(x),
+    x_lnd = x.transpose(0, 1).contiguous()  # the reference's layout (transposed once per network, not per layer)
+    layer = {"STDHA (ours: SDPA, temporal heads gathered)": lambda: ours(x),
              "same attention, no temporal heads": lambda: spatial(x),
-             "reference-style (clone K/V + manual softmax)": lambda: reference_style_attention(ours, x, frames, folds)}
-    with torch.no_grad():  # the attention core alone: q, k, v -> output, where the implementations differ
-        q, k, v = ours.qkv(x).reshape(x.shape[0], tokens, 3, ours.num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    index = ours.kv_index
-    core = {"STDHA (ours, SDPA + one gather)": lambda: F.scaled_dot_product_attention(
-                q, shift_frames(k, index, frames), shift_frames(v, index, frames)),
-            "same attention, no temporal heads": lambda: F.scaled_dot_product_attention(q, k, v),
-            "reference-style (clone K/V + manual softmax)": lambda: reference_style_core(q, k, v, frames, folds,
-                                                                                          ours.scale)}
+             "reference-style (clone K/V + manual softmax)":
+                 lambda: reference_style_attention(ours, x_lnd, frames, folds).transpose(0, 1)}
+    with torch.no_grad():  # the attention core: q, k, v -> attention output (B·T, N, C), where they differ
+        q, k, v = ours.qkv(x).reshape(x.shape[0], tokens, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+        ql, kl, vl = (t.permute(2, 0, 1, 3).reshape(tokens, x.shape[0], heads * d).contiguous() for t in (q, k, v))
+    core = {"STDHA (ours: SDPA, temporal heads gathered)": lambda: ours.attend(q, k, v),
+            "same attention, no temporal heads": lambda: spatial.attend(q, k, v),
+            "reference-style (clone K/V + manual softmax)": lambda: _reference_attention_core(
+                ql, kl, vl, heads, frames, folds).view(tokens, x.shape[0], heads * d).transpose(0, 1)}
     tol = 1e-4 if dtype == torch.float32 else 5e-2
     result = {"backbone": backbone, "frames": frames, "batch": batch, "tokens": tokens}
     for part, runs in (("layer", layer), ("core", core)):
         with torch.no_grad():
-            err = (runs["STDHA (ours, SDPA + one gather)"]() - runs["reference-style (clone K/V + manual softmax)"]()
+            err = (runs["STDHA (ours: SDPA, temporal heads gathered)"]() - runs["reference-style (clone K/V + manual softmax)"]()
                    ).abs().max().item()
         if not err <= tol:
             raise RuntimeError(f"STDHA differs from the reference-style implementation: max abs error {err:.2e} > {tol}")
         med = _interleaved_ms(runs, repeats * 3, device)
-        ours_ms = med["STDHA (ours, SDPA + one gather)"]
+        ours_ms = med["STDHA (ours: SDPA, temporal heads gathered)"]
         result["max_abs_error" if part == "layer" else "core_max_abs_error"] = err
         result["rows" if part == "layer" else "core_rows"] = [
             {"implementation": k, "ms": v, "time_vs_ours": v / ours_ms} for k, v in med.items()]
@@ -230,70 +221,78 @@ TRAIN_CONFIGS = [("ZeroI2V (frozen backbone)", "zeroi2v", True, "none", False),
                  ("full fine-tuning + activation checkpointing", "zeroi2v", False, "none", True)]
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
-def reset_peak_rss() -> int:
-    """Reset the RSS high-water mark to the current RSS (Linux); returns the KiB it starts from.
+def cpu_peak_bytes(step) -> int:
+    """Peak of live tensor bytes allocated by `step()` above what was live before (CPU allocator).
 
-    So the peak of the steps is measured, not that of model construction. Elsewhere: ru_maxrss.
+    The CPU counterpart of `torch.cuda.max_memory_allocated`: the profiler records every allocation and
+    free of PyTorch's CPU allocator; their running sum peaks where activations + gradients peak.
     """
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        if _status_kib("VmHWM") is not None:
-            return _status_kib("VmRSS")
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from torch.profiler import ProfilerActivity, profile
 
-
-def peak_rss() -> int:
-    return _status_kib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak
 
 
 def train_step_child(spec: dict) -> dict:
-    """Runs in a subprocess: a few AdamW steps; peak RSS growth and median step time."""
+    """Runs in a subprocess: AdamW steps; median step time and the training peak memory.
+
+    Peak memory = weights + optimizer state + the step's peak of activations and gradients, from the
+    allocator (`torch.cuda.max_memory_allocated` on a GPU, the profiler's allocation record on a CPU).
+    """
     from zeroi2v.baselines import create_baseline
     from zeroi2v.model import param_groups
 
     torch.manual_seed(0)
     device = torch.device(spec["device"])
+    kwargs = dict(spec.get("model_kwargs", {}))
     model = create_baseline(spec["method"], backbone=spec["backbone"], num_frames=spec["frames"], num_classes=400,
-                            head_offsets=(-1, 1), freeze=spec["freeze"], **spec["timm_kwargs"]).to(device)
+                            head_offsets=kwargs.pop("head_offsets", (-1, 1)), freeze=spec["freeze"], **kwargs,
+                            **spec["timm_kwargs"]).to(device)
     model.set_grad_checkpointing(spec["checkpointing"])
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4)
     img = spec["timm_kwargs"].get("img_size") or model_img(model)
     x = torch.randn(spec["batch"], 3, spec["frames"], img, img, device=device)
     y = torch.randint(0, 400, (spec["batch"],), device=device)
-    base_rss = reset_peak_rss()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base_cuda = torch.cuda.memory_allocated()
-    times = []
-    for _ in range(spec["steps"]):
-        sync(device)
-        start = time.perf_counter()
+
+    def step():
         ctx = torch.autocast(device.type, dtype=torch.bfloat16) if spec["amp"] == "bf16" else torch.autocast(device.type, enabled=False)
         with ctx:
             loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+
+    times = []
+    for _ in range(spec["steps"]):  # the first step also creates the optimizer state
+        sync(device)
+        start = time.perf_counter()
+        step()
         sync(device)
         times.append(time.perf_counter() - start)
+    state = [t for s in opt.state.values() for t in s.values()]
+    resident = tensor_bytes(list(model.parameters()) + list(model.buffers()) + state + [x, y])
     if device.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step()
+        sync(device)
+        peak = resident + torch.cuda.max_memory_allocated() - before
     else:
-        peak = (peak_rss() - base_rss) / 1024  # KiB -> MiB
+        peak = resident + cpu_peak_bytes(step)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"step_s": statistics.median(times[1:] or times), "peak_mem_mb": peak, "trainable": trainable}
+    return {"step_s": statistics.median(times[1:] or times), "peak_mem_mb": peak / 2**20,
+            "resident_mb": resident / 2**20, "trainable": trainable}
 
 
 def train_table(backbone, frames, batch, device, steps, timm_kwargs) -> list[dict]:
@@ -414,9 +413,10 @@ def markdown(env, inference, stdha, training, check_rows, charts_) -> str:
         lines.append("")
     for t in training:
         lines += [f"### Training step: {t['backbone']}, {t['frames']} frames, batch {t['batch']} (AdamW)", "",
-                  "Each row in a fresh process; peak memory = growth of the peak RSS (CPU; high-water mark reset after "
-                  "building the model) or of the peak allocated memory (GPU) during the steps: activations, gradients, "
-                  "optimizer state. Median step time of the steps after the first.", "",
+                  "Each row in a fresh process. Peak memory = weights + optimizer state + the step's peak of "
+                  "activations and gradients, read from PyTorch's allocator (`torch.cuda.max_memory_allocated` on a "
+                  "GPU; on a CPU the profiler's record of every allocation and free). Median step time of the steps "
+                  "after the first.", "",
                   "| configuration | trainable params | step (s) | step vs full FT | peak memory (MiB) | memory vs full FT |",
                   "|---|---:|---:|---:|---:|---:|"]
         for r in t["rows"]:
@@ -525,6 +525,11 @@ def main(argv=None) -> int:
     backbones = args.backbone or (["vit_base_patch16_clip_quickgelu_224"] if args.tiny else DEFAULT_BACKBONES)
     timm_kwargs = TINY if args.tiny else {}
     what = {"inference", "stdha", "train"} if "all" in args.what else set(args.what)
+    from zeroi2v.model import create_model
+    for backbone in backbones:  # a name that is not a timm ViT is a one-line error before any work
+        for frames in args.frames:
+            create_model(backbone, num_frames=frames, num_classes=1, head_offsets=(-1, 1),
+                         **{**timm_kwargs, "depth": 1})
     from tqdm import tqdm
 
     inference, stdha, training = [], [], []

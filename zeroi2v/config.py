@@ -174,7 +174,9 @@ def load_config(path=None, overrides=(), base: dict | None = None) -> dict:
         if not path.is_file():
             raise UserError(f"config file not found: {path}")
         try:
-            data = _yaml(path.read_text()) or {}
+            data = _yaml(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a UTF-8 text (YAML) file") from None
         except yaml.YAMLError as e:
             where = getattr(e, "problem_mark", None)
             raise UserError(f"{path}: invalid YAML" + (f" at line {where.line + 1}" if where else "")) from None

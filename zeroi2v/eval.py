@@ -84,7 +84,8 @@ def _dir_config(directory: Path, overrides, model) -> dict:
 
 def _classes(directory: Path) -> list[str] | None:
     path = directory / "classes.txt"
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else None
+    from zeroi2v.data.annotations import read_text
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()] if path.is_file() else None
 
 
 def evaluate(directory, overrides=(), device: str | None = None, progress: bool | None = None) -> dict:

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from timm.models.vision_transformer import Block, VisionTransformer
 
-from zeroi2v.adapters import ADAPTER_POSITIONS, AdaptedLinear, LinearAdapter, add_adapters
+from zeroi2v.adapters import ADAPTER_POSITIONS, LinearAdapter, add_adapters
 from zeroi2v.errors import UserError
 from zeroi2v.fileio import atomic_save_safetensors, atomic_write_json
 from zeroi2v.stdha import BOUNDARY_MODES, STDHAttention, check_head_offsets
@@ -124,10 +124,16 @@ def _create_vit(backbone: str, drop_path_rate: float, timm_kwargs: dict) -> Visi
         close = timm.list_models(f"*{backbone}*")[:5] if isinstance(backbone, str) else []
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise UserError(f"unknown timm model {backbone!r}{hint}")
+    clash = sorted({"num_classes", "drop_path_rate", "pretrained"} & set(timm_kwargs))
+    if clash:
+        raise UserError(f"{clash} are zeroi2v's own arguments (create_model / model.* config keys), "
+                        "not timm_kwargs")
     try:
         vit = timm.create_model(backbone, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate, **timm_kwargs)
     except TypeError as e:
-        if not issubclass(type(timm.create_model(backbone, pretrained=False)), VisionTransformer):
+        with torch.device("meta"):  # only to tell a non-ViT from a bad argument: no memory, no init
+            kind = type(timm.create_model(backbone, pretrained=False))
+        if not issubclass(kind, VisionTransformer):
             raise UserError(f"{backbone!r} is not a timm VisionTransformer; zeroi2v needs a ViT") from None
         raise UserError(f"timm could not build {backbone!r} with {timm_kwargs}: {e}") from None
     except (AssertionError, ValueError, RuntimeError) as e:
@@ -137,6 +143,9 @@ def _create_vit(backbone: str, drop_path_rate: float, timm_kwargs: dict) -> Visi
     if not all(isinstance(b, Block) for b in vit.blocks):
         kinds = sorted({type(b).__name__ for b in vit.blocks})
         raise UserError(f"{backbone!r} uses {kinds} blocks; zeroi2v supports timm's standard pre-norm Block")
+    if vit.global_pool == "" and getattr(vit, "attn_pool", None) is None:
+        raise UserError("global_pool='' returns every token; zeroi2v needs a pooled feature per frame "
+                        "(global_pool token, avg, max, avgmax or map)")
     return vit
 
 

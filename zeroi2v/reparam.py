@@ -11,7 +11,7 @@ import copy
 import torch
 
 from zeroi2v.adapters import fold_adapters
-from zeroi2v.model import ZeroI2V, create_model
+from zeroi2v.model import ZeroI2V
 
 
 class MergeError(RuntimeError):
@@ -72,11 +72,18 @@ def reparameterize(model: ZeroI2V, verify: bool = True, atol: float = 1e-4, vide
 
 
 def _bias_flags(model: ZeroI2V, merged: ZeroI2V, timm_kwargs: dict) -> dict:
-    """A fold into a layer without bias creates one; rebuilding must then ask timm for that bias."""
+    """Adapters with biases folded into a layer without one (only models built before adapters followed
+    their layer's bias) create that bias; rebuilding must then ask timm for it. timm's one `proj_bias`
+    flag covers proj, fc1 and fc2 together, so those of them still without a bias get a zero one."""
     before, after = model.backbone.blocks[0], merged.backbone.blocks[0]
-    if before.attn.qkv.bias is None and after.attn.qkv.bias is not None:
-        timm_kwargs["qkv_bias"] = True
-    layers = ("attn.proj", "mlp.fc1", "mlp.fc2")
-    if any(before.get_submodule(n).bias is None and after.get_submodule(n).bias is not None for n in layers):
-        timm_kwargs["proj_bias"] = True
+    groups = {"qkv_bias": ("attn.qkv",), "proj_bias": ("attn.proj", "mlp.fc1", "mlp.fc2")}
+    for flag, layers in groups.items():
+        if any(before.get_submodule(n).bias is None and after.get_submodule(n).bias is not None for n in layers):
+            timm_kwargs[flag] = True
+            for block in merged.backbone.blocks:
+                for name in layers:
+                    layer = block.get_submodule(name)
+                    if layer.bias is None:
+                        layer.bias = torch.nn.Parameter(layer.weight.new_zeros(layer.out_features),
+                                                        requires_grad=layer.weight.requires_grad)
     return timm_kwargs

@@ -5,13 +5,16 @@ with offset Δt_h, the queries of frame t read the keys and values of frame t+Δ
 frame's tokens, class token included). The other heads stay spatial. Only *which frame's K/V a head
 reads* changes, so there are no new parameters and no new FLOPs.
 
-Implementation: K and V of a clip are viewed as (B, T·H, N, d) and re-indexed with one
-`index_select` along the (frame, head) axis, using a precomputed index. That is a single gather
-per tensor (no per-head clone, no loop over frames), then the attention itself is
-`F.scaled_dot_product_attention`, so flash/memory-efficient kernels apply on GPU.
+Implementation: only the temporal heads' K and V are copied: viewed as (B, T, H, N, d) straight from
+the fused qkv output and re-indexed with precomputed (frame, head) tables, one gather per tensor (no
+clone of the whole K/V, no loop over frames). Spatial heads read their K/V in place. The attention
+itself is `F.scaled_dot_product_attention` (once for the temporal heads, once for the others), so
+flash/memory-efficient kernels apply on GPU, and the two results are written into the merged-head
+output in the one copy that merging heads costs anyway.
 
 At the clip boundary (t+Δt outside [0, T)) the reference implementation keeps the head's own
-frame (`boundary="keep"`); `boundary="zero"` reads zeros instead (the head then outputs zeros).
+frame (`boundary="keep"`); `boundary="zero"` reads zeros instead (the head then attends uniformly
+over zero values and outputs zeros).
 """
 from __future__ import annotations
 
@@ -42,32 +45,31 @@ def check_head_offsets(head_offsets: Sequence[int], num_heads: int, num_frames: 
     return offsets
 
 
-def shift_index(head_offsets: Sequence[int], num_heads: int, num_frames: int, boundary: str = "keep") -> torch.Tensor:
-    """Index into the flattened (frame, head) axis: entry t·H+h holds the frame·H+head to read.
+def shift_source(head_offsets: Sequence[int], num_heads: int, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(frame, valid), both (T, H): head h of frame t reads K/V of frame `frame[t, h]`, head h.
 
-    With boundary="zero", out-of-range entries point at T·H, one past the end (a zero slot).
+    `valid[t, h]` is False where t+Δt_h falls outside the clip; there `frame` is t itself (the
+    reference's rule: keep the head's own frame).
     """
-    if boundary not in BOUNDARY_MODES:
-        raise UserError(f"boundary must be one of {BOUNDARY_MODES}, got {boundary!r}")
     offsets = list(head_offsets) + [0] * (num_heads - len(head_offsets))
     t = torch.arange(num_frames).view(-1, 1)
-    h = torch.arange(num_heads).view(1, -1)
-    src = t + torch.tensor(offsets).view(1, -1)
+    src = t + torch.tensor(offsets, dtype=torch.long).view(1, -1)
     valid = (src >= 0) & (src < num_frames)
-    if boundary == "keep":
-        index = torch.where(valid, src, t) * num_heads + h
-    else:
-        index = torch.where(valid, src * num_heads + h, torch.full_like(src, num_frames * num_heads))
-    return index.flatten()
+    return torch.where(valid, src, t), valid
 
 
-def shift_frames(x: torch.Tensor, index: torch.Tensor, num_frames: int, zero_slot: bool = False) -> torch.Tensor:
-    """Re-index K or V of shape (B·T, H, N, d) along (frame, head) with a `shift_index`."""
+def shift_frames(x: torch.Tensor, frame: torch.Tensor, head: torch.Tensor, num_frames: int,
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Re-index K or V of shape (B·T, H, N, d): out[b, t, h] = x[b, frame[t, h], h], in one gather.
+
+    `x` may be a strided view (the K/V slice of the fused qkv output); only the result is materialised.
+    With `valid` (boundary="zero"), heads reading outside the clip get zeros.
+    """
     BT, H, N, d = x.shape
-    x = x.reshape(BT // num_frames, num_frames * H, N, d)
-    if zero_slot:
-        x = torch.cat([x, x.new_zeros(x.shape[0], 1, N, d)], dim=1)
-    return x.index_select(1, index).reshape(BT, H, N, d)
+    out = x.view(BT // num_frames, num_frames, H, N, d)[:, frame, head]
+    if valid is not None:
+        out = out * valid.view(1, num_frames, H, 1, 1).to(out.dtype)
+    return out.view(BT, H, N, d)
 
 
 class STDHAttention(nn.Module):
@@ -83,6 +85,13 @@ class STDHAttention(nn.Module):
         for name in ("qkv", "proj"):
             if not isinstance(getattr(attn, name, None), nn.Linear):
                 raise UserError(f"backbone attention has no fused linear '{name}'; STDHA needs timm's standard Attention")
+        # anything beyond timm's standard Attention (extra parameters or modules, other head arithmetic,
+        # e.g. differential attention) would be silently dropped: refuse it
+        known = {"qkv", "q_norm", "k_norm", "attn_drop", "norm", "proj", "proj_drop"}
+        extra = [n for n, _ in attn.named_children() if n not in known] + [n for n, _ in attn.named_parameters(recurse=False)]
+        if extra or attn.qkv.out_features != 3 * attn.num_heads * attn.head_dim:
+            raise UserError(f"backbone attention {type(attn).__name__} is not timm's standard Attention "
+                            f"({', '.join(extra) or 'different head layout'}); STDHA supports the standard one")
         self.num_heads = attn.num_heads
         self.head_dim = attn.head_dim
         self.attn_dim = getattr(attn, "attn_dim", attn.num_heads * attn.head_dim)
@@ -96,34 +105,62 @@ class STDHAttention(nn.Module):
         self.proj_drop = attn.proj_drop
         self.num_frames = int(num_frames)
         self.head_offsets = check_head_offsets(head_offsets, self.num_heads, self.num_frames)
+        if boundary not in BOUNDARY_MODES:
+            raise UserError(f"boundary must be one of {BOUNDARY_MODES}, got {boundary!r}")
         self.boundary = boundary
-        self.register_buffer(
-            "kv_index", shift_index(self.head_offsets, self.num_heads, self.num_frames, boundary), persistent=False
-        )
+        # heads 0..k-1 cover every non-zero offset; only their K/V are gathered, the others are read in place
+        self.num_temporal = max((h + 1 for h, o in enumerate(self.head_offsets) if o != 0), default=0)
+        frame, valid = shift_source(self.head_offsets[:self.num_temporal], self.num_temporal, self.num_frames)
+        self.register_buffer("kv_frame", frame, persistent=False)
+        self.register_buffer("kv_head", torch.arange(self.num_temporal).expand(self.num_frames, -1).clone(),
+                             persistent=False)
+        self.register_buffer("kv_valid", valid if boundary == "zero" else None, persistent=False)
 
     @property
     def temporal(self) -> bool:
-        return any(o != 0 for o in self.head_offsets)
+        return self.num_temporal > 0
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         BT, N, C = x.shape
         qkv = self.qkv(x).reshape(BT, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        if self.temporal:
-            if BT % self.num_frames:
-                raise UserError(f"STDHA expects batches of whole clips of {self.num_frames} frames, got {BT} frames")
-            zero = self.boundary == "zero"
-            k = shift_frames(k, self.kv_index, self.num_frames, zero)
-            v = shift_frames(v, self.kv_index, self.num_frames, zero)
-        x = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal,
-            dropout_p=self.attn_drop.p if self.training else 0.0,
-        )
-        x = x.transpose(1, 2).reshape(BT, N, self.attn_dim)
+        x = self.attend(q, k, v, attn_mask, is_causal)
         x = self.norm(x)
         x = self.proj(x)
         return self.proj_drop(x)
 
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+               is_causal: bool = False) -> torch.Tensor:
+        """q, k, v (B·T, H, N, d) -> the heads' outputs merged, (B·T, N, H·d): where STDHA differs."""
+        BT, _, N, _ = q.shape
+        dropout_p = self.attn_drop.p if self.training else 0.0
+        if not self.temporal:
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p)
+            x = x.transpose(1, 2).reshape(BT, N, self.attn_dim)
+        else:
+            if BT % self.num_frames:
+                raise UserError(f"STDHA expects batches of whole clips of {self.num_frames} frames, got {BT} frames")
+            # temporal heads attend to gathered K/V; spatial heads to their own K/V (views, nothing copied);
+            # both results land in one (B·T, N, H, d) tensor, the copy the head merge makes anyway
+            k_t = self.num_temporal
+            kt = shift_frames(k[:, :k_t], self.kv_frame, self.kv_head, self.num_frames, self.kv_valid)
+            vt = shift_frames(v[:, :k_t], self.kv_frame, self.kv_head, self.num_frames, self.kv_valid)
+            parts = [F.scaled_dot_product_attention(q[:, :k_t], kt, vt, attn_mask=_heads(attn_mask, 0, k_t),
+                                                    is_causal=is_causal, dropout_p=dropout_p)]
+            if k_t < self.num_heads:
+                parts.append(F.scaled_dot_product_attention(
+                    q[:, k_t:], k[:, k_t:], v[:, k_t:], attn_mask=_heads(attn_mask, k_t, self.num_heads),
+                    is_causal=is_causal, dropout_p=dropout_p))
+            x = torch.cat([part.transpose(1, 2) for part in parts], dim=2).reshape(BT, N, self.attn_dim)
+        return x
+
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, num_frames={self.num_frames}, head_offsets={self.head_offsets}, boundary={self.boundary}"
+
+
+def _heads(mask: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
+    """The slice of an attention mask for heads start..stop-1 (a mask without a head axis applies to all)."""
+    if mask is None or mask.dim() < 4 or mask.shape[1] == 1:
+        return mask
+    return mask[:, start:stop]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -146,9 +147,13 @@ def load_checkpoint(out: Path, model, optimizer, scaler) -> dict | None:
         return None
     from safetensors.torch import load_file
 
-    names = json.loads(pointer.read_text())
-    model.load_state_dict(load_file(str(out / CKPT_DIR / names["model"])))
-    resume = torch.load(out / CKPT_DIR / names["state"], map_location="cpu", weights_only=True)
+    try:
+        names = json.loads(pointer.read_text())
+        model.load_state_dict(load_file(str(out / CKPT_DIR / names["model"])))
+        resume = torch.load(out / CKPT_DIR / names["state"], map_location="cpu", weights_only=True)
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError, pickle.UnpicklingError) as e:
+        raise UserError(f"cannot resume from {pointer.parent}: {str(e).splitlines()[0] if str(e) else type(e).__name__} "
+                        "(move the run directory away to start over)") from None
     optimizer.load_state_dict(resume["optimizer"])
     if scaler and resume.get("scaler"):
         scaler.load_state_dict(resume["scaler"])
@@ -212,7 +217,6 @@ def train(cfg: dict, progress: bool | None = None) -> dict:
     """Train (or resume) the run described by `cfg`; returns the last epoch's metrics."""
     rank, world, device = setup_distributed()
     out = Path(cfg["output"])
-    t = cfg["train"]
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} exists and is not a directory")
     if rank == 0:
@@ -223,7 +227,10 @@ def train(cfg: dict, progress: bool | None = None) -> dict:
             previous = out / "config.yaml"
             if previous.is_file() and (out / CKPT_DIR / "last.json").is_file():
                 import yaml
-                old = yaml.safe_load(previous.read_text())
+                try:
+                    old = yaml.safe_load(previous.read_text(encoding="utf-8"))
+                except (yaml.YAMLError, UnicodeDecodeError):
+                    old = None
                 if not isinstance(old, dict):
                     raise UserError(f"{previous} is not a valid config; move the run directory away to start over")
                 before, now, default = flatten(old), flatten(cfg), flatten(DEFAULTS)

@@ -25,6 +25,8 @@ HEAD_PREFIXES = ("head.", "fc_norm_head.")  # dropped: we bring our own classifi
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, whatever its container; one-line errors for bad files."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not a weights file")
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
     if path.stat().st_size == 0:
@@ -41,12 +43,27 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         except Exception as e:  # noqa: BLE001 - torch.jit raises many types for broken archives
             raise UserError(f"cannot read TorchScript archive {path}: {str(e).splitlines()[0]}") from None
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # neither torch.save's zip nor a legacy pickle
+        raise UserError(f"{path} is not a PyTorch checkpoint (not a zip archive or pickle), safetensors "
+                        "(.safetensors) or TorchScript file")
     try:
         obj = _load_pickle_safely(path)
     except Exception as e:  # noqa: BLE001 - unpickling errors of many kinds; all mean "not a usable checkpoint"
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot read {path} as a PyTorch checkpoint (truncated or not a checkpoint): {msg[:200]}") from None
+        raise UserError(f"cannot read {path} as a PyTorch checkpoint (truncated or not a checkpoint): "
+                        f"{_reason(e)[:200]}") from None
     return _unwrap(obj, path)
+
+
+def _reason(error: Exception) -> str:
+    """The informative line of a loading error (torch's weights_only message is mostly advice to
+    disable the safety check, which we never do)."""
+    text = str(error).strip()
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+        return f"unpickling refused: {detail[0].strip() if detail else 'unsupported content'}"
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _load_pickle_safely(path: Path):

@@ -65,7 +65,7 @@ def _has_split_files(directory: Path) -> bool:
 
 def _list_file(path: Path) -> Annotations:
     samples = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -89,8 +89,18 @@ def _list_file(path: Path) -> Annotations:
     return Annotations(samples, classes)
 
 
+def read_text(path: Path) -> str:
+    """A text annotation file; one-line errors for unreadable or non-UTF-8 files."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not a UTF-8 text file (byte {e.start}: {e.reason})") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, expected a text file") from None
+
+
 def _read_classes(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
 def _folder_tree(root: Path) -> Annotations:
@@ -109,7 +119,7 @@ def _folder_tree(root: Path) -> Annotations:
 
 def _ssv2(path: Path) -> Annotations:
     try:
-        entries = json.loads(path.read_text())
+        entries = json.loads(read_text(path))
     except ValueError as e:
         raise UserError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(entries, list):
@@ -121,7 +131,7 @@ def _ssv2(path: Path) -> Annotations:
             raise UserError(f"no SSv2 labels file (labels.json) next to {path}")
         labels_file = found[0]
     try:
-        names = {name: int(index) for name, index in json.loads(labels_file.read_text()).items()}
+        names = {name: int(index) for name, index in json.loads(read_text(labels_file)).items()}
     except (ValueError, AttributeError, TypeError):
         raise UserError(f"{labels_file}: expected a JSON object {{class name: index}}") from None
     classes = [name for name, _ in sorted(names.items(), key=lambda kv: kv[1])]
@@ -147,7 +157,7 @@ def _ucf101(path: Path) -> Annotations:
     if not class_ind.is_file():
         raise UserError(f"classInd.txt not found next to {path}")
     classes = []
-    for number, line in enumerate(class_ind.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(class_ind).splitlines(), start=1):
         fields = line.split()
         if fields and (len(fields) != 2 or fields[0] != str(len(classes) + 1)):
             raise UserError(f"{class_ind}:{number}: expected '{len(classes) + 1} ClassName', got {line.strip()[:60]!r}")
@@ -155,7 +165,7 @@ def _ucf101(path: Path) -> Annotations:
             classes.append(fields[1])
     index = {name.lower(): i for i, name in enumerate(classes)}  # UCF101 spells HandstandPushups both ways
     samples = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -176,7 +186,7 @@ def _hmdb_splits(pattern: str, split: str) -> Annotations:
     classes = [re.sub(r"_test_split\d+\.txt$", "", os.path.basename(f)) for f in files]
     samples = []
     for label, (name, file) in enumerate(zip(classes, files)):
-        for number, line in enumerate(Path(file).read_text().splitlines(), start=1):
+        for number, line in enumerate(read_text(Path(file)).splitlines(), start=1):
             fields = line.split()
             if not fields:
                 continue
