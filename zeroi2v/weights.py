@@ -45,9 +45,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise UserError(f"cannot read TorchScript archive {path}: {str(e).splitlines()[0]}") from None
     with open(path, "rb") as f:
         head = f.read(2)
+    if head == b"PK" and not zipfile.is_zipfile(path):
+        raise UserError(f"cannot read {path}: a truncated or damaged checkpoint (incomplete zip archive)")
     if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # neither torch.save's zip nor a legacy pickle
-        raise UserError(f"{path} is not a PyTorch checkpoint (not a zip archive or pickle), safetensors "
-                        "(.safetensors) or TorchScript file")
+        raise UserError(f"cannot read {path}: not a PyTorch checkpoint (neither a zip archive nor a pickle), "
+                        "safetensors (.safetensors) or TorchScript file")
     try:
         obj = _load_pickle_safely(path)
     except Exception as e:  # noqa: BLE001 - unpickling errors of many kinds; all mean "not a usable checkpoint"
