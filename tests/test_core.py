@@ -290,3 +290,27 @@ def test_wrong_clip_length_is_a_clear_error():
 def test_load_pretrained_rejects_non_model_dirs(tmp_path):
     with pytest.raises(zeroi2v.UserError, match="not a zeroi2v model directory"):
         zeroi2v.load_pretrained(tmp_path)
+
+
+def test_lean_quickgelu_keeps_numbers_and_saves_one_tensor_less():
+    """CLIP's QuickGELU in the video model: timm's values and gradients, half the saved activations."""
+    from timm.layers.activations import QuickGELU as TimmQuickGELU
+
+    from zeroi2v.memory import QuickGELU
+    x = torch.randn(4, 33, 64, dtype=torch.float64, requires_grad=True)
+    ours, timms = QuickGELU()(x), TimmQuickGELU()(x)
+    assert torch.equal(ours, timms)
+    g = torch.randn_like(ours)
+    (ga,), (gb,) = torch.autograd.grad(ours, x, g), torch.autograd.grad(timms, x, g)
+    assert torch.allclose(ga, gb, atol=1e-12)
+    assert torch.autograd.gradcheck(QuickGELU(), (x[:1, :3, :5].detach().requires_grad_(),))
+
+    def saved(act):  # elements of the distinct tensors autograd keeps
+        kept = {}
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.setdefault(t.data_ptr(), t.numel()) and t,
+                                                      lambda t: t):
+            act(x.float())
+        return sum(kept.values())
+    assert saved(QuickGELU()) * 2 == saved(TimmQuickGELU())
+    model = make("clip")
+    assert all(isinstance(b.mlp.act, QuickGELU) for b in model.backbone.blocks)

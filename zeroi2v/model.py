@@ -25,6 +25,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from zeroi2v.adapters import ADAPTER_POSITIONS, LinearAdapter, add_adapters
 from zeroi2v.errors import UserError
 from zeroi2v.fileio import atomic_save_safetensors, atomic_write_json
+from zeroi2v.memory import lean_activations
 from zeroi2v.stdha import BOUNDARY_MODES, STDHAttention, check_head_offsets
 
 MODEL_FILE = "model.safetensors"
@@ -44,6 +45,7 @@ class ZeroI2V(nn.Module):
         self.num_frames = int(num_frames)
         self.num_classes = int(num_classes)
         self.embed_dim = backbone.num_features
+        lean_activations(backbone)  # CLIP's QuickGELU without its second saved tensor (same numbers)
         for block in backbone.blocks:
             block.attn = STDHAttention(block.attn, self.num_frames, head_offsets, boundary)
             if adapter_ratio > 0 and adapter_positions:
