@@ -314,3 +314,29 @@ def test_lean_quickgelu_keeps_numbers_and_saves_one_tensor_less():
     assert saved(QuickGELU()) * 2 == saved(TimmQuickGELU())
     model = make("clip")
     assert all(isinstance(b.mlp.act, QuickGELU) for b in model.backbone.blocks)
+
+
+@pytest.mark.parametrize("kind", ["clip", "deit"])
+def test_lean_block_recomputes_norm_adapter_with_equal_numbers_and_less_memory(kind):
+    """`run_block` (norm -> adapter recomputed in backward): same loss and gradients, fewer saved bytes."""
+    model = randomize_adapters(make(kind, head_offsets=(-1, 1), head_dropout=0.0)).train()
+    x = clip_for(model)
+
+    def step(lean):
+        model.lean_memory = lean
+        model.zero_grad(set_to_none=True)
+        kept = {}
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: kept.setdefault((t.data_ptr(), t.shape), t.numel() * t.element_size()) and t, lambda t: t):
+            loss = model(x).square().mean()
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        return loss.detach(), grads, sum(kept.values())
+
+    loss_a, grads_a, bytes_a = step(lean=False)
+    loss_b, grads_b, bytes_b = step(lean=True)
+    assert torch.equal(loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys() and any("adapter" in n for n in grads_a)
+    for n in grads_a:
+        assert torch.allclose(grads_a[n], grads_b[n], rtol=1e-4, atol=1e-7), n
+    assert bytes_b < 0.9 * bytes_a, (bytes_a, bytes_b)

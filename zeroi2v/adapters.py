@@ -69,8 +69,9 @@ class AdaptedLinear(nn.Linear):
         self.adapter_in = adapter_in
         self.adapter_out = adapter_out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.adapter_in is not None:
+    def forward(self, x: torch.Tensor, skip_in: bool = False) -> torch.Tensor:
+        """`skip_in`: the caller already applied `adapter_in` (see `zeroi2v.memory.run_block`)."""
+        if self.adapter_in is not None and not skip_in:
             x = self.adapter_in(x)
         x = super().forward(x)
         if self.adapter_out is not None:

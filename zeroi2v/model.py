@@ -25,7 +25,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from zeroi2v.adapters import ADAPTER_POSITIONS, LinearAdapter, add_adapters
 from zeroi2v.errors import UserError
 from zeroi2v.fileio import atomic_save_safetensors, atomic_write_json
-from zeroi2v.memory import lean_activations
+from zeroi2v.memory import can_recompute, lean_activations, run_block
 from zeroi2v.stdha import BOUNDARY_MODES, STDHAttention, check_head_offsets
 
 MODEL_FILE = "model.safetensors"
@@ -59,6 +59,7 @@ class ZeroI2V(nn.Module):
             nn.init.normal_(self.head.weight, std=0.02)  # timm's ViT head init (its own zero init stalls CE at start)
             nn.init.zeros_(self.head.bias)
         self.grad_checkpointing = False
+        self.lean_memory = True  # recompute norm -> adapter in backward (zeroi2v.memory); False: keep them
         self.config: dict = {}
 
     # --- information -----------------------------------------------------------------------------
@@ -104,9 +105,12 @@ class ZeroI2V(nn.Module):
             N, D = x.shape[1:]
             x = (x.view(B, T, N, D) + self.temporal_embed.view(1, T, 1, D)).view(B * T, N, D)
         x = vit.norm_pre(x)
+        training = self.training and torch.is_grad_enabled()
         for block in vit.blocks:
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            if training and self.grad_checkpointing:  # the whole block recomputed in backward
                 x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            elif training and self.lean_memory and can_recompute(block):  # only norm -> adapter recomputed
+                x = run_block(block, x)
             else:
                 x = block(x)
         x = vit.norm(x)

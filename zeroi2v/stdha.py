@@ -120,9 +120,12 @@ class STDHAttention(nn.Module):
     def temporal(self) -> bool:
         return self.num_temporal > 0
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False,
+                pre_adapted: bool = False) -> torch.Tensor:
+        """`pre_adapted`: `x` already went through the adapter before the qkv projection."""
         BT, N, C = x.shape
-        qkv = self.qkv(x).reshape(BT, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x, skip_in=True) if pre_adapted else self.qkv(x)
+        qkv = qkv.reshape(BT, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         x = self.attend(q, k, v, attn_mask, is_causal)
