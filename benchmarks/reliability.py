@@ -57,6 +57,11 @@ def main() -> int:
     (tmp / "truncated.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
     (tmp / "bad.yaml").write_text("model: [unclosed\n")
     (tmp / "empty_dir").mkdir()
+    (tmp / "latin1.yaml").write_bytes("model:\n  backbone: vit_tiny_patch16_224  # r\xe9sum\xe9\n".encode("latin-1"))
+    latin = tmp / "latin_list"
+    latin.mkdir()
+    (latin / "list.txt").write_text(Path(data["train_list"]).read_text())
+    (latin / "classes.txt").write_bytes("caf\xe9\n".encode("latin-1") * 8)
     broken = Path(data["root"]) / "broken"
     broken.mkdir()
     (broken / "empty.mp4").write_bytes(b"")
@@ -100,6 +105,11 @@ def main() -> int:
         ("not a ViT backbone", ["train", cfg, "--set", "model.backbone=resnet18"], "not a timm VisionTransformer"),
         ("weights file is text", ["train", cfg, "--set", f"model.pretrained={tmp / 'text.pth'}"], "cannot read"),
         ("weights file truncated", ["train", cfg, "--set", f"model.pretrained={tmp / 'truncated.safetensors'}"], "cannot read"),
+        ("weights path is a directory", ["train", cfg, "--set", f"model.pretrained={tmp / 'empty_dir'}"], "is a directory"),
+        ("config file not UTF-8", ["train", tmp / "latin1.yaml"], "not a UTF-8"),
+        ("classes.txt not UTF-8", ["train", cfg, "--set", f"data.train_list={latin / 'list.txt'}"], "not a UTF-8"),
+        ("backbone with non-standard attention", ["train", cfg, "--set", "model.backbone=vit_dwee_patch16_reg1_gap_256",
+                                                  "model.timm_kwargs={depth: 1}"], "not timm's standard Attention"),
         ("not a model directory", ["eval", tmp / "empty_dir"], "not a zeroi2v model directory"),
         ("export of a non-model", ["export", tmp / "empty_dir", tmp / "x.onnx"], "not a zeroi2v model directory"),
         ("predict on a non-video file", None, "unreadable"),
@@ -159,6 +169,19 @@ def main() -> int:
     record("interruption", "SIGTERM inside epoch 2 (preemption)", term,
            f"checkpoint at that step, exit 143; rerun resumes exactly (max abs diff {diff:.1e})",
            term.returncode == 143 and diff <= 1e-5)
+    damaged = tmp / "damaged"  # a finished epoch's checkpoint whose resume state was then damaged
+    proc = subprocess.Popen([sys.executable, "-m", "zeroi2v", "train", str(cfg), "--set", f"output={damaged}"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while time.time() < deadline + 240 and not (damaged / "metrics.jsonl").is_file():
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for state in (damaged / "checkpoint").glob("state-*.pt"):
+        state.write_bytes(state.read_bytes()[:200])
+    result = cli("train", cfg, "--set", f"output={damaged}")
+    record("interruption", "resume state damaged after the kill (truncated state file)", result,
+           "refuses to resume with one line naming the run, exit 2",
+           result.returncode == 2 and "cannot resume" in result.stderr)
     out = tmp / "locked"
     proc = subprocess.Popen([sys.executable, "-m", "zeroi2v", "train", str(cfg), "--set", f"output={out}",
                              "train.epochs=50"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -150,3 +150,31 @@ def test_changed_config_on_unfinished_run_is_refused(motion, tmp_path, capsys):
     assert main(["train", str(cfg), "--set", "train.lr=0.5", "train.epochs=2"]) == 2
     assert "different config" in capsys.readouterr().err
     _ = wait_for
+
+
+def test_damaged_resume_state_is_a_one_line_refusal(motion, tmp_path, capsys):
+    """Checkpoints are written atomically, so only outside damage can break one: say so, never a traceback."""
+    cfg = write_config(tmp_path / "cfg.yaml", motion, tmp_path / "run", train__epochs=1)
+    assert main(["train", str(cfg)]) == 0
+    for state in (tmp_path / "run" / "checkpoint").glob("state-*.pt"):
+        state.write_bytes(state.read_bytes()[:200])
+    capsys.readouterr()
+    assert main(["train", str(cfg)]) == 2  # rerunning reads the checkpoint first
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["config", "classes"])
+def test_text_files_that_are_not_utf8_are_one_line_errors(motion, tmp_path, capsys, where):
+    if where == "config":
+        cfg = tmp_path / "latin1.yaml"
+        cfg.write_bytes("model:\n  backbone: vit_tiny_patch16_224  # r\xe9sum\xe9\n".encode("latin-1"))
+    else:
+        (tmp_path / "list").mkdir()
+        (tmp_path / "list" / "train.txt").write_text(Path(motion["train_list"]).read_text())
+        (tmp_path / "list" / "classes.txt").write_bytes("caf\xe9\n".encode("latin-1") * 4)
+        cfg = write_config(tmp_path / "cfg.yaml", motion, tmp_path / "run",
+                           data__train_list=str(tmp_path / "list" / "train.txt"))
+    assert main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "not a UTF-8" in err and len(err.strip().splitlines()) == 1
