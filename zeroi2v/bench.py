@@ -298,8 +298,9 @@ def train_step_child(spec: dict) -> dict:
 def train_table(backbone, frames, batch, device, steps, timm_kwargs) -> list[dict]:
     rows = []
     for name, method, freeze, amp, ckpt in TRAIN_CONFIGS:
+        slow = amp == "bf16" and device.type == "cpu"  # emulated without bf16 hardware: minutes per step
         spec = dict(method=method, freeze=freeze, amp=amp, checkpointing=ckpt, backbone=backbone, frames=frames,
-                    batch=batch, device=str(device), steps=steps, timm_kwargs=timm_kwargs)
+                    batch=batch, device=str(device), steps=1 if slow else steps, timm_kwargs=timm_kwargs)
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         proc = subprocess.run([sys.executable, "-m", "zeroi2v.bench", "--child", json.dumps(spec)],
                               capture_output=True, text=True, env=env, timeout=1800)
@@ -425,8 +426,8 @@ def markdown(env, inference, stdha, training, check_rows, charts_) -> str:
                          f"{r['peak_mem_mb']:.0f} | {mvf} |")
         lines.append("")
         if env["device"] == "cpu":
-            lines += ["On CPU, bf16 autocast is emulated by kernels that are often slower than fp32; its memory effect is "
-                      "the meaningful part. GPU numbers: run the command above.", ""]
+            lines += ["On CPU, bf16 autocast is emulated by kernels that are often slower than fp32 (its row times a "
+                      "single step); its memory effect is the meaningful part. GPU numbers: run the command above.", ""]
     lines += [f"![{n}](bench/{n})" for n in charts_]
     return "\n".join(lines) + "\n"
 
@@ -514,19 +515,24 @@ def main(argv=None) -> int:
     parser.add_argument("--what", nargs="+", choices=["inference", "stdha", "train", "all"], default=["all"])
     parser.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds (median)")
     parser.add_argument("--train-batch", type=int, default=None, help="batch of the training table (default max(2, --batch))")
+    parser.add_argument("--train-backbone", default=None, help="backbone of the training table (default: the last --backbone)")
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--out", default="docs/benchmarks.md",
                         help="assembled Markdown file; this run's section, JSON and PNGs go beside it in bench/")
     parser.add_argument("--tiny", action="store_true", help="toy-size models (smoke test)")
+    parser.add_argument("--render", action="store_true",
+                        help="only rebuild the Markdown from the JSON of the last run (<out dir>/bench/cost.json)")
     args = parser.parse_args(argv)
     args.argv = argv
+    if args.render:
+        return render(Path(args.out))
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     backbones = args.backbone or (["vit_base_patch16_clip_quickgelu_224"] if args.tiny else DEFAULT_BACKBONES)
     timm_kwargs = TINY if args.tiny else {}
     what = {"inference", "stdha", "train"} if "all" in args.what else set(args.what)
     from zeroi2v.model import create_model
-    for backbone in backbones:  # a name that is not a timm ViT is a one-line error before any work
+    for backbone in backbones + ([args.train_backbone] if args.train_backbone else []):  # one-line errors first
         for frames in args.frames:
             create_model(backbone, num_frames=frames, num_classes=1, head_offsets=(-1, 1),
                          **{**timm_kwargs, "depth": 1})
@@ -540,7 +546,7 @@ def main(argv=None) -> int:
         if "stdha" in what:
             stdha.append(stdha_table(backbone, frames, max(args.batch, 2), device, dtype, args.repeats, timm_kwargs))
     if "train" in what:
-        backbone, batch = backbones[0], args.train_batch or max(2, args.batch)
+        backbone, batch = args.train_backbone or backbones[-1], args.train_batch or max(2, args.batch)
         training.append({"backbone": backbone, "frames": args.frames[0], "batch": batch,
                          "rows": train_table(backbone, args.frames[0], batch, device, args.train_steps, timm_kwargs)})
     env = environment(args, device)
@@ -555,6 +561,18 @@ def main(argv=None) -> int:
     assemble(out)
     print(section)
     print(f"wrote {out} ({bench_dir / 'cost.md'}, {bench_dir / 'cost.json'})")
+    return 0
+
+
+def render(out: Path) -> int:
+    """Rewrite the section and the assembled doc from cost.json (after a change to the wording)."""
+    bench_dir = out.parent / "bench"
+    data = json.loads((bench_dir / "cost.json").read_text())
+    charts_ = sorted(p.name for p in bench_dir.glob("*.png"))
+    section = markdown(data["environment"], data["inference"], data["stdha"], data["training"], data["checks"], charts_)
+    atomic_write_text(bench_dir / "cost.md", section)
+    assemble(out)
+    print(f"wrote {out} from {bench_dir / 'cost.json'}")
     return 0
 
 
