@@ -316,10 +316,18 @@ def test_lean_quickgelu_keeps_numbers_and_saves_one_tensor_less():
     assert all(isinstance(b.mlp.act, QuickGELU) for b in model.backbone.blocks)
 
 
-@pytest.mark.parametrize("kind", ["clip", "deit"])
+@pytest.mark.parametrize("kind", ["clip", "deit", "joint"])
 def test_lean_block_recomputes_norm_adapter_with_equal_numbers_and_less_memory(kind):
     """`run_block` (norm -> adapter recomputed in backward): same loss and gradients, fewer saved bytes."""
-    model = randomize_adapters(make(kind, head_offsets=(-1, 1), head_dropout=0.0)).train()
+    if kind == "joint":  # the joint-attention baseline wraps the attention: only the MLP path is lean
+        from zeroi2v.baselines import create_baseline
+        name, timm_kwargs = BACKBONES["clip"]
+        torch.manual_seed(0)
+        model = create_baseline("joint", backbone=name, num_frames=8, num_classes=7, head_offsets=(),
+                                head_dropout=0.0, **timm_kwargs)
+        model = randomize_adapters(model).train()
+    else:
+        model = randomize_adapters(make(kind, head_offsets=(-1, 1), head_dropout=0.0)).train()
     x = clip_for(model)
 
     def step(lean):
@@ -339,4 +347,4 @@ def test_lean_block_recomputes_norm_adapter_with_equal_numbers_and_less_memory(k
     assert grads_a.keys() == grads_b.keys() and any("adapter" in n for n in grads_a)
     for n in grads_a:
         assert torch.allclose(grads_a[n], grads_b[n], rtol=1e-4, atol=1e-7), n
-    assert bytes_b < 0.9 * bytes_a, (bytes_a, bytes_b)
+    assert bytes_b < (0.95 if kind == "joint" else 0.9) * bytes_a, (bytes_a, bytes_b)

@@ -70,17 +70,20 @@ def can_recompute(block: nn.Module) -> bool:
     from timm.models.vision_transformer import Block
 
     from zeroi2v.adapters import AdaptedLinear
+    if type(block) is not Block or type(block.mlp) is not Mlp:
+        return False
     qkv, fc1 = getattr(block.attn, "qkv", None), getattr(block.mlp, "fc1", None)
-    return (type(block) is Block and type(block.mlp) is Mlp
-            and any(isinstance(layer, AdaptedLinear) and layer.adapter_in is not None for layer in (qkv, fc1)))
+    return (any(isinstance(layer, AdaptedLinear) and layer.adapter_in is not None for layer in (qkv, fc1)))
 
 
 def run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """timm's `Block.forward` (and `Mlp.forward`) with each pre-norm adapter recomputed in backward."""
     from torch.utils.checkpoint import checkpoint
 
+    from zeroi2v.stdha import STDHAttention
+
     attn, mlp = block.attn, block.mlp
-    if getattr(attn.qkv, "adapter_in", None) is not None:
+    if isinstance(attn, STDHAttention) and getattr(attn.qkv, "adapter_in", None) is not None:
         h = checkpoint(_norm_then_adapter(block.norm1, attn.qkv.adapter_in), x, use_reentrant=False)
         x = x + block.drop_path1(block.ls1(attn(h, pre_adapted=True)))
     else:
