@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from zeroi2v.errors import UserError
 
@@ -121,45 +122,59 @@ class STDHAttention(nn.Module):
         return self.num_temporal > 0
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False,
-                pre_adapted: bool = False) -> torch.Tensor:
-        """`pre_adapted`: `x` already went through the adapter before the qkv projection."""
+                pre_adapted: bool = False, recompute_proj: bool = False) -> torch.Tensor:
+        """`pre_adapted`: `x` already went through the adapter before the qkv projection.
+        `recompute_proj`: the output projection (and its adapter) is recomputed in backward from the
+        heads' outputs, which SDPA keeps anyway, instead of keeping its own input (`zeroi2v.memory`)."""
         BT, N, C = x.shape
         qkv = self.qkv(x, skip_in=True) if pre_adapted else self.qkv(x)
         qkv = qkv.reshape(BT, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        x = self.attend(q, k, v, attn_mask, is_causal)
-        x = self.norm(x)
-        x = self.proj(x)
-        return self.proj_drop(x)
+        heads = self.attend_heads(q, k, v, attn_mask, is_causal)
+        if recompute_proj:
+            return torch.utils.checkpoint.checkpoint(self.project, *heads, use_reentrant=False)
+        return self.project(*heads)
+
+    def project(self, *heads: torch.Tensor) -> torch.Tensor:
+        """The heads' outputs merged, then timm's (norm,) output projection and dropout."""
+        return self.proj_drop(self.proj(self.norm(merge_heads(heads, self.attn_dim))))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
                is_causal: bool = False) -> torch.Tensor:
         """q, k, v (B·T, H, N, d) -> the heads' outputs merged, (B·T, N, H·d): where STDHA differs."""
-        BT, _, N, _ = q.shape
+        return merge_heads(self.attend_heads(q, k, v, attn_mask, is_causal), self.attn_dim)
+
+    def attend_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                     is_causal: bool = False) -> list[torch.Tensor]:
+        """The attention outputs of the temporal heads and of the spatial heads, each (B·T, h, N, d)."""
         dropout_p = self.attn_drop.p if self.training else 0.0
         if not self.temporal:
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p)
-            x = x.transpose(1, 2).reshape(BT, N, self.attn_dim)
-        else:
-            if BT % self.num_frames:
-                raise UserError(f"STDHA expects batches of whole clips of {self.num_frames} frames, got {BT} frames")
-            # temporal heads attend to gathered K/V; spatial heads to their own K/V (views, nothing copied);
-            # both results land in one (B·T, N, H, d) tensor, the copy the head merge makes anyway
-            k_t = self.num_temporal
-            kt = shift_frames(k[:, :k_t], self.kv_frame, self.kv_head, self.num_frames, self.kv_valid)
-            vt = shift_frames(v[:, :k_t], self.kv_frame, self.kv_head, self.num_frames, self.kv_valid)
-            parts = [F.scaled_dot_product_attention(q[:, :k_t], kt, vt, attn_mask=_heads(attn_mask, 0, k_t),
-                                                    is_causal=is_causal, dropout_p=dropout_p)]
-            if k_t < self.num_heads:
-                parts.append(F.scaled_dot_product_attention(
-                    q[:, k_t:], k[:, k_t:], v[:, k_t:], attn_mask=_heads(attn_mask, k_t, self.num_heads),
-                    is_causal=is_causal, dropout_p=dropout_p))
-            x = torch.cat([part.transpose(1, 2) for part in parts], dim=2).reshape(BT, N, self.attn_dim)
-        return x
+            return [F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p)]
+        if q.shape[0] % self.num_frames:
+            raise UserError(f"STDHA expects batches of whole clips of {self.num_frames} frames, got {q.shape[0]} frames")
+        # temporal heads attend to gathered K/V; spatial heads to their own K/V (views, nothing copied)
+        k_t = self.num_temporal
+        kt = shift_frames(k[:, :k_t], self.kv_frame, self.kv_head, self.num_frames, self.kv_valid)
+        vt = shift_frames(v[:, :k_t], self.kv_frame, self.kv_head, self.num_frames, self.kv_valid)
+        heads = [F.scaled_dot_product_attention(q[:, :k_t], kt, vt, attn_mask=_heads(attn_mask, 0, k_t),
+                                                is_causal=is_causal, dropout_p=dropout_p)]
+        if k_t < self.num_heads:
+            heads.append(F.scaled_dot_product_attention(
+                q[:, k_t:], k[:, k_t:], v[:, k_t:], attn_mask=_heads(attn_mask, k_t, self.num_heads),
+                is_causal=is_causal, dropout_p=dropout_p))
+        return heads
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, num_frames={self.num_frames}, head_offsets={self.head_offsets}, boundary={self.boundary}"
+
+
+def merge_heads(heads: Sequence[torch.Tensor], attn_dim: int) -> torch.Tensor:
+    """(B·T, h_i, N, d) pieces -> (B·T, N, H·d) in the one copy that merging heads costs anyway."""
+    BT, _, N, _ = heads[0].shape
+    if len(heads) == 1:
+        return heads[0].transpose(1, 2).reshape(BT, N, attn_dim)
+    return torch.cat([h.transpose(1, 2) for h in heads], dim=2).reshape(BT, N, attn_dim)
 
 
 def _heads(mask: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
