@@ -121,6 +121,17 @@ def test_stdha_matches_slow_per_head_gather(offsets, boundary):
     with torch.no_grad():
         fast, slow = attn(x), slow_stdha(attn, x, T, offsets, boundary)
     assert (fast - slow).abs().max().item() < 1e-5
+    # gradients through the in-place K/V shift reach the source frames as in the slow version
+    g = torch.randn_like(fast)
+    grads = []
+    for f in (lambda x: attn(x), lambda x: slow_stdha(attn, x, T, offsets, boundary)):
+        xg = x.clone().requires_grad_()
+        attn.zero_grad(set_to_none=True)
+        (f(xg) * g).sum().backward()
+        grads.append((xg.grad, attn.qkv.weight.grad))
+    (gx_fast, gw_fast), (gx_slow, gw_slow) = grads
+    assert (gx_fast - gx_slow).abs().max().item() < 1e-4
+    assert (gw_fast - gw_slow).abs().max().item() < 1e-3 * gw_slow.abs().max().item()
 
 
 def test_temporal_heads_see_frame_order_and_spatial_model_does_not():

@@ -5,12 +5,11 @@ with offset Δt_h, the queries of frame t read the keys and values of frame t+Δ
 frame's tokens, class token included). The other heads stay spatial. Only *which frame's K/V a head
 reads* changes, so there are no new parameters and no new FLOPs.
 
-Implementation: only the temporal heads' K and V are copied: viewed as (B, T, H, N, d) straight from
-the fused qkv output and re-indexed with precomputed (frame, head) tables, one gather per tensor (no
-clone of the whole K/V, no loop over frames). Spatial heads read their K/V in place. The attention
-itself is `F.scaled_dot_product_attention` (once for the temporal heads, once for the others), so
-flash/memory-efficient kernels apply on GPU, and the two results are written into the merged-head
-output in the one copy that merging heads costs anyway.
+Implementation: the temporal heads' K and V channels of the fused qkv projection output are shifted
+along the frame axis in place: one copy of those k_t/H of K and V, then one slice copy per temporal
+head (no clone of the whole K/V, no loop over frames). Then one
+`F.scaled_dot_product_attention` call for all heads, so flash/memory-efficient kernels apply on GPU
+and the attention costs exactly what the image model's does.
 
 At the clip boundary (t+Δt outside [0, T)) the reference implementation keeps the head's own
 frame (`boundary="keep"`); `boundary="zero"` reads zeros instead (the head then attends uniformly
@@ -44,33 +43,6 @@ def check_head_offsets(head_offsets: Sequence[int], num_heads: int, num_frames: 
     if bad:
         raise UserError(f"head_offsets {list(offsets)}: |Δt| must be < num_frames={num_frames} (got {bad})")
     return offsets
-
-
-def shift_source(head_offsets: Sequence[int], num_heads: int, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(frame, valid), both (T, H): head h of frame t reads K/V of frame `frame[t, h]`, head h.
-
-    `valid[t, h]` is False where t+Δt_h falls outside the clip; there `frame` is t itself (the
-    reference's rule: keep the head's own frame).
-    """
-    offsets = list(head_offsets) + [0] * (num_heads - len(head_offsets))
-    t = torch.arange(num_frames).view(-1, 1)
-    src = t + torch.tensor(offsets, dtype=torch.long).view(1, -1)
-    valid = (src >= 0) & (src < num_frames)
-    return torch.where(valid, src, t), valid
-
-
-def shift_frames(x: torch.Tensor, frame: torch.Tensor, head: torch.Tensor, num_frames: int,
-                 valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Re-index K or V of shape (B·T, H, N, d): out[b, t, h] = x[b, frame[t, h], h], in one gather.
-
-    `x` may be a strided view (the K/V slice of the fused qkv output); only the result is materialised.
-    With `valid` (boundary="zero"), heads reading outside the clip get zeros.
-    """
-    BT, H, N, d = x.shape
-    out = x.view(BT // num_frames, num_frames, H, N, d)[:, frame, head]
-    if valid is not None:
-        out = out * valid.view(1, num_frames, H, 1, 1).to(out.dtype)
-    return out.view(BT, H, N, d)
 
 
 class STDHAttention(nn.Module):
@@ -109,13 +81,8 @@ class STDHAttention(nn.Module):
         if boundary not in BOUNDARY_MODES:
             raise UserError(f"boundary must be one of {BOUNDARY_MODES}, got {boundary!r}")
         self.boundary = boundary
-        # heads 0..k-1 cover every non-zero offset; only their K/V are gathered, the others are read in place
+        # heads 0..k-1 cover every non-zero offset; only their K/V are shifted, the others are read in place
         self.num_temporal = max((h + 1 for h, o in enumerate(self.head_offsets) if o != 0), default=0)
-        frame, valid = shift_source(self.head_offsets[:self.num_temporal], self.num_temporal, self.num_frames)
-        self.register_buffer("kv_frame", frame, persistent=False)
-        self.register_buffer("kv_head", torch.arange(self.num_temporal).expand(self.num_frames, -1).clone(),
-                             persistent=False)
-        self.register_buffer("kv_valid", valid if boundary == "zero" else None, persistent=False)
 
     @property
     def temporal(self) -> bool:
@@ -125,60 +92,58 @@ class STDHAttention(nn.Module):
                 pre_adapted: bool = False, recompute_proj: bool = False) -> torch.Tensor:
         """`pre_adapted`: `x` already went through the adapter before the qkv projection.
         `recompute_proj`: the output projection (and its adapter) is recomputed in backward from the
-        heads' outputs, which SDPA keeps anyway, instead of keeping its own input (`zeroi2v.memory`)."""
-        BT, N, C = x.shape
+        attention output, which SDPA keeps anyway, instead of keeping its own input (`zeroi2v.memory`)."""
         qkv = self.qkv(x, skip_in=True) if pre_adapted else self.qkv(x)
-        qkv = qkv.reshape(BT, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        q, k = self.q_norm(q), self.k_norm(k)
-        heads = self.attend_heads(q, k, v, attn_mask, is_causal)
+        heads = self.attend_heads(qkv, attn_mask, is_causal)
         if recompute_proj:
-            return torch.utils.checkpoint.checkpoint(self.project, *heads, use_reentrant=False)
-        return self.project(*heads)
+            return torch.utils.checkpoint.checkpoint(self.project, heads, use_reentrant=False)
+        return self.project(heads)
 
-    def project(self, *heads: torch.Tensor) -> torch.Tensor:
-        """The heads' outputs merged, then timm's (norm,) output projection and dropout."""
-        return self.proj_drop(self.proj(self.norm(merge_heads(heads, self.attn_dim))))
+    def project(self, heads: torch.Tensor) -> torch.Tensor:
+        """(B·T, H, N, d) attention output -> heads merged, timm's (norm,) output projection and dropout."""
+        BT, _, N, _ = heads.shape
+        return self.proj_drop(self.proj(self.norm(heads.transpose(1, 2).reshape(BT, N, self.attn_dim))))
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
-               is_causal: bool = False) -> torch.Tensor:
-        """q, k, v (B·T, H, N, d) -> the heads' outputs merged, (B·T, N, H·d): where STDHA differs."""
-        return merge_heads(self.attend_heads(q, k, v, attn_mask, is_causal), self.attn_dim)
+    def attend(self, qkv: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """Fused qkv output (B·T, N, 3·H·d) -> heads' outputs merged (B·T, N, H·d): where STDHA differs.
+        Shifts the temporal heads' K/V of `qkv` in place."""
+        heads = self.attend_heads(qkv, attn_mask, is_causal)
+        return heads.transpose(1, 2).reshape(heads.shape[0], heads.shape[2], self.attn_dim)
 
-    def attend_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                     is_causal: bool = False) -> list[torch.Tensor]:
-        """The attention outputs of the temporal heads and of the spatial heads, each (B·T, h, N, d)."""
-        dropout_p = self.attn_drop.p if self.training else 0.0
-        if not self.temporal:
-            return [F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p)]
-        if q.shape[0] % self.num_frames:
-            raise UserError(f"STDHA expects batches of whole clips of {self.num_frames} frames, got {q.shape[0]} frames")
-        # temporal heads attend to gathered K/V; spatial heads to their own K/V (views, nothing copied)
-        k_t = self.num_temporal
-        kt = shift_frames(k[:, :k_t], self.kv_frame, self.kv_head, self.num_frames, self.kv_valid)
-        vt = shift_frames(v[:, :k_t], self.kv_frame, self.kv_head, self.num_frames, self.kv_valid)
-        heads = [F.scaled_dot_product_attention(q[:, :k_t], kt, vt, attn_mask=_heads(attn_mask, 0, k_t),
-                                                is_causal=is_causal, dropout_p=dropout_p)]
-        if k_t < self.num_heads:
-            heads.append(F.scaled_dot_product_attention(
-                q[:, k_t:], k[:, k_t:], v[:, k_t:], attn_mask=_heads(attn_mask, k_t, self.num_heads),
-                is_causal=is_causal, dropout_p=dropout_p))
-        return heads
+    def attend_heads(self, qkv: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                     is_causal: bool = False) -> torch.Tensor:
+        """Fused qkv output (B·T, N, 3·H·d) -> attention output (B·T, H, N, d), one SDPA call for all heads."""
+        BT, N, _ = qkv.shape
+        qkv = qkv.reshape(BT, N, 3, self.num_heads, self.head_dim)
+        if self.temporal:
+            self.shift_kv(qkv)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)  # per token and head: commutes with the frame shift
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                                              dropout_p=self.attn_drop.p if self.training else 0.0)
+
+    def shift_kv(self, qkv: torch.Tensor) -> None:
+        """In place on (B·T, N, 3, H, d): temporal head h's K and V of frame t become those of t+Δt_h.
+
+        Only the k_t temporal heads' K/V channels are copied (one copy of them, then one slice copy
+        per head; no loop over frames). The projection output is fresh, so overwriting it is safe, and
+        autograd routes the gradients through the copies to the source frames. Frames whose source
+        lies outside the clip keep their own K/V (`boundary="keep"`) or get zeros (`"zero"`).
+        """
+        BT, N, _, H, d = qkv.shape
+        T, k_t = self.num_frames, self.num_temporal
+        if BT % T:
+            raise UserError(f"STDHA expects batches of whole clips of {T} frames, got {BT} frames")
+        kv = qkv.view(BT // T, T, N, 3, H, d)[:, :, :, 1:, :k_t]  # (B, T, N, 2, k_t, d), a view
+        source = kv.clone()
+        for h, dt in enumerate(self.head_offsets[:k_t]):
+            if dt == 0:
+                continue
+            dst, src, edge = ((slice(-dt, T), slice(0, T + dt), slice(0, -dt)) if dt < 0 else
+                              (slice(0, T - dt), slice(dt, T), slice(T - dt, T)))
+            kv[:, dst, :, :, h] = source[:, src, :, :, h]
+            if self.boundary == "zero":
+                kv[:, edge, :, :, h] = 0
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, num_frames={self.num_frames}, head_offsets={self.head_offsets}, boundary={self.boundary}"
-
-
-def merge_heads(heads: Sequence[torch.Tensor], attn_dim: int) -> torch.Tensor:
-    """(B·T, h_i, N, d) pieces -> (B·T, N, H·d) in the one copy that merging heads costs anyway."""
-    BT, _, N, _ = heads[0].shape
-    if len(heads) == 1:
-        return heads[0].transpose(1, 2).reshape(BT, N, attn_dim)
-    return torch.cat([h.transpose(1, 2) for h in heads], dim=2).reshape(BT, N, attn_dim)
-
-
-def _heads(mask: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
-    """The slice of an attention mask for heads start..stop-1 (a mask without a head axis applies to all)."""
-    if mask is None or mask.dim() < 4 or mask.shape[1] == 1:
-        return mask
-    return mask[:, start:stop]
