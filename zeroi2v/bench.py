@@ -84,8 +84,8 @@ def inference_table(backbone, frames, batch, device, dtype, repeats, timm_kwargs
     with torch.no_grad():
         for method in METHODS:  # warm-up
             models[method](inputs[method])
-        for _ in range(repeats):  # interleaved rounds
-            for method in METHODS:
+        for round_ in range(repeats):  # interleaved rounds, the order rotated each round (no position bias)
+            for method in METHODS[round_ % len(METHODS):] + METHODS[:round_ % len(METHODS)]:
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
                     before = torch.cuda.memory_allocated()
@@ -99,15 +99,17 @@ def inference_table(backbone, frames, batch, device, dtype, repeats, timm_kwargs
                     peak = (torch.cuda.max_memory_allocated() - before + weights) / 2**20
                     rows[method]["peak_mem_mb"] = max(peak, rows[method]["peak_mem_mb"] or 0.0)
     plain = rows["plain image model"]
+    plain_times = list(plain["times"])
     out = []
     for method in METHODS:
         r = rows[method]
+        # paired: this model's time against the image model's in the same round, median over rounds
+        r["throughput_vs_plain"] = statistics.median(p / t for p, t in zip(plain_times, r["times"]))
         median = statistics.median(r.pop("times"))
         r.update(latency_ms=1000 * median, clips_per_s=batch / median, backbone=backbone, frames=frames, batch=batch,
                  embed_dim=models["plain image model"].embed_dim)
         out.append(r)
     for r in out:
-        r["throughput_vs_plain"] = r["clips_per_s"] / (batch / (plain["latency_ms"] / 1000))
         r["flops_vs_plain"] = r["gflops_per_clip"] / plain["gflops_per_clip"]
         r["extra_params_vs_plain"] = r["params"] - plain["params"]
     return out
@@ -202,8 +204,10 @@ def _interleaved_ms(runs: dict, rounds: int, device) -> dict:
     with torch.no_grad():
         for f in runs.values():
             f()
-        for _ in range(rounds):
-            for name, f in runs.items():
+        names = list(runs)
+        for round_ in range(rounds):  # the order rotated each round (no position bias)
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                f = runs[name]
                 sync(device)
                 start = time.perf_counter()
                 f()
@@ -388,7 +392,9 @@ def markdown(env, inference, stdha, training, check_rows, charts_) -> str:
         lines += [f"### Inference: {first['backbone']}, {first['frames']} frames, batch {first['batch']}", "",
                   "The image model runs the T frames as a batch of images; ZeroI2V merged is the deployed model "
                   "(adapters folded, STDHA only re-indexes K/V). FLOPs from `torch.utils.flop_counter` "
-                  "(a multiply-add = 2), attention included.", "",
+                  "(a multiply-add = 2), attention included. Throughput vs image model: the median over rounds of the "
+                  "image model's time divided by this model's time in the same round (paired, so load drifts "
+                  "cancel); clips/s and latency: medians of the rounds.", "",
                   "| model | params | extra params vs image model | GFLOPs / clip | FLOPs vs image model | clips/s | "
                   "throughput vs image model | latency (ms) | peak memory (MiB) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in table:
@@ -515,7 +521,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="inference/STDHA dtype")
     parser.add_argument("--what", nargs="+", choices=["inference", "stdha", "train", "all"], default=["all"])
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds (median)")
+    parser.add_argument("--repeats", type=int, default=11, help="interleaved timing rounds (median)")
     parser.add_argument("--train-batch", type=int, default=None, help="batch of the training table (default max(2, --batch))")
     parser.add_argument("--train-backbone", default=None, help="backbone of the training table (default: the last --backbone)")
     parser.add_argument("--train-steps", type=int, default=3)
