@@ -180,6 +180,10 @@ def main(argv=None) -> int:
         from zeroi2v.fileio import atomic_write_text
         atomic_write_text(args.out, text)
         print(f"wrote {args.out}")
+        from zeroi2v.bench import assemble
+        assembled = Path(args.out).parent / "benchmarks.md"
+        assemble(assembled)  # docs/benchmarks.md includes this section
+        print(f"wrote {assembled}")
     return 0
 
 

@@ -441,8 +441,9 @@ def markdown(env, inference, stdha, training, check_rows, charts_) -> str:
                          f"{r['peak_mem_mb']:.0f} | {mvf} |")
         lines.append("")
         if env["device"] == "cpu":
-            lines += ["On CPU, bf16 autocast is emulated by kernels that are often slower than fp32 (its row times a "
-                      "single step); its memory effect is the meaningful part. GPU numbers: run the command above.", ""]
+            lines += ["On CPU, bf16 speed depends on the processor's bf16 support (without it the kernels are "
+                      "emulated and can be slower than fp32; its row times a single step); its memory effect holds "
+                      "everywhere. GPU numbers: run the command above.", ""]
     lines += [f"![{n}](bench/{n})" for n in charts_]
     return "\n".join(lines) + "\n"
 
