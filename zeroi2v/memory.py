@@ -1,7 +1,7 @@
 """Training-memory savers that change no number the model computes.
 
 Backpropagating through a frozen backbone still needs the activations of every nonlinearity, and
-those dominate ZeroI2V's training memory. Two savings, both recomputing something cheap in the
+those dominate ZeroI2V's training memory. Three savings, each recomputing something cheap in the
 backward pass instead of keeping it:
 
 - OpenAI CLIP's QuickGELU, `x · sigmoid(1.702 x)`, written as timm writes it, makes autograd keep two
@@ -81,7 +81,8 @@ def can_recompute(block: nn.Module) -> bool:
 
 
 def run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """timm's `Block.forward` (and `Mlp.forward`) with each pre-norm adapter recomputed in backward."""
+    """timm's `Block.forward` (and `Mlp.forward`) with each pre-norm adapter (and, in STDHA, the output
+    projection with its adapter) recomputed in backward."""
     from torch.utils.checkpoint import checkpoint
 
     from zeroi2v.stdha import STDHAttention

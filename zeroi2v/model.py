@@ -59,7 +59,7 @@ class ZeroI2V(nn.Module):
             nn.init.normal_(self.head.weight, std=0.02)  # timm's ViT head init (its own zero init stalls CE at start)
             nn.init.zeros_(self.head.bias)
         self.grad_checkpointing = False
-        self.lean_memory = True  # recompute norm -> adapter in backward (zeroi2v.memory); False: keep them
+        self.lean_memory = True  # recompute norm -> adapter and proj -> adapter in backward (zeroi2v.memory)
         self.config: dict = {}
 
     # --- information -----------------------------------------------------------------------------
@@ -109,7 +109,7 @@ class ZeroI2V(nn.Module):
         for block in vit.blocks:
             if training and self.grad_checkpointing:  # the whole block recomputed in backward
                 x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-            elif training and self.lean_memory and can_recompute(block):  # only norm -> adapter recomputed
+            elif training and self.lean_memory and can_recompute(block):  # only cheap parts recomputed
                 x = run_block(block, x)
             else:
                 x = block(x)

@@ -8,8 +8,8 @@ reads* changes, so there are no new parameters and no new FLOPs.
 Implementation: the temporal heads' K and V channels of the fused qkv projection output are shifted
 along the frame axis in place: one copy of those k_t/H of K and V, then one slice copy per temporal
 head (no clone of the whole K/V, no loop over frames). Then one
-`F.scaled_dot_product_attention` call for all heads, so flash/memory-efficient kernels apply on GPU
-and the attention costs exactly what the image model's does.
+`F.scaled_dot_product_attention` call for all heads, exactly the image model's attention call, so
+flash/memory-efficient kernels apply on GPU.
 
 At the clip boundary (t+Δt outside [0, T)) the reference implementation keeps the head's own
 frame (`boundary="keep"`); `boundary="zero"` reads zeros instead (the head then attends uniformly
