@@ -70,6 +70,12 @@ def run(model, method, clip):
     return model(clip)
 
 
+def rotated(names: list, round_: int) -> list:
+    """The run order of one interleaved round, shifted by one each round (no position bias)."""
+    k = round_ % len(names)
+    return names[k:] + names[:k]
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -90,8 +96,8 @@ def inference_table(backbone, frames, batch, device, dtype, repeats, timm_kwargs
     with torch.no_grad():
         for method in METHODS:  # warm-up
             run(models[method], method, inputs[method])
-        for round_ in range(repeats):  # interleaved rounds, the order rotated each round (no position bias)
-            for method in METHODS[round_ % len(METHODS):] + METHODS[:round_ % len(METHODS)]:
+        for round_ in range(repeats):  # interleaved rounds
+            for method in rotated(METHODS, round_):
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
                     before = torch.cuda.memory_allocated()
@@ -210,9 +216,8 @@ def _interleaved_ms(runs: dict, rounds: int, device) -> dict:
     with torch.no_grad():
         for f in runs.values():
             f()
-        names = list(runs)
-        for round_ in range(rounds):  # the order rotated each round (no position bias)
-            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+        for round_ in range(rounds):
+            for name in rotated(list(runs), round_):
                 f = runs[name]
                 sync(device)
                 start = time.perf_counter()

@@ -101,14 +101,17 @@ class STDHAttention(nn.Module):
 
     def project(self, heads: torch.Tensor) -> torch.Tensor:
         """(B·T, H, N, d) attention output -> heads merged, timm's (norm,) output projection and dropout."""
+        return self.proj_drop(self.proj(self.norm(self.merge_heads(heads))))
+
+    def merge_heads(self, heads: torch.Tensor) -> torch.Tensor:
+        """(B·T, H, N, d) -> (B·T, N, H·d)."""
         BT, _, N, _ = heads.shape
-        return self.proj_drop(self.proj(self.norm(heads.transpose(1, 2).reshape(BT, N, self.attn_dim))))
+        return heads.transpose(1, 2).reshape(BT, N, self.attn_dim)
 
     def attend(self, qkv: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         """Fused qkv output (B·T, N, 3·H·d) -> heads' outputs merged (B·T, N, H·d): where STDHA differs.
         Shifts the temporal heads' K/V of `qkv` in place."""
-        heads = self.attend_heads(qkv, attn_mask, is_causal)
-        return heads.transpose(1, 2).reshape(heads.shape[0], heads.shape[2], self.attn_dim)
+        return self.merge_heads(self.attend_heads(qkv, attn_mask, is_causal))
 
     def attend_heads(self, qkv: torch.Tensor, attn_mask: torch.Tensor | None = None,
                      is_causal: bool = False) -> torch.Tensor:
