@@ -20,11 +20,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-ADAPTER_POSITIONS = ("attn_in", "attn_out", "mlp_in", "mlp_out")
+from zeroi2v.config import ADAPTER_POSITIONS
+from zeroi2v.errors import UserError
 
 
 class LinearAdapter(nn.Module):
     """x + scale · up(dropout(down(x))); `up` starts at zero so training starts at the image model.
+
+    Initialisation as the reference: `down` truncated normal (std 0.02) with zero bias, `up` zero.
 
     `bias=False` for an adapter beside a linear layer without bias: its affine map then has no offset
     (c = 0), so folding creates no bias and the merged layer keeps the image model's parameters.
@@ -37,8 +40,10 @@ class LinearAdapter(nn.Module):
         self.down = nn.Linear(dim, hidden, bias=bias)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.up = nn.Linear(hidden, dim, bias=bias)
+        nn.init.trunc_normal_(self.down.weight, std=0.02)
         nn.init.zeros_(self.up.weight)
         if bias:
+            nn.init.zeros_(self.down.bias)
             nn.init.zeros_(self.up.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,9 +74,8 @@ class AdaptedLinear(nn.Linear):
         self.adapter_in = adapter_in
         self.adapter_out = adapter_out
 
-    def forward(self, x: torch.Tensor, skip_in: bool = False) -> torch.Tensor:
-        """`skip_in`: the caller already applied `adapter_in` (see `zeroi2v.memory.run_block`)."""
-        if self.adapter_in is not None and not skip_in:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.adapter_in is not None:
             x = self.adapter_in(x)
         x = super().forward(x)
         if self.adapter_out is not None:
@@ -106,8 +110,6 @@ class AdaptedLinear(nn.Linear):
 def add_adapters(block: nn.Module, positions=ADAPTER_POSITIONS, ratio: float = 0.25, scale: float = 0.5,
                  dropout: float = 0.0) -> None:
     """Wrap a timm `Block`'s qkv, proj, fc1 and fc2 in `AdaptedLinear` with adapters at `positions`."""
-    from zeroi2v.errors import UserError
-
     def make(dim: int, bias: bool) -> LinearAdapter:
         return LinearAdapter(dim, ratio, scale, dropout, bias=bias)
 

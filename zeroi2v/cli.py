@@ -1,28 +1,44 @@
-"""The `zeroi2v` command (also `python -m zeroi2v`, so `torchrun -m zeroi2v train ...` works).
+"""The `zeroi2v` command (also `python -m zeroi2v`, so `torchrun ... -m zeroi2v train ...` works).
 
 Every user mistake is one line on stderr and exit code 2; `--debug` (or ZEROI2V_DEBUG=1) shows the
-traceback instead. Verbs import their modules lazily so `zeroi2v --help` stays fast.
+traceback instead. Each verb imports what it needs when it runs, so `zeroi2v --help` and
+`zeroi2v --version` import neither torch nor timm.
 """
 from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import os
 import shutil
 import sys
 from pathlib import Path
 
+from zeroi2v import __version__
 from zeroi2v.errors import UserError
 
 EXIT_USER_ERROR = 2
+CONFIGS = Path(__file__).parent / "configs"  # the shipped configs (also the repository's configs/)
+# verbs with their own argparse: module whose main(argv) gets the rest of the command line
+PASSTHROUGH = {"bench": ("zeroi2v.bench", "cost and speed tables (zeroi2v bench --help)"),
+               "demo": ("zeroi2v.demo", "the embedded default, end to end (zeroi2v demo --help)"),
+               "synth": ("zeroi2v.data.synthetic", "write synthetic motion videos (zeroi2v synth --help)")}
+
+
+def config_path(name: str) -> Path:
+    """A config file, or the name of a shipped one (`k400_vitb16_8x16x1`, `demo`)."""
+    path = Path(name)
+    if path.exists() or path.suffix in (".yaml", ".yml") and os.sep in name:
+        return path
+    shipped = CONFIGS / f"{path.stem}.yaml"
+    return shipped if shipped.is_file() else path
 
 
 def _train(args) -> int:
     from zeroi2v.config import load_config
     from zeroi2v.train import train
 
-    cfg = load_config(args.config, args.set)
-    result = train(cfg)
+    result = train(load_config(config_path(args.config), args.set))
     if "interrupted" in result:
         return 143 if result["interrupted"] == "SIGTERM" else 130
     return 0
@@ -31,7 +47,7 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from zeroi2v.eval import evaluate
 
-    metrics = evaluate(args.directory, args.set, device=args.device)
+    metrics = evaluate(args.directory, args.set, device=args.device, checkpoint=args.checkpoint)
     print(f"top1={metrics['top1']:.4f} top5={metrics['top5']:.4f} "
           f"mean_class_accuracy={metrics['mean_class_accuracy']:.4f} "
           f"({metrics['num_videos']} videos, {metrics['views']} views, {metrics['broken_videos']} unreadable)")
@@ -40,12 +56,20 @@ def _eval(args) -> int:
 
 
 def _merge(args) -> int:
-    import torch
+    src, out = Path(args.directory), Path(args.out_dir)
+    if out.exists() and (out.resolve() == src.resolve() or src.resolve() in out.resolve().parents):
+        raise UserError(f"{out} is the source model's own directory; choose a new output directory")
+    if src.resolve() in out.resolve().parents:
+        raise UserError(f"{out} is inside the source directory {src}; choose a directory outside it")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise UserError(f"{out} already exists and is not empty; pass --force to overwrite it")
 
-    from zeroi2v.model import count_flops, count_params, load_pretrained, save_pretrained
+    from zeroi2v.build import load_pretrained, save_pretrained
+    from zeroi2v.model import count_flops, count_params
     from zeroi2v.reparam import reparameterize
 
-    src, out = Path(args.directory), Path(args.out_dir)
     model = load_pretrained(src)
     clip = _real_clip(src, model)
     merged = reparameterize(model, video=clip)
@@ -57,28 +81,28 @@ def _merge(args) -> int:
     save_pretrained(merged, out)
     for extra in ("classes.txt", "config.yaml"):
         if (src / extra).is_file():
-            shutil.copy(src / extra, out / extra)
+            shutil.copyfile(src / extra, out / extra)
     print(f"wrote {out}")
-    del torch
     return 0
 
 
 def _real_clip(directory: Path, model):
     """One validation clip from the run's data (if its config and files are there), else None."""
-    try:
-        from zeroi2v.data import VideoDataset, load_annotations
-        from zeroi2v.config import load_config
+    from zeroi2v.config import load_config
+    from zeroi2v.data.build import make_dataset
 
-        cfg = load_config(directory / "config.yaml")
-        d = cfg["data"]
-        ann = load_annotations(d["root"], d["val_list"] or d["train_list"], split="val")
-        ds = VideoDataset(d["root"], ann.samples[:1], num_frames=model.num_frames, sampling=d["sampling"],
-                          frame_interval=d["frame_interval"], train=False, img_size=d["img_size"],
-                          mean=d["mean"] or model.data_config["mean"], std=d["std"] or model.data_config["std"])
-        item = ds[0]
-        return None if item["broken"] else item["video"][:1]
-    except Exception:  # noqa: BLE001 - no data at hand: fall back to a random clip
+    if not (directory / "config.yaml").is_file():
         return None
+    try:
+        cfg = load_config(directory / "config.yaml")
+        dataset = make_dataset(cfg, model, "val")
+    except UserError:  # no data at hand: a random clip instead
+        return None
+    for index in range(min(len(dataset), 5)):
+        item = dataset[index]
+        if not item["broken"]:
+            return item["video"][:1]
+    return None
 
 
 def _export(args) -> int:
@@ -90,10 +114,15 @@ def _export(args) -> int:
 
 
 def _predict(args) -> int:
+    if args.timeline:
+        return _timeline(args)
+    if args.annotate or args.stride is not None:
+        raise UserError("--annotate and --stride go with --timeline")
     from zeroi2v.eval import predict
 
     failed = 0
-    for result in predict(args.directory, args.videos, topk=args.topk, overrides=args.set):
+    for result in predict(args.directory, args.videos, topk=args.topk, overrides=args.set, device=args.device,
+                          checkpoint=args.checkpoint):
         if "error" in result:
             print(f"{result['video']}: unreadable ({result['error']})", file=sys.stderr)
             failed += 1
@@ -103,18 +132,42 @@ def _predict(args) -> int:
     return 1 if failed else 0
 
 
+def _timeline(args) -> int:
+    from zeroi2v.timeline import timeline
+
+    if len(args.videos) != 1:
+        raise UserError("--timeline takes one video")
+    if args.topk < 1:
+        raise UserError(f"--topk must be >= 1, got {args.topk}")
+    result = timeline(args.directory, args.videos[0], stride=args.stride, topk=args.topk, annotate=args.annotate,
+                      overrides=args.set)
+    for path in result.get("written", []):
+        print(f"wrote {path}")
+    return 0
+
+
+def _features(args) -> int:
+    from zeroi2v.features import extract_features
+
+    result = extract_features(args.directory, args.videos, args.out, merged=not args.unmerged, overrides=args.set)
+    print(f"wrote {args.out}: {result.get('rows', '?')} videos × {result.get('dim', '?')} features")
+    return 0
+
+
 def _convert(args) -> int:
     from zeroi2v.config import parse_override
-    from zeroi2v.weights import convert_official
+    from zeroi2v.official import convert_official
 
     overrides = {}
     for text in args.set:
         key, value = parse_override(text)
         overrides[key.removeprefix("model.")] = value
-    info = convert_official(args.checkpoint, args.out_dir, overrides, merge=args.merge)
+    preset = config_path(args.preset) if args.preset else None
+    info = convert_official(args.checkpoint, args.out_dir, overrides, merge=args.merge, preset=preset)
     cfg = info["config"]
-    print(f"converted {args.checkpoint}: {cfg['backbone']} {cfg['timm_kwargs']}, {cfg['num_frames']} frames, "
-          f"{cfg['num_classes']} classes, head_offsets={cfg['head_offsets']}, adapter_ratio={cfg['adapter_ratio']}")
+    print(f"converted {args.checkpoint}: {cfg.backbone} {cfg.timm_kwargs}, {cfg.num_frames} frames, "
+          f"{cfg.num_classes} classes, head_offsets={cfg.head_offsets}, adapter_scale={cfg.adapter_scale}"
+          + (f" (preset {args.preset})" if args.preset else ""))
     if info["merged"]:
         print(f"merged: max abs error {info['merge_error']:.3e}")
     print(f"wrote {args.out_dir}")
@@ -123,7 +176,6 @@ def _convert(args) -> int:
 
 def _passthrough(module: str):
     def run(args) -> int:
-        import importlib
         return importlib.import_module(module).main(args.rest)
     return run
 
@@ -136,6 +188,7 @@ def one_line(error: Exception) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zeroi2v", description="Image ViT -> video model at zero extra inference cost (ZeroI2V).")
+    parser.add_argument("--version", action="version", version=f"zeroi2v {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks (also ZEROI2V_DEBUG=1)")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -145,52 +198,74 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
-    def sets(p):
-        p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys (YAML values)")
+    def sets(p, what="config keys"):
+        p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                       help=f"override {what} (YAML values); repeatable, later values win")
+
+    def test_options(p):
+        p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one)")
+        p.add_argument("--checkpoint", action="store_true", help="use an unfinished run's last checkpoint")
+        sets(p, "test data keys (data.*, train.batch_size, train.num_workers)")
 
     p = verb("train", _train, "train (or resume) a run; writes the output directory")
-    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("config", help=f"YAML config file, or the name of a shipped one ({', '.join(_shipped()[:3])}, ...: "
+                                  f"zeroi2v train --list-configs)")
     sets(p)
     p = verb("eval", _eval, "multi-view test of a run or model directory; writes metrics.json")
     p.add_argument("directory")
-    p.add_argument("--device", default=None)
-    sets(p)
+    test_options(p)
     p = verb("merge", _merge, "fold the adapters into the backbone, verify numerically, save")
     p.add_argument("directory")
-    p.add_argument("out_dir")
+    p.add_argument("out_dir", help="new directory for the merged model (never the source)")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
     p = verb("export", _export, "export the merged model (ONNX checked with onnxruntime, or .pt2)")
     p.add_argument("directory")
     p.add_argument("out", help="OUT.onnx or OUT.pt2")
     p.add_argument("--format", choices=["onnx", "pt2"], default=None)
-    p = verb("predict", _predict, "top-k classes for each video")
+    p = verb("predict", _predict, "top-k classes for each video (--timeline: sliding windows over one long video)")
     p.add_argument("directory")
     p.add_argument("videos", nargs="+")
     p.add_argument("--topk", type=int, default=5)
-    sets(p)
+    p.add_argument("--timeline", action="store_true", help="classify sliding windows; writes JSON, CSV and a PNG")
+    p.add_argument("--stride", type=int, default=None, help="timeline: frames between window starts "
+                                                            "(default: half a window)")
+    p.add_argument("--annotate", default=None, metavar="OUT.mp4", help="timeline: write the video with the "
+                                                                      "current top-1 label drawn on it")
+    test_options(p)
+    p = verb("features", _features, "clip features (one row per video) to a safetensors file")
+    p.add_argument("directory")
+    p.add_argument("videos", nargs="+", help="video files, or list files of videos")
+    p.add_argument("--out", required=True, metavar="FILE.safetensors")
+    p.add_argument("--unmerged", action="store_true", help="use the model with its adapters (default: merged)")
+    sets(p, "test data keys (data.*)")
     p = verb("convert-official", _convert, "reference ZeroI2V (MMAction2) checkpoint -> model directory")
     p.add_argument("checkpoint")
     p.add_argument("out_dir")
+    p.add_argument("--preset", default=None, metavar="CONFIG",
+                   help="the setting the checkpoint was trained with (e.g. ssv2_vitl14_u32): offsets, adapter "
+                        "scale, frames, classes from that config")
     p.add_argument("--merge", action="store_true", help="also fold the adapters")
-    sets(p)
-    for name, module, help_ in (("bench", "zeroi2v.bench", "cost and speed tables"),
-                                ("demo", "zeroi2v.demo", "the embedded default, end to end"),
-                                ("synth", "zeroi2v.data.synthetic", "write synthetic motion videos")):
+    sets(p, "model keys")
+    for name, (module, help_) in PASSTHROUGH.items():
         p = sub.add_parser(name, help=help_, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_passthrough(module))
     return parser
 
 
-PASSTHROUGH = {"bench": "zeroi2v.bench", "demo": "zeroi2v.demo", "synth": "zeroi2v.data.synthetic"}
+def _shipped() -> list[str]:
+    return sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv[:1] or os.environ.get("ZEROI2V_DEBUG") == "1"
-    if debug and argv[:1] == ["--debug"]:
-        argv = argv[1:]
+def _run(argv: list[str]) -> int:
+    debug = os.environ.get("ZEROI2V_DEBUG") == "1"
+    if argv[:1] == ["--debug"]:
+        debug, argv = True, argv[1:]
+    if argv[:2] == ["train", "--list-configs"]:
+        print("\n".join(f"{name:28s} {CONFIGS / (name + '.yaml')}" for name in _shipped()))
+        return 0
     if argv[:1] and argv[0] in PASSTHROUGH:  # verbs with their own argparse get the rest of the line
-        args = argparse.Namespace(func=_passthrough(PASSTHROUGH[argv[0]]), rest=argv[1:])
+        args = argparse.Namespace(func=_passthrough(PASSTHROUGH[argv[0]][0]), rest=argv[1:])
     else:
         args = build_parser().parse_args(argv)
         debug = debug or getattr(args, "debug", False)
@@ -211,7 +286,12 @@ def main(argv=None) -> int:
             raise
         print(f"zeroi2v: error: {e.strerror}: {e.filename or ''} (the last complete checkpoint is kept)", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
+
+
+def main(argv=None) -> int:
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:  # also during start-up (imports, building the model)
         print("zeroi2v: interrupted", file=sys.stderr)
         return 130
 

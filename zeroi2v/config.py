@@ -1,22 +1,296 @@
-"""Run configuration: YAML file + `--set a.b=value` overrides, validated into one nested dict.
+"""Every setting, defined once: typed dataclasses with defaults, allowed values and checks.
 
-The defaults reproduce the reference K400 ViT-B/16 recipe (PAPER.md §5): a config file only says
-what differs. Unknown keys, wrong types and inconsistent values are one-line `UserError`s (with the
-closest valid key suggested for typos). The fully resolved config is saved as `config.yaml` in the
-run directory, so a run can always be reproduced and resumed from it.
+`ModelConfig`, `DataConfig` and `TrainConfig` are the single source of each key's type, default,
+range and meaning (the one-line `help` is what `docs/config.md` shows). A run is `Config(output,
+model, data, train)`, read from YAML plus `--set a.b=value` overrides; `create_model` takes a
+`ModelConfig` (or its fields as keyword arguments), and a saved `model.json` is that dataclass.
+
+The defaults reproduce the reference K400 ViT-B/16 recipe: a config file only says what differs.
+Unknown keys, wrong types and out-of-range values are one-line `UserError`s naming the key (with
+the closest valid key suggested for typos). Only PyYAML is imported here, so the CLI stays fast.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import difflib
 import math
 import re
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from zeroi2v.errors import UserError
 
+METHODS = ("zeroi2v", "aim", "st_adapter", "joint")  # built by zeroi2v.build
+ADAPTER_POSITIONS = ("attn_in", "attn_out", "mlp_in", "mlp_out")
+BOUNDARY_MODES = ("keep", "zero")
+BUILTIN_WEIGHTS = "builtin:demo_vit"  # the image ViT shipped in the package (zeroi2v/assets)
+
+
+def opt(default, help: str, *, choices=None, low=None, high=None, open_high=False, length=None, each=None):
+    """A config field: default, one line of meaning, and the checks of its value.
+
+    `low`/`high`: numeric range (`open_high`: high excluded); `length`/`each`: a list of that many
+    numbers, each satisfying (predicate, words).
+    """
+    meta = dict(help=help, choices=choices, low=low, high=high, open_high=open_high, length=length, each=each)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    """The video model: a timm ViT with STDHA temporal heads and linear adapters."""
+    method: str = opt("zeroi2v", "zeroi2v, or a peer for comparison (aim, st_adapter, joint; they add inference cost)",
+                      choices=METHODS)
+    backbone: str = opt("vit_base_patch16_clip_quickgelu_224", "timm ViT name (OpenAI CLIP: the *_quickgelu variants)")
+    pretrained: str | None = opt(None, f"image weights file (timm/open_clip/OpenAI CLIP), or '{BUILTIN_WEIGHTS}'")
+    num_frames: int = opt(8, "frames per clip", low=1)
+    num_classes: int | None = opt(None, "classifier size; null: from the data (classes.txt or largest label + 1)",
+                                  low=0)
+    head_offsets: list[int] = opt([-1, 1], "STDHA: Δt of heads 0..k-1 (|Δt| < num_frames); [] = no temporal heads")
+    stdha_blocks: list[int] | None = opt(None, "indices of the blocks with temporal heads (negative from the end); "
+                                               "null: every block")
+    adapter_ratio: float = opt(0.25, "adapter bottleneck width / embedding width; 0: no adapters", low=0, high=16)
+    adapter_scale: float = opt(0.5, "adapter residual scale s in x + s·up(down(x))")
+    adapter_positions: list[str] = opt(list(ADAPTER_POSITIONS), "where adapters sit: attn_in, attn_out, mlp_in, "
+                                                                "mlp_out")
+    adapter_dropout: float = opt(0.0, "dropout between the adapter's two layers (training only)", low=0, high=1,
+                                 open_high=True)
+    temporal_embedding: bool = opt(True, "learned per-frame embedding added to every token")
+    freeze: bool = opt(True, "train only adapters, temporal embedding, final norm and classifier; "
+                             "false: full fine-tuning")
+    head_dropout: float = opt(0.5, "dropout before the classifier", low=0, high=1, open_high=True)
+    drop_path_rate: float = opt(0.0, "stochastic depth of the backbone", low=0, high=1, open_high=True)
+    boundary: str = opt("keep", "STDHA at clip ends: keep the own frame's K/V (reference) or zero",
+                        choices=BOUNDARY_MODES)
+    timm_kwargs: dict = opt({}, "passed on to timm.create_model (depth, patch_size, embed_dim, ...)")
+
+    def check(self, where: str = "") -> ModelConfig:
+        """Types, ranges and the checks between model keys (heads vs the backbone: `create_model`)."""
+        check_fields(self, where + "model.")
+        key = f"{where}model."
+        bad = [o for o in self.head_offsets if abs(o) >= self.num_frames]
+        if bad:
+            raise UserError(f"{key}head_offsets: |Δt| must be < {key}num_frames={self.num_frames}, got {bad}")
+        unknown = [p for p in self.adapter_positions if p not in ADAPTER_POSITIONS]
+        if unknown:
+            raise UserError(f"{key}adapter_positions: unknown {unknown}; choose from {list(ADAPTER_POSITIONS)}")
+        clash = sorted({"num_classes", "drop_path_rate", "pretrained"} & set(self.timm_kwargs))
+        if clash:
+            raise UserError(f"{key}timm_kwargs: {clash} are zeroi2v's own settings ({key}*), not timm arguments")
+        return self
+
+
+@dataclass
+class DataConfig:
+    """Where the videos are, how clips are sampled and augmented, and the test views."""
+    root: str | None = opt(None, "folder that relative video paths in the annotation files start from")
+    train_list: str | None = opt(None, "training annotations: list file, class-folder tree, SSv2 JSON or "
+                                       "UCF101/HMDB51 split file")
+    val_list: str | None = opt(None, "validation annotations (same formats)")
+    sampling: str = opt("dense", "dense: T frames every frame_interval; uniform: one frame per T segments",
+                        choices=("dense", "uniform"))
+    frame_interval: int = opt(16, "frame step of dense sampling", low=1)
+    test_clips: int = opt(3, "temporal views per video at test time", low=1)
+    test_crops: int = opt(1, "spatial views at test time: 1 center crop or 3 crops", choices=(1, 3))
+    img_size: int = opt(224, "input resolution (square)", low=1)
+    short_side: int | None = opt(None, "training resize of the short side before cropping; null: img_size·256/224",
+                                 low=1)
+    crop_scale: list[float] = opt([0.08, 1.0], "RandomResizedCrop area range [min, max]", length=2,
+                                  each=(lambda s: 0 < s <= 1, "in (0, 1]"))
+    shots: int | None = opt(None, "K: train on K videos per class (few-shot, drawn with train.seed)", low=1)
+    rand_augment: bool = opt(True, "RandAugment (pytorchvideo semantics: each op with probability 0.5)")
+    rand_augment_layers: int = opt(4, "RandAugment ops per clip", low=1)
+    rand_augment_magnitude: float = opt(7.0, "RandAugment magnitude on a 0-10 scale", low=0, high=10)
+    augment_order: str = opt("k400", "augmentation order: k400 (RandAugment before the crop; also UCF/HMDB) or "
+                                     "ssv2 (crop, flip, RandAugment, erasing)", choices=("k400", "ssv2"))
+    flip: bool = opt(True, "random horizontal flip")
+    flip_label_map: str | None = opt(None, "auto: a flip swaps classes named with left/right (SSv2)",
+                                     choices=(None, "auto", "ssv2"))
+    random_erasing: float = opt(0.0, "RandomErasing probability", low=0, high=1)
+    erasing_mode: str = opt("const", "RandomErasing fill: const (grey, before normalisation) or rand (noise)",
+                            choices=("const", "rand"))
+    mean: list[float] | None = opt(None, "normalisation mean (RGB, 0-1); null: the backbone's", length=3,
+                                   each=(lambda v: True, "(RGB, 0-1 scale)"))
+    std: list[float] | None = opt(None, "normalisation std (RGB, 0-1); null: the backbone's", length=3,
+                                  each=(lambda v: v > 0, "> 0 (RGB, 0-1 scale)"))
+    backend: str = opt("auto", "video decoder", choices=("auto", "pyav", "torchcodec"))
+    max_broken_fraction: float = opt(0.1, "stop when more of an epoch's videos cannot be decoded", low=0, high=1)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule and the run's mechanics."""
+    epochs: int = opt(40, "training epochs", low=1)
+    batch_size: int = opt(64, "global batch (all processes, after accumulation)", low=1)
+    lr: float = opt(3.0e-4, "peak learning rate for train.batch_size (no automatic scaling)")
+    lr_mult: dict = opt({}, "learning-rate multipliers by parameter-name prefix, e.g. {backbone: 0.1}")
+    weight_decay: float = opt(0.05, "AdamW weight decay (none on embeddings and norms)", low=0, high=10)
+    betas: list[float] = opt([0.9, 0.999], "AdamW betas", length=2, each=(lambda b: 0 <= b < 1, "in [0, 1)"))
+    warmup_epochs: float = opt(2.5, "linear warm-up length (capped at the run length)", low=0)
+    warmup_start: float = opt(0.1, "warm-up starts at this fraction of lr", low=0, high=1)
+    min_lr: float = opt(0.0, "the cosine decays to this", low=0)
+    label_smoothing: float = opt(0.0, "cross-entropy label smoothing", low=0, high=1, open_high=True)
+    accum_steps: int = opt(1, "gradient accumulation steps per optimizer step", low=1)
+    clip_grad: float | None = opt(None, "max gradient norm; null: no clipping")
+    amp: str = opt("auto", "mixed precision: auto (bf16/fp16 on GPU, none on CPU)",
+                   choices=("auto", "bf16", "fp16", "none"))
+    grad_checkpointing: bool = opt(False, "recompute every block in backward (least memory)")
+    compile: bool = opt(False, "torch.compile the model (fullgraph)")
+    tensorboard: bool = opt(False, "write TensorBoard event files to OUTPUT/tensorboard (needs tensorboard)")
+    seed: int = opt(0, "seed of initialisation, data order, augmentation and few-shot draws")
+    num_workers: int = opt(4, "DataLoader worker processes", low=0)
+    eval_every: int = opt(1, "validate every N epochs (single center view)", low=1)
+    max_bad_steps: int = opt(0, "non-finite losses skipped before the run stops", low=0)
+
+
+@dataclass
+class Config:
+    """One run: where it writes, and its model, data and training settings."""
+    output: str = opt("runs/default", "run directory")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def check(self) -> Config:
+        check_fields(self, "")
+        self.model.check("config ")
+        check_fields(self.data, "data.")
+        check_fields(self.train, "train.")
+        m, d, t = self.model, self.data, self.train
+        if not str(self.output).strip():
+            raise UserError("config output: must be a directory path, got an empty string")
+        if t.lr <= 0:
+            raise UserError(f"config train.lr: must be > 0, got {t.lr}")
+        if t.min_lr > t.lr:
+            raise UserError(f"config train.min_lr: must be in [0, {t.lr}] (train.lr), got {t.min_lr}")
+        if t.clip_grad is not None and t.clip_grad <= 0:
+            raise UserError(f"config train.clip_grad: must be > 0 or null, got {t.clip_grad}")
+        bad = {k: v for k, v in t.lr_mult.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0}
+        if bad or not all(isinstance(k, str) for k in t.lr_mult):
+            raise UserError(f"config train.lr_mult: must map parameter-name prefixes to numbers >= 0, got {t.lr_mult}")
+        if d.crop_scale[0] > d.crop_scale[1]:
+            raise UserError(f"config data.crop_scale: must be [min, max] with min <= max, got {d.crop_scale}")
+        if d.short_side is not None and d.short_side < d.img_size:
+            raise UserError(f"config data.short_side={d.short_side} is smaller than data.img_size={d.img_size}")
+        named = re.search(r"patch(\d+)", m.backbone)
+        patch = m.timm_kwargs.get("patch_size") or (int(named.group(1)) if named else None)
+        if isinstance(patch, int) and patch > 0 and d.img_size % patch:
+            raise UserError(f"config data.img_size={d.img_size} is not a multiple of the patch size {patch}")
+        if "img_size" in m.timm_kwargs and m.timm_kwargs["img_size"] != d.img_size:
+            raise UserError(f"config model.timm_kwargs.img_size={m.timm_kwargs['img_size']} differs from "
+                            f"data.img_size={d.img_size}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def model_config(self, num_classes: int | None = None) -> ModelConfig:
+        """The model part as `create_model` takes it: the input size comes from data.img_size."""
+        return dataclasses.replace(self.model, num_classes=self.model.num_classes if num_classes is None else num_classes,
+                                   timm_kwargs={**self.model.timm_kwargs, "img_size": self.data.img_size})
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+# --- checking values against the field definitions --------------------------------------------------
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls, vars(sys.modules[__name__]))
+
+
+def _arms(tp) -> tuple:
+    return typing.get_args(tp) if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union else (tp,)
+
+
+def _is(value, tp) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_is(v, item) for v in value)
+    return isinstance(value, origin or tp)
+
+
+def _type_words(tp) -> str:
+    names = {type(None): "null", int: "int", float: "float", bool: "bool", str: "str", dict: "mapping"}
+    return "/".join(names.get(t, "list") for t in _arms(tp))
+
+
+def check_fields(obj, prefix: str) -> None:
+    """Check each field of a config dataclass against its type and metadata; ints become floats where
+    a float is expected. Messages: `config SECTION.KEY: ...` (or `KEY: ...` for create_model)."""
+    label = "config " + prefix if prefix and not prefix.startswith("config ") else prefix
+    for f in dataclasses.fields(obj):
+        tp, value, meta, key = _hints(type(obj))[f.name], getattr(obj, f.name), f.metadata, f"{label}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            continue
+        arms = _arms(tp)
+        if not any(_is(value, arm) for arm in arms):
+            if any(typing.get_origin(a) is list for a in arms) and isinstance(value, list):
+                item = typing.get_args(next(a for a in arms if typing.get_origin(a) is list))[0]
+                if meta.get("length"):
+                    raise UserError(f"{key}: must be {meta['length']} numbers {meta['each'][1]}, got {value}")
+                words = {int: "integers", float: "numbers", str: "strings"}[item]
+                raise UserError(f"{key}: must be a list of {words}, got {value}")
+            raise UserError(f"{key}: expected {_type_words(tp)}, got {value!r}")
+        if float in arms and isinstance(value, int):
+            value = float(value)
+            setattr(obj, f.name, value)
+        if isinstance(value, list) and float in [typing.get_args(a)[0] for a in arms if typing.get_origin(a) is list]:
+            value = [float(v) for v in value]
+            setattr(obj, f.name, value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{key}: must be a finite number, got {value}")
+        if meta.get("choices") is not None and value not in meta["choices"]:
+            raise UserError(f"{key}: must be one of {list(meta['choices'])}, got {value!r}")
+        if meta.get("length") and value is not None:
+            predicate, words = meta["each"]
+            if len(value) != meta["length"] or not all(predicate(v) for v in value):
+                raise UserError(f"{key}: must be {meta['length']} numbers {words}, got {value}")
+        low, high = meta.get("low"), meta.get("high")
+        if value is None or not isinstance(value, (int, float)) or (low is None and high is None):
+            continue
+        or_null = " or null" if type(None) in arms else ""
+        if high is None and value < low:
+            raise UserError(f"{key}: must be >= {low}{or_null}, got {value}")
+        if high is not None and not (low <= value < high if meta["open_high"] else low <= value <= high):
+            raise UserError(f"{key}: must be in [{low}, {high}{')' if meta['open_high'] else ']'}, got {value}")
+
+
+def describe() -> list[tuple[str, str, object, str]]:
+    """(key, type, default, meaning) of every config key, for docs/config.md."""
+    rows = []
+    for f in dataclasses.fields(Config):
+        if f.name in SECTIONS:
+            for g in dataclasses.fields(SECTIONS[f.name]):
+                default = getattr(SECTIONS[f.name](), g.name)
+                rows.append((f"{f.name}.{g.name}", _type_words(_hints(SECTIONS[f.name])[g.name]).replace("list", _list_words(SECTIONS[f.name], g.name)),
+                             default, g.metadata["help"]))
+        else:
+            rows.append((f.name, "str", getattr(Config(), f.name), f.metadata["help"]))
+    return rows
+
+
+def _list_words(cls, name) -> str:
+    tp = next(a for a in _arms(_hints(cls)[name]) if typing.get_origin(a) is list)
+    return f"list[{typing.get_args(tp)[0].__name__}]"
+
+
+# --- reading YAML and overrides -------------------------------------------------------------------
 class _Loader(yaml.SafeLoader):
     """Safe YAML where `3e-4` is a float, as in YAML 1.2 and Python (PyYAML's 1.1 rules read a string)."""
 
@@ -31,124 +305,45 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def _yaml(text: str):
+def parse_yaml(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
-DEFAULTS: dict = {
-    "output": "runs/default",
-    "model": {
-        "method": "zeroi2v",           # zeroi2v | aim | st_adapter | joint (peer baselines, zeroi2v/baselines)
-        "backbone": "vit_base_patch16_clip_quickgelu_224",
-        "pretrained": None,            # path to image weights (see docs/weights.md)
-        "num_frames": 8,
-        "num_classes": None,           # null: from the data (classes.txt / largest label + 1)
-        "head_offsets": [-1, 1],       # STDHA Δt for heads 0..k-1
-        "adapter_ratio": 0.25,
-        "adapter_scale": 0.5,
-        "adapter_positions": ["attn_in", "attn_out", "mlp_in", "mlp_out"],
-        "adapter_dropout": 0.0,
-        "temporal_embedding": True,
-        "freeze": True,                # false: full fine-tuning
-        "head_dropout": 0.5,
-        "drop_path_rate": 0.0,
-        "boundary": "keep",            # STDHA at clip ends: keep own frame (reference) | zero
-        "timm_kwargs": {},
-    },
-    "data": {
-        "root": None,
-        "train_list": None,
-        "val_list": None,
-        "sampling": "dense",           # dense | uniform
-        "frame_interval": 16,
-        "test_clips": 3,
-        "test_crops": 1,               # 1 center | 3 three-crop
-        "img_size": 224,
-        "short_side": None,            # train-time resize before cropping; null: img_size·256/224
-        "crop_scale": [0.08, 1.0],     # RandomResizedCrop area range
-        "shots": None,                 # K: K-shot training subset per class (seeded by train.seed)
-        "rand_augment": True,
-        "flip": True,
-        "flip_label_map": None,        # null | auto (swap classes named left/right, SSv2)
-        "random_erasing": 0.0,
-        "mean": None,                  # null: the backbone's pretraining statistics
-        "std": None,
-        "backend": "auto",             # auto | pyav | torchcodec
-        "max_broken_fraction": 0.1,    # stop if more of an epoch's samples fail to decode
-    },
-    "train": {
-        "epochs": 40,
-        "batch_size": 64,              # global batch (all processes, after accumulation)
-        "lr": 3.0e-4,                  # for train.batch_size; the reference is 3e-4 at 64, scale linearly
-        "weight_decay": 0.05,
-        "betas": [0.9, 0.999],
-        "warmup_epochs": 2.5,
-        "warmup_start": 0.1,           # warm-up starts at this fraction of lr
-        "min_lr": 0.0,                 # cosine ends here
-        "label_smoothing": 0.0,
-        "accum_steps": 1,
-        "clip_grad": None,             # max grad norm, or null
-        "amp": "auto",                 # auto (bf16/fp16 on GPU, off on CPU) | bf16 | fp16 | none
-        "grad_checkpointing": False,
-        "seed": 0,
-        "num_workers": 4,
-        "eval_every": 1,               # validate every N epochs (single center view)
-        "max_bad_steps": 0,            # non-finite losses skipped before the run stops
-    },
-}
-
-# Keys whose default is null (or that accept several types) and the types they take.
-TYPES = {
-    "model.pretrained": (str, type(None)), "model.num_classes": (int, type(None)),
-    "model.timm_kwargs": (dict,), "data.root": (str, type(None)), "data.train_list": (str, type(None)),
-    "data.val_list": (str, type(None)), "data.short_side": (int, type(None)), "data.shots": (int, type(None)),
-    "data.flip_label_map": (str, type(None)), "data.mean": (list, type(None)), "data.std": (list, type(None)),
-    "train.clip_grad": (int, float, type(None)), "model.adapter_ratio": (int, float),
-    "model.adapter_scale": (int, float), "train.lr": (int, float), "train.weight_decay": (int, float),
-    "train.warmup_epochs": (int, float), "train.min_lr": (int, float), "train.label_smoothing": (int, float),
-    "model.drop_path_rate": (int, float), "model.head_dropout": (int, float), "model.adapter_dropout": (int, float),
-    "data.max_broken_fraction": (int, float), "train.warmup_start": (int, float),
-}
-CHOICES = {
-    "data.sampling": ("dense", "uniform"), "data.test_crops": (1, 3), "train.amp": ("auto", "bf16", "fp16", "none"),
-    "data.backend": ("auto", "pyav", "torchcodec"), "model.boundary": ("keep", "zero"),
-    "data.flip_label_map": (None, "auto", "ssv2"),
-    "model.method": ("zeroi2v", "aim", "st_adapter", "joint"),
-}
+VALID_KEYS = {"output"} | {f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+MAPPING_KEYS = {"model.timm_kwargs", "train.lr_mult"}  # their own keys are free-form
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and name != "model.timm_kwargs":
+        if isinstance(value, dict) and name not in MAPPING_KEYS:
             out.update(flatten(value, name + "."))
         else:
             out[name] = value
     return out
 
 
-VALID_KEYS = set(flatten(DEFAULTS))
-SECTIONS = ("model", "data", "train")
-
-
-def _set(tree: dict, dotted: str, value) -> None:
-    if dotted.startswith("model.timm_kwargs.") and len(dotted.split(".")) == 3:  # one timm argument
-        current = tree["model"]["timm_kwargs"]
-        tree["model"]["timm_kwargs"] = {**(current if isinstance(current, dict) else {}), dotted.split(".")[2]: value}
+def set_key(cfg: Config, dotted: str, value) -> None:
+    """Set one dotted key; `model.timm_kwargs.depth=2` sets one entry of a mapping key."""
+    head, _, leaf = dotted.rpartition(".")
+    if head in MAPPING_KEYS:
+        section, name = head.split(".")
+        current = getattr(getattr(cfg, section), name)
+        setattr(getattr(cfg, section), name, {**(current if isinstance(current, dict) else {}), leaf: value})
         return
     if dotted in SECTIONS:
-        raise UserError(f"config {dotted}: expected a mapping of keys (e.g. {dotted}.{next(iter(DEFAULTS[dotted]))}), "
-                        f"got {value!r}")
+        first = dataclasses.fields(SECTIONS[dotted])[0].name
+        raise UserError(f"config {dotted}: expected a mapping of keys (e.g. {dotted}.{first}), got {value!r}")
     if dotted not in VALID_KEYS:
         close = difflib.get_close_matches(dotted, sorted(VALID_KEYS), n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise UserError(f"unknown config key '{dotted}'{hint}")
-    *parents, leaf = dotted.split(".")
-    node = tree
-    for part in parents:
-        node = node[part]
-    node[leaf] = value
+    if "." in dotted:
+        section, name = dotted.split(".")
+        setattr(getattr(cfg, section), name, value)
+    else:
+        setattr(cfg, dotted, value)
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -157,141 +352,44 @@ def parse_override(text: str) -> tuple[str, object]:
         raise UserError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
     try:
-        value = _yaml(raw) if raw.strip() else None
+        value = parse_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         raise UserError(f"--set {key}: cannot parse value {raw!r}") from None
     return key.strip(), value
 
 
-def load_config(path=None, overrides=(), base: dict | None = None) -> dict:
-    """DEFAULTS <- `base` <- YAML file <- overrides, then validated."""
-    cfg = copy.deepcopy(DEFAULTS)
-    for source in ([base] if base else []):
+def read_yaml_file(path, what: str = "config") -> dict:
+    """A YAML mapping from a file, every way it can be wrong a one-line error."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not a {what} file (YAML)")
+    if not path.is_file():
+        raise UserError(f"{what} file not found: {path}")
+    try:
+        data = parse_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text (YAML) file") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        raise UserError(f"{path}: invalid YAML" + (f" at line {where.line + 1}" if where else "")) from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config must be a mapping of sections (model, data, train)")
+    return data
+
+
+def load_config(path=None, overrides=(), base: dict | None = None) -> Config:
+    """Defaults <- `base` <- YAML file <- overrides (in order, the last value of a key wins), checked."""
+    cfg = Config()
+    sources = ([base] if base else []) + ([read_yaml_file(path)] if path is not None else [])
+    for source in sources:
+        source = {k: ({} if k in SECTIONS and v is None else v) for k, v in source.items()}  # an empty section
         for key, value in flatten(source).items():
-            _set(cfg, key, value)
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"config file not found: {path}")
-        try:
-            data = _yaml(path.read_text(encoding="utf-8")) or {}
-        except UnicodeDecodeError:
-            raise UserError(f"{path}: not a UTF-8 text (YAML) file") from None
-        except yaml.YAMLError as e:
-            where = getattr(e, "problem_mark", None)
-            raise UserError(f"{path}: invalid YAML" + (f" at line {where.line + 1}" if where else "")) from None
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: a config must be a mapping of sections (model, data, train)")
-        data = {k: ({} if k in SECTIONS and v is None else v) for k, v in data.items()}  # an empty section
-        for key, value in flatten(data).items():
-            if isinstance(value, dict) and key in SECTIONS:
-                continue
-            _set(cfg, key, value)
+            if not (key in SECTIONS and isinstance(value, dict)):
+                set_key(cfg, key, value)
     for text in overrides:
-        _set(cfg, *parse_override(text))
-    validate(cfg)
-    return cfg
+        set_key(cfg, *parse_override(text))
+    return cfg.check()
 
 
-def validate(cfg: dict) -> None:
-    """Types, choices and ranges of every key, and the checks between keys that need no model (the
-    number of heads is checked by `create_model`)."""
-    for key, value in flatten(cfg).items():
-        default = flatten(DEFAULTS)[key]
-        allowed = TYPES.get(key) or (type(default),)
-        if isinstance(value, bool) and bool not in allowed:
-            ok = False
-        elif isinstance(value, int) and float in allowed:
-            ok = True
-        else:
-            ok = isinstance(value, allowed)
-        if not ok:
-            names = "/".join("null" if t is type(None) else t.__name__ for t in allowed)
-            raise UserError(f"config {key}: expected {names}, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"config {key}: must be a finite number, got {value}")
-        if key in CHOICES and value not in CHOICES[key]:
-            raise UserError(f"config {key}: must be one of {list(CHOICES[key])}, got {value!r}")
-    m, d, t = cfg["model"], cfg["data"], cfg["train"]
-    positive = {"model.num_frames": m["num_frames"], "data.img_size": d["img_size"], "data.test_clips": d["test_clips"],
-                "train.epochs": t["epochs"], "train.batch_size": t["batch_size"], "train.accum_steps": t["accum_steps"],
-                "data.frame_interval": d["frame_interval"], "train.eval_every": t["eval_every"]}
-    for key, value in positive.items():
-        if value < 1:
-            raise UserError(f"config {key}: must be >= 1, got {value}")
-    if t["lr"] <= 0:
-        raise UserError(f"config train.lr: must be > 0, got {t['lr']}")
-    ranges = {  # key: (value, low, high, high inclusive)
-        "model.adapter_ratio": (m["adapter_ratio"], 0, 16, True), "model.head_dropout": (m["head_dropout"], 0, 1, False),
-        "model.adapter_dropout": (m["adapter_dropout"], 0, 1, False),
-        "model.drop_path_rate": (m["drop_path_rate"], 0, 1, False),
-        "train.label_smoothing": (t["label_smoothing"], 0, 1, False), "train.weight_decay": (t["weight_decay"], 0, 10, True),
-        "train.warmup_epochs": (t["warmup_epochs"], 0, t["epochs"], True),
-        "train.warmup_start": (t["warmup_start"], 0, 1, True), "train.min_lr": (t["min_lr"], 0, t["lr"], True),
-        "data.max_broken_fraction": (d["max_broken_fraction"], 0, 1, True),
-        "data.random_erasing": (d["random_erasing"], 0, 1, True),
-    }
-    for key, (value, low, high, inclusive) in ranges.items():
-        if not (low <= value <= high if inclusive else low <= value < high):
-            raise UserError(f"config {key}: must be in [{low}, {high}{']' if inclusive else ')'}, got {value}")
-    _numbers("train.betas", t["betas"], 2, lambda b: 0 <= b < 1, "in [0, 1)")
-    _numbers("data.crop_scale", d["crop_scale"], 2, lambda s: 0 < s <= 1, "in (0, 1]")
-    if d["crop_scale"][0] > d["crop_scale"][1]:
-        raise UserError(f"config data.crop_scale: must be [min, max] with min <= max, got {d['crop_scale']}")
-    for key in ("mean", "std"):
-        if d[key] is not None:
-            _numbers(f"data.{key}", d[key], 3, (lambda v: v > 0) if key == "std" else (lambda v: True),
-                     "> 0 (RGB, 0-1 scale)" if key == "std" else "(RGB, 0-1 scale)")
-    unknown = [p for p in m["adapter_positions"] if p not in DEFAULTS["model"]["adapter_positions"]]
-    if unknown:
-        raise UserError(f"config model.adapter_positions: unknown {unknown}; "
-                        f"choose from {DEFAULTS['model']['adapter_positions']}")
-    if t["clip_grad"] is not None and t["clip_grad"] <= 0:
-        raise UserError(f"config train.clip_grad: must be > 0 or null, got {t['clip_grad']}")
-    if t["max_bad_steps"] < 0:
-        raise UserError(f"config train.max_bad_steps: must be >= 0, got {t['max_bad_steps']}")
-    if d["short_side"] is not None and d["short_side"] < d["img_size"]:
-        raise UserError(f"config data.short_side={d['short_side']} is smaller than data.img_size={d['img_size']}")
-    if not str(cfg["output"]).strip():
-        raise UserError("config output: must be a directory path, got an empty string")
-    if m["num_classes"] is not None and m["num_classes"] < 1:
-        raise UserError(f"config model.num_classes: must be >= 1, got {m['num_classes']}")
-    if not all(isinstance(o, int) and not isinstance(o, bool) for o in m["head_offsets"]):
-        raise UserError(f"config model.head_offsets: must be a list of integers, got {m['head_offsets']}")
-    bad = [o for o in m["head_offsets"] if abs(o) >= m["num_frames"]]
-    if bad:
-        raise UserError(f"config model.head_offsets: |Δt| must be < model.num_frames={m['num_frames']}, got {bad}")
-    if d["shots"] is not None and d["shots"] < 1:
-        raise UserError(f"config data.shots: must be >= 1 or null, got {d['shots']}")
-    if t["num_workers"] < 0:
-        raise UserError(f"config train.num_workers: must be >= 0, got {t['num_workers']}")
-    named = re.search(r"patch(\d+)", m["backbone"])
-    patch = m["timm_kwargs"].get("patch_size") or (int(named.group(1)) if named else None)
-    if patch and d["img_size"] % patch:
-        raise UserError(f"config data.img_size={d['img_size']} is not a multiple of the patch size {patch}")
-    if "img_size" in m["timm_kwargs"] and m["timm_kwargs"]["img_size"] != d["img_size"]:
-        raise UserError(f"config model.timm_kwargs.img_size={m['timm_kwargs']['img_size']} differs from data.img_size={d['img_size']}")
-
-
-def _numbers(key: str, value: list, count: int, ok, what: str) -> None:
-    """A list of `count` numbers, each satisfying `ok`."""
-    if (len(value) != count or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-            or not all(ok(v) for v in value)):
-        raise UserError(f"config {key}: must be {count} numbers {what}, got {value}")
-
-
-def model_kwargs(cfg: dict, num_classes: int | None = None) -> dict:
-    """create_model arguments from a config (the image size comes from data.img_size)."""
-    m = cfg["model"]
-    timm_kwargs = {**m["timm_kwargs"], "img_size": cfg["data"]["img_size"]}
-    return dict(backbone=m["backbone"], num_frames=m["num_frames"],
-                num_classes=num_classes if num_classes is not None else m["num_classes"],
-                pretrained=m["pretrained"], head_offsets=list(m["head_offsets"]), adapter_ratio=m["adapter_ratio"],
-                adapter_scale=m["adapter_scale"], temporal_embedding=m["temporal_embedding"], freeze=m["freeze"],
-                adapter_positions=list(m["adapter_positions"]), adapter_dropout=m["adapter_dropout"],
-                head_dropout=m["head_dropout"], drop_path_rate=m["drop_path_rate"], boundary=m["boundary"],
-                timm_kwargs=timm_kwargs)
-
-
-def dump_config(cfg: dict) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False)
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

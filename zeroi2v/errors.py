@@ -6,5 +6,5 @@ only `--debug` (or ZEROI2V_DEBUG=1) shows the traceback. Bugs stay ordinary exce
 """
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """A mistake in the user's input: shown as one line, never as a traceback."""

@@ -7,17 +7,24 @@ processes each video is evaluated by exactly one rank (no sampler padding duplic
 """
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
-from zeroi2v.config import load_config
+from zeroi2v.build import last_checkpoint, load_pretrained
+from zeroi2v.config import Config, load_config, parse_override
+from zeroi2v.data import VideoDecodeError, collate
+from zeroi2v.data.annotations import read_text
+from zeroi2v.data.build import make_dataset
+from zeroi2v.dist import interactive, setup_distributed
 from zeroi2v.errors import UserError
 from zeroi2v.fileio import atomic_write, atomic_write_json
-from zeroi2v.model import load_pretrained
+from zeroi2v.plots import confusion_matrix
 
 
 def accuracy_metrics(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
@@ -32,17 +39,13 @@ def accuracy_metrics(probs: np.ndarray, labels: np.ndarray, num_classes: int) ->
 def evaluate_dataset(model, dataset, device, rank: int = 0, world: int = 1, batch_size: int = 8,
                      num_workers: int = 2, autocast=nullcontext, progress: bool = True) -> dict:
     """Probabilities for every video of a test-mode dataset, gathered on all ranks, and metrics."""
-    from tqdm import tqdm
-
-    from zeroi2v.data import collate
-
     indices = list(range(rank, len(dataset), world))  # each video on exactly one rank
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
                                          num_workers=num_workers, collate_fn=collate)
     was_training = model.training
     model.eval()
     probs, labels, order, broken = [], [], [], []
-    for batch in tqdm(loader, desc="evaluating", disable=not progress, dynamic_ncols=True):
+    for batch in tqdm(loader, desc="evaluating", disable=not progress, dynamic_ncols=True, leave=False):
         video = batch["video"].to(device)  # (B, V, 3, T, H, W)
         B, V = video.shape[:2]
         with autocast():
@@ -70,52 +73,73 @@ def evaluate_dataset(model, dataset, device, rank: int = 0, world: int = 1, batc
     return {"metrics": metrics, "probs": p, "labels": y, "indices": idx, "broken": bad}
 
 
-def _dir_config(directory: Path, overrides, model) -> dict:
+# keys `eval`/`predict` may change: how the test data is read, not what the model is
+TEST_KEYS_PREFIX = "data."
+TEST_KEYS = {"train.batch_size", "train.num_workers", "train.seed", "train.amp"}
+
+
+def check_test_overrides(overrides) -> None:
+    """`--set` on a trained model may change the test data, never the model or its training."""
+    for text in overrides:
+        key = parse_override(text)[0]
+        if not (key.startswith(TEST_KEYS_PREFIX) or key in TEST_KEYS):
+            raise UserError(f"--set {key}: cannot apply to a trained model (it is used as saved); "
+                            f"eval/predict accept data.* and {', '.join(sorted(TEST_KEYS))}")
+
+
+def test_config(directory: Path, overrides, model) -> Config:
     """The run's config (data settings for testing); a bare model directory gets the defaults, with the
     model's own frame count and image size."""
+    check_test_overrides(overrides)
     config_file = directory / "config.yaml"
     if config_file.is_file():
-        return load_config(config_file, overrides)
-    base = {"model": {"num_frames": model.num_frames, "head_offsets": list(model.config.get("head_offsets", []))}}
-    if getattr(model, "img_size", None):
-        base["data"] = {"img_size": int(model.img_size[0])}
-    return load_config(None, overrides, base=base)
+        cfg = load_config(config_file, overrides)
+    else:
+        base = {"model": {"num_frames": model.num_frames, "head_offsets": list(model.head_offsets)},
+                "data": {"img_size": int(model.img_size[0])}}
+        cfg = load_config(None, overrides, base=base)
+    if cfg.data.img_size != model.img_size[0]:
+        raise UserError(f"data.img_size={cfg.data.img_size}: the model was trained at {model.img_size[0]} px")
+    return cfg
 
 
-def _classes(directory: Path) -> list[str] | None:
+def class_names(directory: Path, num_classes: int) -> list[str]:
     path = directory / "classes.txt"
-    from zeroi2v.data.annotations import read_text
-    return [line.strip() for line in read_text(path).splitlines() if line.strip()] if path.is_file() else None
+    names = [line.strip() for line in read_text(path).splitlines() if line.strip()] if path.is_file() else []
+    return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
 
 
-def evaluate(directory, overrides=(), device: str | None = None, progress: bool | None = None) -> dict:
-    """`zeroi2v eval`: writes metrics.json, per_class_accuracy.json and confusion_matrix.png."""
-    from zeroi2v.data import VideoDataset, check_labels, load_annotations
-    from zeroi2v.train import interactive, setup_distributed
-
+def load_for_test(directory, checkpoint: bool = False, device: str | None = None):
+    """(model on its device, rank, world, device) of a run or model directory; `checkpoint`: an
+    unfinished run's last checkpoint instead of final weights."""
     directory = Path(directory)
-    model = load_pretrained(directory)
-    cfg = _dir_config(directory, overrides, model)
-    d = cfg["data"]
-    if not d["val_list"]:
-        raise UserError("no data.val_list to evaluate on: pass --set data.val_list=PATH data.root=DIR")
-    rank, world, dev = setup_distributed()
-    dev = torch.device(device) if device else dev
-    model.to(dev)
-    ann = load_annotations(d["root"], d["val_list"], split="val")
-    check_labels(ann.samples, model.num_classes, d["val_list"])
-    mean, std = tuple(d["mean"] or model.data_config["mean"]), tuple(d["std"] or model.data_config["std"])
-    dataset = VideoDataset(d["root"], ann.samples, num_frames=model.num_frames, sampling=d["sampling"],
-                           frame_interval=d["frame_interval"], train=False, img_size=d["img_size"], mean=mean, std=std,
-                           test_clips=d["test_clips"], test_crops=d["test_crops"], seed=cfg["train"]["seed"],
-                           backend=d["backend"])
-    batch = max(1, cfg["train"]["batch_size"] // max(1, world) // (d["test_clips"] * d["test_crops"]))
-    result = evaluate_dataset(model, dataset, dev, rank, world, batch_size=batch,
-                              num_workers=cfg["train"]["num_workers"],
+    weights = None
+    if checkpoint:
+        weights = last_checkpoint(directory)
+        if weights is None:
+            raise UserError(f"{directory} has no checkpoint (--checkpoint reads an unfinished run's last one)")
+    rank, world, dev = setup_distributed(device)
+    model = load_pretrained(directory, weights=weights).to(dev)
+    return model, rank, world, dev
+
+
+def evaluate(directory, overrides=(), device: str | None = None, progress: bool | None = None,
+             checkpoint: bool = False) -> dict:
+    """`zeroi2v eval`: writes metrics.json, per_class_accuracy.json and confusion_matrix.png."""
+    directory = Path(directory)
+    model, rank, world, dev = load_for_test(directory, checkpoint, device)
+    cfg = test_config(directory, overrides, model)
+    d = cfg.data
+    dataset = make_dataset(cfg, model, "test")
+    batch = max(1, cfg.train.batch_size // max(1, world) // (d.test_clips * d.test_crops))
+    result = evaluate_dataset(model, dataset, dev, rank, world, batch_size=batch, num_workers=cfg.train.num_workers,
                               progress=(progress if progress is not None else interactive()) and rank == 0)
-    metrics = {**result["metrics"], "views": f"{d['test_clips']}x{d['test_crops']}", "val_list": d["val_list"]}
+    metrics = {**result["metrics"], "views": f"{d.test_clips}x{d.test_crops}", "val_list": d.val_list}
+    if result["metrics"]["num_videos"] == 0:
+        raise UserError(f"none of the {len(dataset)} videos in {d.val_list} could be read (e.g. {dataset.path(0)}); "
+                        "check data.val_list and data.root")
     if rank == 0:
-        classes = _classes(directory) or [str(i) for i in range(model.num_classes)]
+        classes = class_names(directory, model.num_classes)
         keep = ~result["broken"]
         y, pred = result["labels"][keep], result["probs"][keep].argmax(1)
         matrix = np.zeros((model.num_classes, model.num_classes), dtype=np.int64)
@@ -124,32 +148,36 @@ def evaluate(directory, overrides=(), device: str | None = None, progress: bool 
                      for c in range(model.num_classes)}
         atomic_write_json(directory / "metrics.json", metrics)
         atomic_write_json(directory / "per_class_accuracy.json", per_class)
-        from zeroi2v.plots import confusion_matrix
-        atomic_write(directory / "confusion_matrix.png", lambda tmp: confusion_matrix(matrix, classes, tmp))
+        title = f"{directory.name}: top-1 {metrics['top1']:.1%} on {metrics['num_videos']} videos"
+        atomic_write(directory / "confusion_matrix.png", lambda tmp: confusion_matrix(matrix, classes, tmp, title))
     return metrics
 
 
 @torch.no_grad()
-def predict(directory, videos, topk: int = 5, overrides=()) -> list[dict]:
-    """Top-k (class, probability) for each video file, with the model's own test sampling."""
-    from zeroi2v.data import VideoDecodeError, load_views
-
+def predict(directory, videos, topk: int = 5, overrides=(), device: str | None = None,
+            checkpoint: bool = False) -> list[dict]:
+    """Top-k (class, probability) for each video file, with the model's own test views."""
     directory = Path(directory)
-    model = load_pretrained(directory)
-    cfg = _dir_config(directory, overrides, model)
-    d = cfg["data"]
-    classes = _classes(directory) or [str(i) for i in range(model.num_classes)]
-    mean, std = tuple(d["mean"] or model.data_config["mean"]), tuple(d["std"] or model.data_config["std"])
+    if topk < 1:
+        raise UserError(f"--topk must be >= 1, got {topk}")
+    model, _, _, dev = load_for_test(directory, checkpoint, device)
+    cfg = test_config(directory, overrides, model)
+    classes = class_names(directory, model.num_classes)
     results = []
     for path in videos:
+        if os.path.isdir(path):
+            results.append({"video": str(path), "error": "is a directory, not a video file"})
+            continue
+        if not os.path.exists(path):
+            results.append({"video": str(path), "error": "no such file"})
+            continue
+        dataset = make_dataset(cfg, model, "test", samples=[(os.path.abspath(path), 0)])
         try:
-            views = load_views(path, num_frames=model.num_frames, sampling=d["sampling"],
-                               frame_interval=d["frame_interval"], img_size=d["img_size"], mean=mean, std=std,
-                               test_clips=d["test_clips"], test_crops=d["test_crops"], backend=d["backend"])
+            views = dataset.load(0, dataset.rng(0))[0]
         except VideoDecodeError as e:
             results.append({"video": str(path), "error": str(e)})
             continue
-        probs = model(views).softmax(-1).mean(0)
+        probs = model(views.to(dev)).softmax(-1).mean(0)
         values, idx = probs.topk(min(topk, len(probs)))
         results.append({"video": str(path), "top": [(classes[i], float(v)) for v, i in zip(values, idx)]})
     return results

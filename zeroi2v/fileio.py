@@ -2,6 +2,8 @@
 
 Every file in a run or model directory goes through here: write to a temporary file in the
 same directory, flush + fsync, then `os.replace` (atomic on POSIX), then fsync the directory.
+The file gets the permissions the umask gives (mkstemp's private 0600 is not kept), so colleagues on
+a shared cluster can read runs as they read any other file.
 """
 from __future__ import annotations
 
@@ -11,6 +13,14 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from safetensors.torch import save_file
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call `write(tmp_path)` to produce the file, then atomically move it to `path`."""
@@ -18,6 +28,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
@@ -57,7 +68,5 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 
 def atomic_save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> None:
     """safetensors.torch.save_file through a temp file (tensors made contiguous, CPU)."""
-    from safetensors.torch import save_file
-
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(clean, tmp, metadata=metadata))

@@ -12,60 +12,56 @@ weights load unchanged and a merged model has exactly the image model's paramete
 """
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-from typing import Sequence
+import dataclasses
 
 import timm
 import torch
 import torch.nn as nn
 from timm.models.vision_transformer import Block, VisionTransformer
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from zeroi2v.adapters import ADAPTER_POSITIONS, LinearAdapter, add_adapters
+from zeroi2v.adapters import LinearAdapter, add_adapters
+from zeroi2v.config import ModelConfig
 from zeroi2v.errors import UserError
-from zeroi2v.fileio import atomic_save_safetensors, atomic_write_json
-from zeroi2v.memory import can_recompute, lean_activations, run_block
-from zeroi2v.stdha import BOUNDARY_MODES, STDHAttention, check_head_offsets
+from zeroi2v.stdha import STDHAttention
+from zeroi2v.weights import load_image_weights
 
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "model.json"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+NO_WEIGHT_DECAY = ("cls_token", "reg_token", "pos_embed", "temporal_embed")  # and every norm (the reference's
+# "embedding" and "ln_*" names); adapter and classifier biases are decayed, as in the reference
 
 
 class ZeroI2V(nn.Module):
     """Video classifier: a timm ViT with STDHA and linear adapters, frame-mean pooling, linear head."""
 
-    def __init__(self, backbone: VisionTransformer, *, num_frames: int, num_classes: int,
-                 head_offsets: Sequence[int] = (), adapter_ratio: float = 0.25, adapter_scale: float = 0.5,
-                 adapter_positions: Sequence[str] = ADAPTER_POSITIONS, adapter_dropout: float = 0.0,
-                 temporal_embedding: bool = True, head_dropout: float = 0.5, boundary: str = "keep"):
+    def __init__(self, backbone: VisionTransformer, config: ModelConfig):
         super().__init__()
+        self.config = config
         self.backbone = backbone
-        self.num_frames = int(num_frames)
-        self.num_classes = int(num_classes)
+        self.num_frames = config.num_frames
+        self.num_classes = config.num_classes
         self.embed_dim = backbone.num_features
-        lean_activations(backbone)  # CLIP's QuickGELU without its second saved tensor (same numbers)
-        for block in backbone.blocks:
-            block.attn = STDHAttention(block.attn, self.num_frames, head_offsets, boundary)
-            if adapter_ratio > 0 and adapter_positions:
-                add_adapters(block, adapter_positions, adapter_ratio, adapter_scale, adapter_dropout)
+        temporal = stdha_block_indices(config.stdha_blocks, len(backbone.blocks))
+        for i, block in enumerate(backbone.blocks):
+            offsets = config.head_offsets if i in temporal else ()
+            block.attn = STDHAttention(block.attn, self.num_frames, offsets, config.boundary)
+            if config.adapter_ratio > 0 and config.adapter_positions:
+                add_adapters(block, config.adapter_positions, config.adapter_ratio, config.adapter_scale,
+                             config.adapter_dropout)
         self.temporal_embed = (
-            nn.Parameter(torch.zeros(self.num_frames, backbone.embed_dim)) if temporal_embedding else None
+            nn.Parameter(torch.zeros(self.num_frames, backbone.embed_dim)) if config.temporal_embedding else None
         )
-        self.head_drop = nn.Dropout(head_dropout)
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            nn.init.normal_(self.head.weight, std=0.02)  # timm's ViT head init (its own zero init stalls CE at start)
+        self.head_drop = nn.Dropout(config.head_dropout)
+        self.head = nn.Linear(self.embed_dim, self.num_classes) if self.num_classes > 0 else nn.Identity()
+        if self.num_classes > 0:
+            nn.init.normal_(self.head.weight, std=0.01)  # the reference's classifier init
             nn.init.zeros_(self.head.bias)
         self.grad_checkpointing = False
-        self.lean_memory = True  # recompute norm -> adapter and proj -> adapter in backward (zeroi2v.memory)
-        self.config: dict = {}
 
     # --- information -----------------------------------------------------------------------------
     @property
     def head_offsets(self) -> tuple[int, ...]:
-        return self.backbone.blocks[0].attn.head_offsets
+        return tuple(self.config.head_offsets)
 
     @property
     def num_heads(self) -> int:
@@ -85,6 +81,12 @@ class ZeroI2V(nn.Module):
     def merged(self) -> bool:
         return not any(isinstance(m, LinearAdapter) for m in self.modules())
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names without weight decay (timm's convention): embeddings and norms."""
+        norms = {n for n, m in self.named_modules() if isinstance(m, nn.LayerNorm)}
+        return {name for name, _ in self.named_parameters()
+                if name.rpartition(".")[0] in norms or name.rpartition(".")[2] in NO_WEIGHT_DECAY}
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
@@ -96,6 +98,8 @@ class ZeroI2V(nn.Module):
         B, C, T, H, W = video.shape
         if T != self.num_frames:
             raise UserError(f"model was built for {self.num_frames} frames, got a clip of {T}")
+        if (H, W) != self.img_size:
+            raise UserError(f"model was built for {self.img_size[0]}x{self.img_size[1]} frames, got {H}x{W}")
         vit = self.backbone
         x = video.transpose(1, 2).reshape(B * T, C, H, W)
         x = vit.patch_embed(x)
@@ -105,12 +109,9 @@ class ZeroI2V(nn.Module):
             N, D = x.shape[1:]
             x = (x.view(B, T, N, D) + self.temporal_embed.view(1, T, 1, D)).view(B * T, N, D)
         x = vit.norm_pre(x)
-        training = self.training and torch.is_grad_enabled()
         for block in vit.blocks:
-            if training and self.grad_checkpointing:  # the whole block recomputed in backward
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-            elif training and self.lean_memory and can_recompute(block):  # only cheap parts recomputed
-                x = run_block(block, x)
             else:
                 x = block(x)
         x = vit.norm(x)
@@ -124,18 +125,26 @@ class ZeroI2V(nn.Module):
         return self.head(self.head_drop(x))
 
 
+def stdha_block_indices(blocks: list[int] | None, depth: int) -> set[int]:
+    """`model.stdha_blocks` (None: all; negative counts from the end) as a set of block indices."""
+    if blocks is None:
+        return set(range(depth))
+    bad = [i for i in blocks if not -depth <= i < depth]
+    if bad:
+        raise UserError(f"stdha_blocks {bad}: the backbone has {depth} blocks (0..{depth - 1})")
+    return {i % depth for i in blocks}
+
+
 # --- construction ----------------------------------------------------------------------------------
-def _create_vit(backbone: str, drop_path_rate: float, timm_kwargs: dict) -> VisionTransformer:
-    if not isinstance(backbone, str) or not timm.is_model(backbone):
-        close = timm.list_models(f"*{backbone}*")[:5] if isinstance(backbone, str) else []
+def _create_vit(cfg: ModelConfig) -> VisionTransformer:
+    backbone, timm_kwargs = cfg.backbone, cfg.timm_kwargs
+    if not timm.is_model(backbone):
+        close = timm.list_models(f"*{backbone}*")[:5]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise UserError(f"unknown timm model {backbone!r}{hint}")
-    clash = sorted({"num_classes", "drop_path_rate", "pretrained"} & set(timm_kwargs))
-    if clash:
-        raise UserError(f"{clash} are zeroi2v's own arguments (create_model / model.* config keys), "
-                        "not timm_kwargs")
     try:
-        vit = timm.create_model(backbone, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate, **timm_kwargs)
+        vit = timm.create_model(backbone, pretrained=False, num_classes=0, drop_path_rate=cfg.drop_path_rate,
+                                **timm_kwargs)
     except TypeError as e:
         with torch.device("meta"):  # only to tell a non-ViT from a bad argument: no memory, no init
             kind = type(timm.create_model(backbone, pretrained=False))
@@ -152,52 +161,48 @@ def _create_vit(backbone: str, drop_path_rate: float, timm_kwargs: dict) -> Visi
     if vit.global_pool == "" and getattr(vit, "attn_pool", None) is None:
         raise UserError("global_pool='' returns every token; zeroi2v needs a pooled feature per frame "
                         "(global_pool token, avg, max, avgmax or map)")
+    heads = vit.blocks[0].attn.num_heads
+    if len(cfg.head_offsets) > heads:
+        raise UserError(f"head_offsets has {len(cfg.head_offsets)} entries but the backbone has only {heads} heads")
     return vit
 
 
-def create_model(backbone: str, num_frames: int = 8, num_classes: int = 400, pretrained: str | None = None,
-                 head_offsets: Sequence[int] = (-1, 1), adapter_ratio: float = 0.25, adapter_scale: float = 0.5,
-                 *, temporal_embedding: bool = True, freeze: bool = True,
-                 adapter_positions: Sequence[str] = ADAPTER_POSITIONS, adapter_dropout: float = 0.0,
-                 head_dropout: float = 0.5, drop_path_rate: float = 0.0, boundary: str = "keep",
-                 timm_kwargs: dict | None = None, **kwargs) -> ZeroI2V:
-    """Build a ZeroI2V video model on any timm ViT (see SPEC.md); unknown kwargs go to timm."""
-    timm_kwargs = {**(timm_kwargs or {}), **kwargs}
-    if int(num_frames) < 1:
-        raise UserError(f"num_frames must be >= 1, got {num_frames}")
-    if int(num_classes) < 0:
-        raise UserError(f"num_classes must be >= 0, got {num_classes}")
-    if not 0 <= float(adapter_ratio) <= 16:
-        raise UserError(f"adapter_ratio must be in [0, 16], got {adapter_ratio}")
-    unknown = [p for p in adapter_positions if p not in ADAPTER_POSITIONS]
-    if unknown:
-        raise UserError(f"unknown adapter positions {unknown}; choose from {list(ADAPTER_POSITIONS)}")
-    if boundary not in BOUNDARY_MODES:
-        raise UserError(f"boundary must be one of {list(BOUNDARY_MODES)}, got {boundary!r}")
-    for name, p in (("adapter_dropout", adapter_dropout), ("head_dropout", head_dropout), ("drop_path_rate", drop_path_rate)):
-        if not 0 <= float(p) < 1:
-            raise UserError(f"{name} must be in [0, 1), got {p}")
+def model_config(backbone: str | ModelConfig, **kwargs) -> ModelConfig:
+    """A checked `ModelConfig` from a name and keyword arguments: ModelConfig fields by name, every
+    other keyword is a timm argument (added to `timm_kwargs`)."""
+    if isinstance(backbone, ModelConfig):
+        cfg = dataclasses.replace(backbone, **kwargs)
+    else:
+        if not isinstance(backbone, str):
+            raise UserError(f"backbone must be a timm model name, got {backbone!r}")
+        names = {f.name for f in dataclasses.fields(ModelConfig)}
+        own = {k: v for k, v in kwargs.items() if k in names}
+        extra = {k: v for k, v in kwargs.items() if k not in names}
+        own.setdefault("num_classes", 400)
+        for key in ("head_offsets", "adapter_positions", "stdha_blocks"):  # tuples are fine in Python
+            if isinstance(own.get(key), tuple):
+                own[key] = list(own[key])
+        own["timm_kwargs"] = {**own.get("timm_kwargs", {}), **extra}
+        cfg = ModelConfig(backbone=backbone, **own)
+    if cfg.num_classes is None:
+        raise UserError("num_classes is needed to build a model (0: a headless feature extractor)")
+    return cfg.check()
 
-    vit = _create_vit(backbone, float(drop_path_rate), timm_kwargs)
-    check_head_offsets(head_offsets, vit.blocks[0].attn.num_heads, int(num_frames))
-    if pretrained:
-        from zeroi2v.weights import load_image_weights
-        load_image_weights(vit, pretrained)
 
-    model = ZeroI2V(vit, num_frames=int(num_frames), num_classes=int(num_classes),
-                    head_offsets=tuple(int(o) for o in head_offsets), adapter_ratio=float(adapter_ratio),
-                    adapter_scale=float(adapter_scale), adapter_positions=tuple(adapter_positions),
-                    adapter_dropout=float(adapter_dropout), temporal_embedding=bool(temporal_embedding),
-                    head_dropout=float(head_dropout), boundary=boundary)
-    model.config = dict(
-        backbone=backbone, num_frames=int(num_frames), num_classes=int(num_classes),
-        head_offsets=[int(o) for o in head_offsets], adapter_ratio=float(adapter_ratio),
-        adapter_scale=float(adapter_scale), temporal_embedding=bool(temporal_embedding), freeze=bool(freeze),
-        adapter_positions=list(adapter_positions), adapter_dropout=float(adapter_dropout),
-        head_dropout=float(head_dropout), drop_path_rate=float(drop_path_rate), boundary=boundary,
-        timm_kwargs=dict(timm_kwargs),
-    )
-    set_trainable(model, freeze=bool(freeze))
+def create_model(backbone: str | ModelConfig, **kwargs) -> ZeroI2V:
+    """Build a ZeroI2V video model on any timm ViT.
+
+    `create_model("vit_base_patch16_clip_quickgelu_224", num_frames=8, num_classes=400,
+    pretrained=None, head_offsets=(-1, 1), adapter_ratio=0.25, adapter_scale=0.5, ...)`: the
+    keywords are `ModelConfig`'s fields (defaults there; num_classes defaults to 400 here); any other
+    keyword (img_size, depth, embed_dim, ...) is passed on to timm. A `ModelConfig` works too.
+    """
+    cfg = model_config(backbone, **kwargs)
+    vit = _create_vit(cfg)
+    if cfg.pretrained:
+        load_image_weights(vit, cfg.pretrained)
+    model = ZeroI2V(vit, cfg)
+    set_trainable(model, freeze=cfg.freeze)
     return model
 
 
@@ -216,26 +221,8 @@ def set_trainable(model: ZeroI2V, freeze: bool = True) -> None:
         model.temporal_embed.requires_grad_(True)
 
 
-NO_DECAY_NAMES = ("cls_token", "reg_token", "pos_embed", "temporal_embed", "pos_embed_")
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups over trainable parameters: no decay on embeddings, norms, biases and scales."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim <= 1 or any(key in name.split(".")[-1] for key in NO_DECAY_NAMES):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
-
-
 # --- cost -----------------------------------------------------------------------------------------
 def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    from torch.utils.flop_counter import sdpa_flop_count
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
@@ -253,8 +240,6 @@ def count_flops(model: nn.Module, batch: int = 1, num_frames: int | None = None,
 
     A ZeroI2V model gets a (batch, 3, T, H, W) clip; a plain timm model gets batch·T images.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     vit = model.backbone if isinstance(model, ZeroI2V) else model
     h, w = img_size or vit.patch_embed.img_size
     param = next(model.parameters())
@@ -269,54 +254,3 @@ def count_flops(model: nn.Module, batch: int = 1, num_frames: int | None = None,
         model(x)
     model.train(was_training)
     return int(counter.get_total_flops())
-
-
-# --- save / load ----------------------------------------------------------------------------------
-def save_pretrained(model: ZeroI2V, directory: str | os.PathLike) -> Path:
-    """Write `model.safetensors` + `model.json` (the create_model arguments); no pickles."""
-    if not isinstance(model, ZeroI2V):
-        raise TypeError(f"save_pretrained expects a ZeroI2V model, got {type(model).__name__}")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    model = getattr(model, "module", model)
-    atomic_save_safetensors(directory / MODEL_FILE, model.state_dict(), metadata={"format": "pt"})
-    atomic_write_json(directory / CONFIG_FILE, {"format": "zeroi2v", "merged": model.merged, "config": model.config})
-    return directory
-
-
-def read_model_config(directory: str | os.PathLike) -> dict:
-    directory = Path(directory)
-    path = directory / CONFIG_FILE
-    if not directory.is_dir():
-        raise UserError(f"{directory} is not a directory (expected a zeroi2v model or run directory)")
-    if not path.is_file() or not (directory / MODEL_FILE).is_file():
-        raise UserError(f"{directory} is not a zeroi2v model directory (needs {CONFIG_FILE} and {MODEL_FILE})")
-    try:
-        meta = json.loads(path.read_text())
-        return dict(meta["config"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path} is not a valid zeroi2v model config: {e}") from None
-
-
-def load_pretrained(directory: str | os.PathLike, map_location: str | torch.device = "cpu", **overrides) -> ZeroI2V:
-    """Rebuild a model saved by `save_pretrained` (merged or not) and load its weights; eval mode."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    config = {**read_model_config(directory), **overrides}
-    config.pop("pretrained", None)
-    method = config.pop("method", "zeroi2v")
-    if method == "zeroi2v":
-        model = create_model(**config)
-    else:
-        from zeroi2v.baselines import create_baseline
-        model = create_baseline(method, **config)
-    path = Path(directory) / MODEL_FILE
-    try:
-        state = load_file(str(path), device=str(map_location))
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"cannot read {path}: {e}") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UserError(f"{path} does not match its {CONFIG_FILE}: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    return model.eval()

@@ -22,9 +22,14 @@ import re
 from pathlib import Path
 
 import torch
+from timm.models.vision_transformer import checkpoint_filter_fn
 
+from zeroi2v.build import save_pretrained
+from zeroi2v.config import load_config
 from zeroi2v.errors import UserError
-from zeroi2v.model import ZeroI2V, create_model, save_pretrained
+from zeroi2v.model import ZeroI2V, create_model
+from zeroi2v.reparam import reparameterize
+from zeroi2v.weights import read_state_dict
 
 ADAPTER_SLOTS = {
     "T_Adapter_in": ("attn.qkv.adapter_in", "attn_in"),
@@ -157,8 +162,6 @@ def describe_checkpoint(state: dict[str, torch.Tensor]) -> dict:
 
 def convert_state_dict(state: dict[str, torch.Tensor], model: ZeroI2V) -> dict[str, torch.Tensor]:
     """Reference keys -> ours: the backbone through timm's OpenAI-CLIP filter, adapters/head by name."""
-    from timm.models.vision_transformer import checkpoint_filter_fn
-
     clip, out, unknown = {}, {}, []
     for key, value in state.items():
         if key.startswith(IGNORED) or key.startswith("data_preprocessor."):
@@ -185,20 +188,47 @@ def convert_state_dict(state: dict[str, torch.Tensor], model: ZeroI2V) -> dict[s
     return out
 
 
-def load_official_checkpoint(path: str | os.PathLike, **overrides) -> ZeroI2V:
+SSV2_CLASSES = 174
+PRESET_KEYS = ("num_frames", "head_offsets", "adapter_scale", "adapter_dropout", "stdha_blocks",
+               "boundary")  # what a config says about a checkpoint that its tensors do not
+
+
+def preset_overrides(preset: str | os.PathLike, state: dict[str, torch.Tensor]) -> dict:
+    """The model settings of a config (`--preset`), checked against the checkpoint's tensor shapes."""
+    cfg = load_config(preset)
+    found = describe_checkpoint(state)
+    name = Path(preset).stem
+    if cfg.model.num_classes is not None and cfg.model.num_classes != found["num_classes"]:
+        raise UserError(f"preset {name} has {cfg.model.num_classes} classes but the checkpoint's classifier has "
+                        f"{found['num_classes']}: wrong --preset for this checkpoint")
+    if found["temporal_embedding"] and found["num_frames"] != cfg.model.num_frames:
+        raise UserError(f"preset {name} is for {cfg.model.num_frames} frames but the checkpoint's temporal embedding "
+                        f"has {found['num_frames']}: wrong --preset for this checkpoint")
+    if cfg.model.adapter_ratio and found["adapter_ratio"] and abs(cfg.model.adapter_ratio - found["adapter_ratio"]) > 1e-6:
+        raise UserError(f"preset {name} has adapter_ratio {cfg.model.adapter_ratio} but the checkpoint's adapters "
+                        f"have {found['adapter_ratio']:g}: wrong --preset for this checkpoint")
+    return {key: getattr(cfg.model, key) for key in PRESET_KEYS}
+
+
+def load_official_checkpoint(path: str | os.PathLike, preset: str | os.PathLike | None = None, **overrides) -> ZeroI2V:
     """A ZeroI2V model with the weights of a reference checkpoint; overrides go to `create_model`.
 
-    Typical overrides: `head_offsets` (SSv2 B/16: [-1, 1, -2, 2]) or, equivalently, the reference config's
-    `stdha_cfg` (`{"shift_div": 12, "long_shift_div": 12, "long_shift_right": True}`), and `adapter_scale`
-    (1.0 for some SSv2 runs).
+    The checkpoint does not store the temporal head offsets or the adapter scale. `preset` (a config
+    file, e.g. `configs/ssv2_vitl14_u32.yaml`) supplies them with the frame count, checked against the
+    tensors; so do explicit overrides: `head_offsets` (SSv2 B/16: [-1, 1, -2, 2]) or the reference
+    config's own `stdha_cfg`, and `adapter_scale` (1.0 for SSv2). With neither, the K400 settings
+    apply, and a checkpoint with SSv2's 174 classes is refused rather than converted wrongly.
     """
     overrides = dict(overrides)
-    from zeroi2v.weights import read_state_dict
-
     state = read_state_dict(path)
     args = describe_checkpoint(state)
     if args["adapter_positions"] is None:
         args.pop("adapter_positions")
+    if preset is not None:
+        overrides = {**preset_overrides(preset, state), **overrides}
+    elif args["num_classes"] == SSV2_CLASSES and not {"head_offsets", "stdha_cfg"} & set(overrides):
+        raise UserError(f"{path} has {SSV2_CLASSES} classes (Something-Something v2), whose temporal heads and adapter "
+                        "scale differ from the K400 defaults: pass --preset ssv2_vitb16_u8 (or another ssv2_* config)")
     if "stdha_cfg" in overrides:
         if "head_offsets" in overrides:
             raise UserError("give either head_offsets or stdha_cfg, not both")
@@ -215,12 +245,12 @@ def load_official_checkpoint(path: str | os.PathLike, **overrides) -> ZeroI2V:
     return model.eval()
 
 
-def convert_official(ckpt_path, out_dir, overrides: dict | None = None, merge: bool = False) -> dict:
+def convert_official(ckpt_path, out_dir, overrides: dict | None = None, merge: bool = False,
+                     preset: str | os.PathLike | None = None) -> dict:
     """`zeroi2v convert-official`: reference checkpoint -> our model directory (optionally merged)."""
-    model = load_official_checkpoint(ckpt_path, **(overrides or {}))
+    model = load_official_checkpoint(ckpt_path, preset=preset, **(overrides or {}))
     info = {"config": model.config, "merged": False, "merge_error": None}
     if merge:
-        from zeroi2v.reparam import reparameterize
         model = reparameterize(model)
         info.update(merged=True, merge_error=model.merge_error)
     save_pretrained(model, Path(out_dir))

@@ -7,10 +7,12 @@ a random clip: a merge that changes outputs is an error, never a silent degradat
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 
 from zeroi2v.adapters import fold_adapters
+from zeroi2v.errors import UserError
 from zeroi2v.model import ZeroI2V
 
 
@@ -45,24 +47,19 @@ def reparameterize(model: ZeroI2V, verify: bool = True, atol: float = 1e-4, vide
     The error is stored on the result as `merged.merge_error`.
     """
     model = getattr(model, "module", model)  # DDP
-    if model.config.get("method", "zeroi2v") != "zeroi2v":
-        from zeroi2v.errors import UserError
-        raise UserError(f"{model.config['method']} is a baseline with nonlinear/extra modules: it cannot be merged")
+    if model.config.method != "zeroi2v":
+        raise UserError(f"{model.config.method} is a baseline with nonlinear/extra modules: it cannot be merged")
     merged = copy.deepcopy(model).eval()
     for block in merged.backbone.blocks:
         fold_adapters(block)
-
-    config = {**model.config, "adapter_ratio": 0.0, "adapter_dropout": 0.0}
-    config["timm_kwargs"] = _bias_flags(model, merged, dict(config.get("timm_kwargs", {})))
-    merged.config = config
+    timm_kwargs = _bias_flags(model, merged, dict(model.config.timm_kwargs))
+    merged.config = dataclasses.replace(model.config, adapter_ratio=0.0, adapter_dropout=0.0, timm_kwargs=timm_kwargs)
     merged.merge_error = None
     if verify:
         clip = video if video is not None else random_clip(model)
-        ref_scale = 1.0
         with torch.no_grad():
             was = model.training
-            model.eval()
-            ref_scale = max(1.0, model(clip).abs().max().item())
+            ref_scale = max(1.0, model.eval()(clip).abs().max().item())
             model.train(was)
         err = max_abs_error(model, merged, clip)
         merged.merge_error = err

@@ -22,28 +22,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint
 
 from zeroi2v.errors import UserError
-
-BOUNDARY_MODES = ("keep", "zero")
-
-
-def check_head_offsets(head_offsets: Sequence[int], num_heads: int, num_frames: int) -> tuple[int, ...]:
-    """Validate a per-head offset list against the backbone and clip length (one-line errors)."""
-    try:
-        offsets = tuple(int(o) for o in head_offsets)
-    except (TypeError, ValueError):
-        raise UserError(f"head_offsets must be a list of integers, got {head_offsets!r}") from None
-    if any(o != float(r) for o, r in zip(offsets, head_offsets)):
-        raise UserError(f"head_offsets must be integers, got {list(head_offsets)}")
-    if len(offsets) > num_heads:
-        raise UserError(f"head_offsets has {len(offsets)} entries but the backbone has only {num_heads} heads")
-    bad = [o for o in offsets if abs(o) >= num_frames]
-    if bad:
-        raise UserError(f"head_offsets {list(offsets)}: |Δt| must be < num_frames={num_frames} (got {bad})")
-    return offsets
-
 
 class STDHAttention(nn.Module):
     """timm's `Attention` with temporal heads; same submodules, so the same state-dict keys.
@@ -68,7 +48,6 @@ class STDHAttention(nn.Module):
         self.num_heads = attn.num_heads
         self.head_dim = attn.head_dim
         self.attn_dim = getattr(attn, "attn_dim", attn.num_heads * attn.head_dim)
-        self.scale = self.head_dim ** -0.5
         self.qkv = attn.qkv
         self.q_norm = attn.q_norm
         self.k_norm = attn.k_norm
@@ -77,9 +56,7 @@ class STDHAttention(nn.Module):
         self.proj = attn.proj
         self.proj_drop = attn.proj_drop
         self.num_frames = int(num_frames)
-        self.head_offsets = check_head_offsets(head_offsets, self.num_heads, self.num_frames)
-        if boundary not in BOUNDARY_MODES:
-            raise UserError(f"boundary must be one of {BOUNDARY_MODES}, got {boundary!r}")
+        self.head_offsets = tuple(int(o) for o in head_offsets)  # checked by ModelConfig / create_model
         self.boundary = boundary
         # heads 0..k-1 cover every non-zero offset; only their K/V are shifted, the others are read in place
         self.num_temporal = max((h + 1 for h, o in enumerate(self.head_offsets) if o != 0), default=0)
@@ -88,30 +65,13 @@ class STDHAttention(nn.Module):
     def temporal(self) -> bool:
         return self.num_temporal > 0
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False,
-                pre_adapted: bool = False, recompute_proj: bool = False) -> torch.Tensor:
-        """`pre_adapted`: `x` already went through the adapter before the qkv projection.
-        `recompute_proj`: the output projection (and its adapter) is recomputed in backward from the
-        attention output, which SDPA keeps anyway, instead of keeping its own input (`zeroi2v.memory`)."""
-        qkv = self.qkv(x, skip_in=True) if pre_adapted else self.qkv(x)
-        heads = self.attend_heads(qkv, attn_mask, is_causal)
-        if recompute_proj:
-            return torch.utils.checkpoint.checkpoint(self.project, heads, use_reentrant=False)
-        return self.project(heads)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        return self.project(self.attend_heads(self.qkv(x), attn_mask, is_causal))
 
     def project(self, heads: torch.Tensor) -> torch.Tensor:
         """(B·T, H, N, d) attention output -> heads merged, timm's (norm,) output projection and dropout."""
-        return self.proj_drop(self.proj(self.norm(self.merge_heads(heads))))
-
-    def merge_heads(self, heads: torch.Tensor) -> torch.Tensor:
-        """(B·T, H, N, d) -> (B·T, N, H·d)."""
         BT, _, N, _ = heads.shape
-        return heads.transpose(1, 2).reshape(BT, N, self.attn_dim)
-
-    def attend(self, qkv: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
-        """Fused qkv output (B·T, N, 3·H·d) -> heads' outputs merged (B·T, N, H·d): where STDHA differs.
-        Shifts the temporal heads' K/V of `qkv` in place."""
-        return self.merge_heads(self.attend_heads(qkv, attn_mask, is_causal))
+        return self.proj_drop(self.proj(self.norm(heads.transpose(1, 2).reshape(BT, N, self.attn_dim))))
 
     def attend_heads(self, qkv: torch.Tensor, attn_mask: torch.Tensor | None = None,
                      is_causal: bool = False) -> torch.Tensor:

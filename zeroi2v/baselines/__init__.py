@@ -8,51 +8,51 @@ They are not ZeroI2V: each adds inference cost (that is the point of the compari
 - `joint`: joint space-time attention — every token attends to all T·N tokens of the clip (frozen
   weights with linear adapters, or full fine-tuning with `freeze=False`).
 
-`create_baseline(method, **create_model_kwargs)` builds them as `ZeroI2V` models whose blocks are
-wrapped, so they train, evaluate and save through the same engine (`model.method` in a config).
+Each builder takes a `ModelConfig` and returns a `ZeroI2V` model whose blocks are wrapped, so the
+peers train, evaluate and save through the same engine (`model.method` in a config;
+`zeroi2v.build.build_model` picks the builder).
 """
 from __future__ import annotations
 
-from zeroi2v.errors import UserError
+import dataclasses
 
-METHODS = ("zeroi2v", "aim", "st_adapter", "joint")
+import torch.nn as nn
+
+from zeroi2v.baselines.aim import AIMBlock
+from zeroi2v.baselines.joint import JointAttention
+from zeroi2v.baselines.st_adapter import STAdapterBlock
+from zeroi2v.config import ModelConfig
+from zeroi2v.model import ZeroI2V, create_model, set_trainable
 
 
-def create_baseline(method: str, **kwargs):
-    from zeroi2v.model import create_model, set_trainable
-
-    if method == "zeroi2v":
-        return create_model(**kwargs)
-    if method not in METHODS:
-        raise UserError(f"unknown model.method {method!r}; choose from {list(METHODS)}")
-    ratio = kwargs.get("adapter_ratio", 0.25)
-    scale = kwargs.get("adapter_scale", 0.5)
-    if method in ("aim", "st_adapter"):
-        base = {**kwargs, "head_offsets": (), "adapter_ratio": 0.0}
-        if method == "st_adapter":
-            base["temporal_embedding"] = False
-        model = create_model(**base)
-        if method == "aim":
-            from zeroi2v.baselines.aim import AIMBlock
-            blocks = [AIMBlock(b, model.num_frames, ratio, scale) for b in model.backbone.blocks]
-        else:
-            from zeroi2v.baselines.st_adapter import STAdapterBlock
-            blocks = [STAdapterBlock(b, model.num_frames, ratio, model.backbone.patch_embed.grid_size)
-                      for b in model.backbone.blocks]
-    else:
-        from zeroi2v.baselines.joint import JointAttention
-        model = create_model(**{**kwargs, "head_offsets": ()})
-        for block in model.backbone.blocks:
-            block.attn = JointAttention(block.attn, model.num_frames)
-        blocks = list(model.backbone.blocks)
-    import torch.nn as nn
+def _finish(model: ZeroI2V, cfg: ModelConfig, blocks: list[nn.Module]) -> ZeroI2V:
+    """Install the wrapped blocks, record the peer's own config, train the new modules."""
     model.backbone.blocks = nn.Sequential(*blocks)
-    model.config = {**model.config, **{k: v for k, v in kwargs.items() if k in model.config},
-                    "adapter_ratio": ratio, "adapter_scale": scale, "method": method}
-    set_trainable(model, freeze=model.config.get("freeze", True))
-    if model.config.get("freeze", True):
+    model.config = cfg
+    set_trainable(model, freeze=cfg.freeze)
+    if cfg.freeze:
         for module in model.modules():  # the methods' own new modules train
             if getattr(module, "is_peer_adapter", False):
                 for p in module.parameters():
                     p.requires_grad_(True)
     return model
+
+
+def build_aim(cfg: ModelConfig) -> ZeroI2V:
+    model = create_model(dataclasses.replace(cfg, head_offsets=[], adapter_ratio=0.0))
+    blocks = [AIMBlock(b, model.num_frames, cfg.adapter_ratio, cfg.adapter_scale) for b in model.backbone.blocks]
+    return _finish(model, cfg, blocks)
+
+
+def build_st_adapter(cfg: ModelConfig) -> ZeroI2V:
+    model = create_model(dataclasses.replace(cfg, head_offsets=[], adapter_ratio=0.0, temporal_embedding=False))
+    grid = model.backbone.patch_embed.grid_size
+    blocks = [STAdapterBlock(b, model.num_frames, cfg.adapter_ratio, grid) for b in model.backbone.blocks]
+    return _finish(model, cfg, blocks)
+
+
+def build_joint(cfg: ModelConfig) -> ZeroI2V:
+    model = create_model(dataclasses.replace(cfg, head_offsets=[]))
+    for block in model.backbone.blocks:
+        block.attn = JointAttention(block.attn, model.num_frames)
+    return _finish(model, cfg, list(model.backbone.blocks))

@@ -4,7 +4,8 @@
   `#` comments are skipped. Lines with other column counts are rejected with file:line, including
   rawframe lists (`frame_dir total_frames label`): this package reads videos, not frame folders.
   A `classes.txt` beside the list (one name per line) names the classes and bounds the labels.
-- A folder-per-class tree: `root/CLASS_NAME/*.mp4` (classes sorted by name).
+- A folder-per-class tree: `TREE/CLASS_NAME/*.mp4` (classes sorted by name); its paths are absolute,
+  so separate `train/` and `val/` trees work whatever `data.root` is.
 - Something-Something v2 JSON: `[{"id", "label", "template", "placeholders"}]` plus the labels file
   beside it (`labels.json`: template with "[something]" written as "something" -> index); the video
   is `<id>.webm`.
@@ -103,15 +104,22 @@ def _read_classes(path: Path) -> list[str]:
     return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
+SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
+
+
 def _folder_tree(root: Path) -> Annotations:
     if not root.is_dir():
         raise UserError(f"data root not found: {root}")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    splits = [c for c in classes if c.lower() in SPLIT_NAMES]
+    if len(splits) >= 2 or (splits and len(classes) == len(splits)):
+        raise UserError(f"{root} holds split folders ({', '.join(splits)}), not class folders: point "
+                        f"data.train_list / data.val_list at {root / splits[0]} and the other split")
     samples = []
     for label, name in enumerate(classes):
         for file in sorted((root / name).rglob("*")):
             if file.suffix.lower() in VIDEO_EXTENSIONS:
-                samples.append((str(file.relative_to(root)), label))
+                samples.append((str(file.resolve()), label))
     if not samples:
         raise UserError(f"no videos ({', '.join(VIDEO_EXTENSIONS[:3])}, ...) in class folders under {root}")
     return Annotations(samples, classes)
