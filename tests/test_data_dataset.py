@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tests.videos import read_index, write_index_video
-from zeroi2v.data import (VideoDataset, collate, load_annotations, load_views, sample_indices, test_transform,
-                          train_transform)
+from zeroi2v.data import VideoDataset, collate, load_annotations, load_views, sample_indices, train_transform
+from zeroi2v.data import test_transform as make_test_transform
 from zeroi2v.errors import UserError
 
 HALF = dict(mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -69,13 +69,13 @@ def test_three_crop_covers_the_long_side(h, w):
     video = torch.arange(w, dtype=torch.float32).expand(2, 3, h, w) if w > h else \
         torch.arange(h, dtype=torch.float32)[:, None].expand(2, 3, h, w)
     video = video.round().to(torch.uint8).contiguous()
-    views = test_transform(40, **RAW, crops=3)(video)
+    views = make_test_transform(40, **RAW, crops=3)(video)
     assert views.shape == (3, 3, 2, 40, 40)
     first, last = views[0] * 255, views[2] * 255
     axis = -1 if w > h else -2
     assert first.amin().round() == 0 and last.amax().round() == max(h, w) - 1  # both ends of the long side
     assert torch.all(views[0].mean(axis) < views[1].mean(axis)) and torch.all(views[1].mean(axis) < views[2].mean(axis))
-    center = test_transform(40, **RAW, crops=1)(video)
+    center = make_test_transform(40, **RAW, crops=1)(video)
     assert center.shape == (1, 3, 2, 40, 40) and torch.equal(center[0], views[1])
 
 

@@ -39,14 +39,17 @@ class VideoDataset(torch.utils.data.Dataset):
 
     video: float (3, T, H, W) in training; (V, 3, T, H, W) at test with V = test_clips·test_crops,
     clip-major (clip 0 crops 0..C-1, clip 1 ...). `flip_label_map` swaps labels when a training clip
-    is mirrored (SSv2 direction classes).
+    is mirrored (SSv2 direction classes). The training augmentation's keywords (`augment_order`,
+    `rand_augment*`, `random_erasing`, `erasing_mode`, `crop_scale`, `short_side`) go to `train_transform`.
     """
 
     def __init__(self, root, samples, *, num_frames: int, sampling: str = "dense", frame_interval: int = 16,
                  train: bool = True, img_size: int = 224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                  test_clips: int = 1, test_crops: int = 1, flip: bool = True, flip_label_map: dict | None = None,
-                 rand_augment: bool = True, random_erasing: float = 0.0, short_side: int | None = None,
-                 crop_scale=(0.08, 1.0), seed: int = 0, backend: str = "auto", max_retries: int = 10):
+                 rand_augment: bool = True, rand_augment_layers: int = 4, rand_augment_magnitude: float = 7.0,
+                 augment_order: str = "k400", random_erasing: float = 0.0, erasing_mode: str = "const",
+                 short_side: int | None = None, crop_scale=(0.08, 1.0), seed: int = 0, backend: str = "auto",
+                 max_retries: int = 10):
         self.root = os.fspath(root) if root else ""
         self.samples = list(samples)
         self.num_frames, self.sampling, self.frame_interval = num_frames, sampling, frame_interval
@@ -58,7 +61,10 @@ class VideoDataset(torch.utils.data.Dataset):
         self._lengths: dict[str, int] = {}  # verified frame counts, per process
         if train:
             self.transform = train_transform(img_size, mean, std, short_side=short_side, rand_augment=rand_augment,
-                                             flip=flip, random_erasing=random_erasing, scale=crop_scale)
+                                             rand_augment_layers=rand_augment_layers,
+                                             rand_augment_magnitude=rand_augment_magnitude, flip=flip,
+                                             order=augment_order, random_erasing=random_erasing,
+                                             erasing_mode=erasing_mode, scale=crop_scale)
         else:
             self.transform = test_transform(img_size, mean, std, crops=test_crops)
         self.shape = (3, num_frames, img_size, img_size)
