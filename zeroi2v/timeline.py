@@ -1,0 +1,411 @@
+"""Sliding-window prediction over a long video (`zeroi2v predict RUN VIDEO --timeline`), as MMAction2's
+long-video demo does it: the model classifies overlapping windows of the video, one after another.
+
+Windows (n = the video's frame count from `zeroi2v.data.decode.num_frames`, fps its average rate):
+- A window is `W` consecutive source frames, by default W = model.num_frames × data.frame_interval,
+  the stretch of video one training clip covers (8×16 = 128 frames, about 4 s at 30 fps, for the
+  K400 recipe), whatever the run's sampling. `window=` sets W explicitly (useful for uniform-sampling
+  models, whose clips cover a whole short video).
+- The window is sampled exactly as the run samples a test clip from a video of W frames
+  (`zeroi2v.data.sampling.sample_indices(W, num_frames, sampling, frame_interval, train=False)`):
+  dense: num_frames frames `frame_interval` apart, centred in the window (offset (interval-1)//2);
+  uniform: the middle frame of each of num_frames equal segments of the window.
+  Each window is one clip; `data.test_crops` crops (1 centre or 3) are averaged, `data.test_clips`
+  does not apply (the windows are the temporal views).
+- Windows start at 0, stride, 2·stride, ... while they fit; the default stride is W // 2 (half-window
+  overlap). When the last window that fits ends before the video does, one more window ending at the
+  last frame is added, so the tail is classified too.
+- A video shorter than one window is still predicted: one window covers the whole video, sampled with
+  the run's own test sampling of a short video (dense loops, uniform repeats frames, as in evaluation).
+  The result says so (`short: true` and a `note`).
+- For the annotated video, a frame shows the top-1 class (and probability) of the window whose centre
+  is nearest in time to the frame.
+
+Memory stays bounded on a long video: frames are decoded window batch by window batch
+(`read_frames` seeks to each batch, `WINDOW_BATCH` windows at a time), and the annotated video is
+decoded, drawn and encoded one frame at a time. Only one probability row per window is kept.
+
+Outputs (every file through `zeroi2v.fileio.atomic_write`): PREFIX.json (settings and the top-k of
+each window), PREFIX.csv (one row per window and rank), PREFIX.png (class probabilities over time)
+and, with `annotate=`, the video with the current label drawn on each frame (same frame count and
+frame rate as the source; no audio; odd widths/heights lose their last pixel row/column, as H.264
+in yuv420p needs even sizes).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import tempfile
+import textwrap
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zeroi2v.data.decode import VideoDecodeError, num_frames as count_frames, read_frames
+from zeroi2v.data.sampling import sample_indices
+from zeroi2v.errors import UserError
+from zeroi2v.fileio import atomic_write, atomic_write_json, atomic_write_text
+
+WINDOW_BATCH = 8  # windows decoded and classified together (bounds the frames held in memory)
+ANNOTATE_FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov"}
+PLOT_CLASSES = 8  # at most this many classes drawn in the timeline PNG
+
+
+# --- shared helpers (also used by zeroi2v.features) ------------------------------------------------
+def data_settings(directory, overrides, model) -> dict:
+    """The run's test-time data settings: the one place that reads `config.yaml`.
+
+    A bare model directory (no config.yaml) gets the config defaults with the model's own frame count
+    and image size, as `zeroi2v eval` does. `overrides` are `--set key=value` strings.
+    """
+    from zeroi2v.config import load_config
+
+    config_file = Path(directory) / "config.yaml"
+    if config_file.is_file():
+        cfg = load_config(config_file, overrides)
+    else:
+        base = {"model": {"num_frames": model.num_frames,
+                          "head_offsets": list(getattr(model, "config", {}).get("head_offsets", []))}}
+        if getattr(model, "img_size", None):
+            base["data"] = {"img_size": int(model.img_size[0])}
+        cfg = load_config(None, overrides, base=base)
+    d = cfg["data"]
+    return {"sampling": d["sampling"], "frame_interval": int(d["frame_interval"]), "test_clips": int(d["test_clips"]),
+            "test_crops": int(d["test_crops"]), "img_size": int(d["img_size"]),
+            "mean": tuple(d["mean"] or model.data_config["mean"]), "std": tuple(d["std"] or model.data_config["std"]),
+            "backend": d["backend"], "root": d["root"]}
+
+
+def read_classes(directory, num_classes: int) -> list[str]:
+    """Class names from the directory's classes.txt, else "0", "1", ..."""
+    from zeroi2v.data.annotations import read_text
+
+    path = Path(directory) / "classes.txt"
+    names = [line.strip() for line in read_text(path).splitlines() if line.strip()] if path.is_file() else []
+    return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
+
+
+def interactive() -> bool:
+    """Progress bars only for a person watching a terminal (not in logs, CI or pipes)."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def pick_device(device=None) -> torch.device:
+    return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def check_writable(path, what: str, sources=()) -> Path:
+    """Fail now (one line), not after the work, if `path` cannot be written or would overwrite an input."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory; give a file name")
+    for source in sources:
+        try:
+            if path.exists() and os.path.samefile(path, source):
+                raise UserError(f"{what} {path} is the input {source}; refusing to overwrite it")
+        except OSError:
+            pass
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{what} {path}: {ancestor} is not a directory")
+    if ancestor == path.parent:  # try it for real (permission bits say nothing for root or some mounts)
+        try:
+            fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=ancestor)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise UserError(f"{what} {path}: cannot write in {ancestor} ({e.strerror})") from None
+    elif not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: cannot create folders in {ancestor} (permission denied)")
+    return path
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
+            isinstance(value, float) and value.is_integer()):
+        raise UserError(f"{name} must be a whole number of frames, got {value!r}")
+    if int(value) < 1:
+        raise UserError(f"{name} must be >= 1 frame, got {value}")
+    return int(value)
+
+
+# --- windows -----------------------------------------------------------------------------------------
+def plan_windows(total_frames: int, num_frames: int, sampling: str = "dense", frame_interval: int = 16,
+                 stride: int | None = None, window: int | None = None) -> dict:
+    """The windows over a video of `total_frames` frames (see the module docstring).
+
+    Returns {"window": W, "stride": S, "short": bool, "starts": (K,), "ends": (K,) exclusive,
+    "indices": (K, num_frames) source frame indices}.
+    """
+    n = max(1, int(total_frames))
+    span = _positive_int(window, "window") if window is not None else num_frames * frame_interval
+    step = _positive_int(stride, "stride") if stride is not None else max(1, span // 2)
+    if n < span:  # one window over the whole (short) video, the run's own short-video sampling
+        local = sample_indices(n, num_frames, sampling, frame_interval, 1, train=False)
+        return {"window": span, "stride": step, "short": True, "starts": np.array([0]), "ends": np.array([n]),
+                "indices": local.astype(np.int64)}
+    starts = list(range(0, n - span + 1, step))
+    if starts[-1] + span < n:
+        starts.append(n - span)  # the tail
+    starts = np.array(starts, dtype=np.int64)
+    local = sample_indices(span, num_frames, sampling, frame_interval, 1, train=False)[0]
+    return {"window": span, "stride": step, "short": False, "starts": starts, "ends": starts + span,
+            "indices": starts[:, None] + local[None, :]}
+
+
+def _video_info(path) -> dict:
+    import av
+
+    try:
+        with av.open(os.fspath(path)) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            return {"fps": float(rate) if rate else 0.0, "width": stream.codec_context.width,
+                    "height": stream.codec_context.height}
+    except Exception as e:  # noqa: BLE001 - num_frames has already opened it; anything here is unusual
+        raise UserError(f"cannot read {path}: {one_line(e)}") from None
+
+
+# --- the verb ----------------------------------------------------------------------------------------
+@torch.no_grad()
+def timeline(directory, video, *, stride: int | None = None, window: int | None = None, topk: int = 5,
+             out_prefix=None, annotate=None, overrides=(), device=None, progress: bool | None = None) -> dict:
+    """Classify sliding windows of `video` with the model in `directory`; write PREFIX.json/.csv/.png
+    (PREFIX defaults to ./<video stem>.timeline) and, with `annotate`, the labelled video.
+
+    Returns {"video", "fps", "frames", "duration_s", "window", "stride", "sampling", "frame_interval",
+    "num_frames", "short", "note", "windows": [{"index", "start_frame", "end_frame", "start_s", "end_s",
+    "center_s", "frames", "top": [{"class_id", "class", "probability"}]}], "probs": (K, C) array,
+    "paths": {"json", "csv", "png", "annotate"}}.
+    """
+    from tqdm import tqdm
+
+    from zeroi2v.data.transforms import test_transform
+    from zeroi2v.model import load_pretrained
+
+    video = Path(video)
+    topk = _positive_int(topk, "topk")
+    if stride is not None:
+        stride = _positive_int(stride, "--stride")
+    if window is not None:
+        window = _positive_int(window, "--window")
+    if not video.is_file():
+        raise UserError(f"no such video: {video}")
+    prefix = Path(out_prefix) if out_prefix is not None else Path.cwd() / f"{video.stem}.timeline"
+    paths = {ext: check_writable(prefix.with_name(prefix.name + "." + ext), "timeline output", [video])
+             for ext in ("json", "csv", "png")}
+    if annotate is not None:
+        annotate = paths["annotate"] = check_writable(annotate, "--annotate", [video])
+        if annotate.suffix.lower() not in ANNOTATE_FORMATS:
+            raise UserError(f"--annotate {annotate}: the annotated video is written as "
+                            f"{', '.join(ANNOTATE_FORMATS)}; got {annotate.suffix or 'no extension'}")
+
+    model = load_pretrained(directory)
+    if model.num_classes < 1:
+        raise UserError(f"{directory} has no classifier (num_classes=0); use `zeroi2v features` for its features")
+    s = data_settings(directory, overrides, model)
+    classes = read_classes(directory, model.num_classes)
+    try:
+        total = count_frames(video, s["backend"])
+    except VideoDecodeError as e:
+        raise UserError(one_line(e)) from None
+    info = _video_info(video)
+    fps = info["fps"] or 1.0
+    plan = plan_windows(total, model.num_frames, s["sampling"], s["frame_interval"], stride, window)
+    note = None
+    if plan["short"]:
+        note = (f"the video has {total} frames, fewer than one window ({plan['window']}): one window over the "
+                f"whole video, frames {'looped' if s['sampling'] == 'dense' else 'repeated'} as in evaluation")
+
+    dev = pick_device(device)
+    model.to(dev)
+    transform = test_transform(s["img_size"], s["mean"], s["std"], crops=s["test_crops"])
+    indices = plan["indices"]
+    probs = np.zeros((len(indices), model.num_classes), dtype=np.float32)
+    show = interactive() if progress is None else progress
+    bar = tqdm(total=len(indices), desc="timeline", unit="window", disable=not show, dynamic_ncols=True)
+    for first in range(0, len(indices), WINDOW_BATCH):
+        batch = indices[first:first + WINDOW_BATCH]
+        wanted, where = np.unique(batch.ravel(), return_inverse=True)
+        try:
+            frames = read_frames(video, wanted, s["backend"])  # (U, H, W, 3) uint8, only this batch's frames
+        except VideoDecodeError as e:
+            raise UserError(one_line(e)) from None
+        frames = frames[torch.from_numpy(where.reshape(batch.shape))].permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W)
+        clips = torch.stack([transform(clip) for clip in frames])  # (B, crops, 3, T, h, w)
+        B, V = clips.shape[:2]
+        logits = model(clips.flatten(0, 1).to(dev)).float()
+        probs[first:first + B] = logits.softmax(-1).view(B, V, -1).mean(1).cpu().numpy()
+        bar.update(B)
+    bar.close()
+
+    k = min(topk, model.num_classes)
+    windows = []
+    for i, (start, end) in enumerate(zip(plan["starts"].tolist(), plan["ends"].tolist())):
+        order = np.argsort(-probs[i], kind="stable")[:k]
+        windows.append({"index": i, "start_frame": start, "end_frame": end, "start_s": start / fps,
+                        "end_s": end / fps, "center_s": (start + end) / 2 / fps,
+                        "frames": indices[i].tolist(),
+                        "top": [{"class_id": int(c), "class": classes[c], "probability": float(probs[i, c])}
+                                for c in order]})
+    result = {"video": str(video), "model": str(directory), "fps": fps, "frames": int(total),
+              "duration_s": total / fps, "num_frames": model.num_frames, "sampling": s["sampling"],
+              "frame_interval": s["frame_interval"], "test_crops": s["test_crops"], "window": plan["window"],
+              "stride": plan["stride"], "window_s": plan["window"] / fps, "stride_s": plan["stride"] / fps,
+              "short": plan["short"], "note": note, "windows": windows}
+    atomic_write_json(paths["json"], result)
+    atomic_write_text(paths["csv"], _csv(windows))
+    atomic_write(paths["png"], lambda tmp: plot_timeline(result, probs, classes, tmp))
+    if annotate is not None:
+        _annotate(video, paths["annotate"], result, probs, classes, show)
+    return {**result, "probs": probs, "paths": {key: str(p) for key, p in paths.items()}}
+
+
+def _csv(windows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["window", "start_frame", "end_frame", "start_s", "end_s", "rank", "class_id", "class",
+                     "probability"])
+    for w in windows:
+        for rank, top in enumerate(w["top"], start=1):
+            writer.writerow([w["index"], w["start_frame"], w["end_frame"], f"{w['start_s']:.3f}", f"{w['end_s']:.3f}",
+                             rank, top["class_id"], top["class"], f"{top['probability']:.6f}"])
+    return buffer.getvalue()
+
+
+def plot_timeline(result: dict, probs: np.ndarray, classes: list[str], path) -> None:
+    """Probability of the leading classes at each window centre (seconds); every top-1 class is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top1 = probs.argmax(1)
+    chosen = sorted(set(top1.tolist()), key=lambda c: -probs[:, c].max())[:PLOT_CLASSES]
+    for c in np.argsort(-probs.max(0), kind="stable").tolist():  # fill up with the next most probable
+        if len(chosen) >= min(PLOT_CLASSES, 5, probs.shape[1]):
+            break
+        if c not in chosen:
+            chosen.append(c)
+    windows = result["windows"]
+    centres = np.array([w["center_s"] for w in windows])
+    fig, ax = plt.subplots(figsize=(10, 4.2), layout="constrained")
+    marker = "o" if len(windows) <= 40 else None
+    for c in chosen:
+        name = classes[c] if len(classes[c]) <= 32 else classes[c][:31] + "…"
+        ax.plot(centres, probs[:, c], marker=marker, markersize=3, linewidth=1.5, label=name)
+    ax.set_xlim(0, max(result["duration_s"], 1e-6))
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("time (s) — window centre")
+    ax.set_ylabel("class probability")
+    ax.grid(alpha=0.3)
+    name = Path(result["video"]).name
+    name = name if len(name) <= 60 else "…" + name[-59:]
+    detail = (f"windows of {result['window']} frames ({result['window_s']:.2f} s), stride {result['stride']} frames "
+              f"({result['stride_s']:.2f} s), {result['num_frames']} frames sampled per window ({result['sampling']})")
+    ax.set_title(f"{name}: class probabilities over time\n{textwrap.fill(detail, 110)}", fontsize=10)
+    fig.legend(loc="outside right upper", title="class", fontsize=8)
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)
+
+
+# --- annotated video ---------------------------------------------------------------------------------
+def _font(height: int):
+    from PIL import ImageFont
+
+    size = max(8, height // 16)
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _encoder():
+    import av
+
+    for codec in ("libx264", "h264", "mpeg4"):
+        try:
+            av.codec.Codec(codec, "w")
+            return codec
+        except Exception:  # noqa: BLE001 - not built into this FFmpeg
+            continue
+    raise UserError("no H.264 or MPEG-4 encoder in this PyAV/FFmpeg build; cannot write --annotate")
+
+
+def _annotate(video: Path, out: Path, result: dict, probs: np.ndarray, classes: list[str], show: bool) -> None:
+    """Decode, draw the nearest window's top-1 label, encode; one frame in memory at a time."""
+    import av
+    from av.video.reformatter import VideoReformatter
+    from PIL import Image, ImageDraw
+    from tqdm import tqdm
+
+    centres = np.array([w["center_s"] for w in result["windows"]])
+    top1 = probs.argmax(1)
+    labels = [f"{classes[c]} {probs[i, c]:.2f}" for i, c in enumerate(top1.tolist())]
+    fps = Fraction(result["fps"]).limit_denominator(100000) if result["fps"] else Fraction(25)
+    fmt = ANNOTATE_FORMATS[out.suffix.lower()]
+
+    def write(tmp: str) -> None:
+        reformatter = VideoReformatter()
+        with av.open(str(video)) as src, av.open(tmp, mode="w", format=fmt) as dst:
+            sin = src.streams.video[0]
+            sin.thread_type = "AUTO"
+            rate = sin.average_rate or sin.guessed_rate or sin.base_rate
+            rate = Fraction(rate) if rate else fps
+            codec = _encoder()
+            sout = dst.add_stream(codec, rate=rate)
+            width, height = sin.codec_context.width // 2 * 2, sin.codec_context.height // 2 * 2
+            if width < 2 or height < 2:
+                raise UserError(f"{video}: frames of {sin.codec_context.width}x{sin.codec_context.height} are too "
+                                "small to encode")
+            sout.width, sout.height, sout.pix_fmt = width, height, "yuv420p"
+            if codec == "libx264":
+                sout.options = {"crf": "18", "preset": "veryfast"}
+            font = _font(height)
+            bar = tqdm(total=result["frames"], desc="annotating", unit="frame", disable=not show, dynamic_ncols=True)
+            count = 0
+            try:
+                for frame in src.decode(sin):
+                    t = float(frame.time) if frame.time is not None else count / float(rate)
+                    window = int(np.argmin(np.abs(centres - t)))  # nearest centre; ties go to the earlier window
+                    rgb = reformatter.reformat(frame, format="rgb24").to_ndarray()[:height, :width]
+                    image = Image.fromarray(np.ascontiguousarray(rgb))
+                    _draw_label(ImageDraw.Draw(image), labels[window], font, height)
+                    out_frame = av.VideoFrame.from_image(image)
+                    out_frame.pts, out_frame.time_base = count, 1 / rate
+                    for packet in sout.encode(out_frame):
+                        dst.mux(packet)
+                    count += 1
+                    bar.update(1)
+            except (av.error.FFmpegError, av.error.InvalidDataError):  # a damaged tail ends the video
+                if count == 0:
+                    raise
+            bar.close()
+            for packet in sout.encode():
+                dst.mux(packet)
+
+    try:
+        atomic_write(out, write)
+    except av.error.FFmpegError as e:
+        raise UserError(f"cannot annotate {video} into {out}: {one_line(e)}") from None
+
+
+def _draw_label(draw, text: str, font, height: int) -> None:
+    pad = max(1, height // 60)
+    left, top, right, bottom = draw.textbbox((pad, pad), text, font=font)
+    draw.rectangle((0, 0, right + pad, bottom + pad), fill=(0, 0, 0))
+    draw.text((pad, pad), text, fill=(255, 255, 255), font=font)
+
+
+__all__ = ["timeline", "plan_windows", "plot_timeline", "data_settings", "read_classes", "check_writable",
+           "WINDOW_BATCH"]
