@@ -4,8 +4,14 @@ import timm
 import torch
 
 import zeroi2v
-from zeroi2v.baselines import create_baseline
-from zeroi2v.model import count_flops, count_params
+from zeroi2v.build import build_model
+from zeroi2v.model import count_flops, count_params, model_config
+
+
+
+def create_baseline(method, **kwargs):
+    return build_model(model_config(method=method, **kwargs))
+
 
 KW = dict(backbone="vit_base_patch16_clip_quickgelu_224", num_frames=4, num_classes=5, img_size=32, patch_size=8,
           depth=2, embed_dim=96, num_heads=6)

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 
 import zeroi2v
 from zeroi2v.adapters import LinearAdapter
-from zeroi2v.model import count_flops, count_params, param_groups
+from zeroi2v.memory import LeanBlock, LeanQuickGELU, lean_training
+from zeroi2v.model import count_flops, count_params, model_config
+from zeroi2v.train import param_groups
 from zeroi2v.stdha import STDHAttention
 
 # Small versions of the backbone families users bring: a CLIP tower (pre-norm, QuickGELU),
@@ -73,7 +75,7 @@ def test_merge_changes_nothing_but_adapters_and_reports_error():
     assert model.training  # the input model is left as it was
     assert merged.merge_error is not None and merged.merge_error <= 1e-4
     assert not merged.training
-    assert merged.config["adapter_ratio"] == 0
+    assert merged.config.adapter_ratio == 0
 
 
 def test_adapters_are_affine_and_zero_initialised():
@@ -140,7 +142,7 @@ def test_temporal_heads_see_frame_order_and_spatial_model_does_not():
     temporal = randomize_adapters(make("clip", num_frames=4, head_offsets=(-1, 1), temporal_embedding=False)).eval()
     spatial = randomize_adapters(make("clip", num_frames=4, head_offsets=(), temporal_embedding=False)).eval()
     with torch.no_grad():
-        assert (temporal(x) - temporal(x[:, :, perm])).abs().max() > 1e-3
+        assert (temporal(x) - temporal(x[:, :, perm])).abs().max() > 2e-4  # 20x the spatial bound below
         assert (spatial(x) - spatial(x[:, :, perm])).abs().max() < 1e-5
         # the temporal embedding alone also makes the model order-aware
         embed = randomize_adapters(make("clip", num_frames=4, head_offsets=(), temporal_embedding=True)).eval()
@@ -177,7 +179,7 @@ def test_only_intended_parameters_train():
     assert all("adapter_" in n or n.startswith(expected_prefixes) for n in trainable), trainable
     assert any("adapter_in" in n for n in trainable) and any("adapter_out" in n for n in trainable)
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-2)
+    opt = torch.optim.AdamW(param_groups(model, 0.05, {}), lr=1e-2)
     model.train()
     loss = F.cross_entropy(model(clip_for(model)), torch.tensor([0, 1]))
     loss.backward()
@@ -197,12 +199,24 @@ def test_full_finetuning_trains_everything():
 
 
 def test_param_groups_exclude_embeddings_and_norms_from_decay():
+    """As the reference: no decay on embeddings and norms; adapter and classifier biases are decayed."""
     model = make("clip", num_frames=4, freeze=False)
-    decay, no_decay = param_groups(model, 0.05)
-    names = {id(p): n for n, p in model.named_parameters()}
-    no_decay_names = {names[id(p)] for p in no_decay["params"]}
-    assert {"temporal_embed", "backbone.cls_token", "backbone.pos_embed", "backbone.norm.weight"} <= no_decay_names
-    assert all(p.ndim >= 2 for p in decay["params"])
+    decay, no_decay = sorted(param_groups(model, 0.05, {}), key=lambda g: -g["weight_decay"])
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0
+    assert {"temporal_embed", "backbone.cls_token", "backbone.pos_embed", "backbone.norm.weight",
+            "backbone.blocks.0.norm1.bias"} <= set(no_decay["names"])
+    assert {"head.bias", "backbone.blocks.0.attn.qkv.adapter_in.down.bias"} <= set(decay["names"])
+    assert all("norm" not in n and "embed" not in n.replace("patch_embed", "") for n in decay["names"])
+
+
+def test_lr_mult_groups_by_name_prefix():
+    model = make("clip", num_frames=4)
+    groups = param_groups(model, 0.05, {"backbone": 0.1, "temporal_embed": 0.1})
+    mult = {n: g["lr_mult"] for g in groups for n in g["names"]}
+    assert mult["head.weight"] == 1.0 and mult["temporal_embed"] == 0.1
+    assert mult["backbone.norm.weight"] == 0.1 and mult["backbone.blocks.1.mlp.fc2.adapter_out.up.weight"] == 0.1
+    with pytest.raises(zeroi2v.UserError, match="match no trainable parameter"):
+        param_groups(model, 0.05, {"backbone.blocks.0.attn.qkv.weight": 2.0})  # frozen
 
 
 def test_features_when_headless():
@@ -258,7 +272,7 @@ def test_adapters_with_biases_beside_bias_free_layers_merge_into_a_rebuildable_m
         block.mlp.fc1.adapter_in = LinearAdapter(96, 0.25, 0.5, bias=True)
     model = randomize_adapters(model).eval()
     merged = zeroi2v.reparameterize(model)
-    assert merged.config["timm_kwargs"]["proj_bias"] is True
+    assert merged.config.timm_kwargs["proj_bias"] is True
     zeroi2v.save_pretrained(merged, tmp_path)
     loaded = zeroi2v.load_pretrained(tmp_path)
     x = clip_for(model)
@@ -307,14 +321,13 @@ def test_lean_quickgelu_keeps_numbers_and_saves_one_tensor_less():
     """CLIP's QuickGELU in the video model: timm's values and gradients, half the saved activations."""
     from timm.layers.activations import QuickGELU as TimmQuickGELU
 
-    from zeroi2v.memory import QuickGELU
     x = torch.randn(4, 33, 64, dtype=torch.float64, requires_grad=True)
-    ours, timms = QuickGELU()(x), TimmQuickGELU()(x)
+    ours, timms = LeanQuickGELU()(x), TimmQuickGELU()(x)
     assert torch.equal(ours, timms)
     g = torch.randn_like(ours)
     (ga,), (gb,) = torch.autograd.grad(ours, x, g), torch.autograd.grad(timms, x, g)
     assert torch.allclose(ga, gb, atol=1e-12)
-    assert torch.autograd.gradcheck(QuickGELU(), (x[:1, :3, :5].detach().requires_grad_(),))
+    assert torch.autograd.gradcheck(LeanQuickGELU(), (x[:1, :3, :5].detach().requires_grad_(),))
 
     def saved(act):  # elements of the distinct tensors autograd keeps
         kept = {}
@@ -322,38 +335,43 @@ def test_lean_quickgelu_keeps_numbers_and_saves_one_tensor_less():
                                                       lambda t: t):
             act(x.float())
         return sum(kept.values())
-    assert saved(QuickGELU()) * 2 == saved(TimmQuickGELU())
+    assert saved(LeanQuickGELU()) * 2 == saved(TimmQuickGELU())
     model = make("clip")
-    assert all(isinstance(b.mlp.act, QuickGELU) for b in model.backbone.blocks)
+    assert not any(isinstance(m, LeanQuickGELU) for m in model.modules())  # built plain: lean only for training
+    lean_training(model)
+    assert all(isinstance(b.mlp.act, LeanQuickGELU) for b in model.backbone.blocks)
 
 
 @pytest.mark.parametrize("kind", ["clip", "deit", "joint"])
-def test_lean_block_recomputes_norm_adapter_with_equal_numbers_and_less_memory(kind):
-    """`run_block` (norm -> adapter recomputed in backward): same loss and gradients, fewer saved bytes."""
-    if kind == "joint":  # the joint-attention baseline wraps the attention: only the MLP path is lean
-        from zeroi2v.baselines import create_baseline
+def test_lean_training_keeps_numbers_and_keys_with_less_memory(kind):
+    """`lean_training` (norm -> adapter and the adapted output projection recomputed in backward): same
+    state-dict keys, same loss and gradients, fewer saved bytes."""
+    import copy
+
+    if kind == "joint":  # the joint-attention baseline wraps the attention: only the activations are lean
         name, timm_kwargs = BACKBONES["clip"]
         torch.manual_seed(0)
-        model = create_baseline("joint", backbone=name, num_frames=8, num_classes=7, head_offsets=(),
-                                head_dropout=0.0, **timm_kwargs)
+        model = zeroi2v.build_model(model_config(name, num_frames=8, num_classes=7, head_offsets=(),
+                                                 head_dropout=0.0, method="joint", **timm_kwargs))
         model = randomize_adapters(model).train()
     else:
         model = randomize_adapters(make(kind, head_offsets=(-1, 1), head_dropout=0.0)).train()
+    lean = lean_training(copy.deepcopy(model))
+    assert list(lean.state_dict()) == list(model.state_dict())
+    assert any(isinstance(b, LeanBlock) for b in lean.backbone.blocks) == (kind != "joint")
     x = clip_for(model)
 
-    def step(lean):
-        model.lean_memory = lean
-        model.zero_grad(set_to_none=True)
+    def step(net):
         kept = {}
         with torch.autograd.graph.saved_tensors_hooks(
                 lambda t: kept.setdefault((t.data_ptr(), t.shape), t.numel() * t.element_size()) and t, lambda t: t):
-            loss = model(x).square().mean()
+            loss = net(x).square().mean()
         loss.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.requires_grad}
         return loss.detach(), grads, sum(kept.values())
 
-    loss_a, grads_a, bytes_a = step(lean=False)
-    loss_b, grads_b, bytes_b = step(lean=True)
+    loss_a, grads_a, bytes_a = step(model)
+    loss_b, grads_b, bytes_b = step(lean)
     assert torch.equal(loss_a, loss_b)
     assert grads_a.keys() == grads_b.keys() and any("adapter" in n for n in grads_a)
     for n in grads_a:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import re
 import sys
@@ -43,6 +44,11 @@ def opt(default, help: str, *, choices=None, low=None, high=None, open_high=Fals
     return field(default=default, metadata=meta)
 
 
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls, vars(sys.modules[__name__]))
+
+
 @dataclass
 class ModelConfig:
     """The video model: a timm ViT with STDHA temporal heads and linear adapters."""
@@ -71,19 +77,22 @@ class ModelConfig:
                         choices=BOUNDARY_MODES)
     timm_kwargs: dict = opt({}, "passed on to timm.create_model (depth, patch_size, embed_dim, ...)")
 
-    def check(self, where: str = "") -> ModelConfig:
-        """Types, ranges and the checks between model keys (heads vs the backbone: `create_model`)."""
-        check_fields(self, where + "model.")
-        key = f"{where}model."
+    def check(self, in_config: bool = False) -> ModelConfig:
+        """Types, ranges and the checks between model keys (heads vs the backbone: `create_model`).
+        Messages name `config model.KEY` for a run config, the argument name for `create_model`."""
+        check_fields(self, "config model." if in_config else "")
+        key, name = ("config model.", "model.") if in_config else ("", "")
         bad = [o for o in self.head_offsets if abs(o) >= self.num_frames]
         if bad:
-            raise UserError(f"{key}head_offsets: |Δt| must be < {key}num_frames={self.num_frames}, got {bad}")
+            raise UserError(f"{key}head_offsets: |Δt| must be < {name}num_frames={self.num_frames}, got {bad}")
         unknown = [p for p in self.adapter_positions if p not in ADAPTER_POSITIONS]
         if unknown:
-            raise UserError(f"{key}adapter_positions: unknown {unknown}; choose from {list(ADAPTER_POSITIONS)}")
+            raise UserError(f"{key}adapter_positions: unknown adapter positions {unknown}; "
+                            f"choose from {list(ADAPTER_POSITIONS)}")
         clash = sorted({"num_classes", "drop_path_rate", "pretrained"} & set(self.timm_kwargs))
         if clash:
-            raise UserError(f"{key}timm_kwargs: {clash} are zeroi2v's own settings ({key}*), not timm arguments")
+            raise UserError(f"{key}timm_kwargs: {clash} are zeroi2v's own arguments (create_model / model.* config "
+                            "keys), not timm arguments")
         return self
 
 
@@ -159,10 +168,10 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def check(self) -> Config:
-        check_fields(self, "")
-        self.model.check("config ")
-        check_fields(self.data, "data.")
-        check_fields(self.train, "train.")
+        check_fields(self, "config ")
+        self.model.check(in_config=True)
+        check_fields(self.data, "config data.")
+        check_fields(self.train, "config train.")
         m, d, t = self.model, self.data, self.train
         if not str(self.output).strip():
             raise UserError("config output: must be a directory path, got an empty string")
@@ -201,10 +210,6 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 
 # --- checking values against the field definitions --------------------------------------------------
-def _hints(cls) -> dict:
-    return typing.get_type_hints(cls, vars(sys.modules[__name__]))
-
-
 def _arms(tp) -> tuple:
     return typing.get_args(tp) if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union else (tp,)
 
@@ -230,10 +235,9 @@ def _type_words(tp) -> str:
     return "/".join(names.get(t, "list") for t in _arms(tp))
 
 
-def check_fields(obj, prefix: str) -> None:
+def check_fields(obj, label: str) -> None:
     """Check each field of a config dataclass against its type and metadata; ints become floats where
-    a float is expected. Messages: `config SECTION.KEY: ...` (or `KEY: ...` for create_model)."""
-    label = "config " + prefix if prefix and not prefix.startswith("config ") else prefix
+    a float is expected. Messages start with `label` + the field name (`config data.img_size: ...`)."""
     for f in dataclasses.fields(obj):
         tp, value, meta, key = _hints(type(obj))[f.name], getattr(obj, f.name), f.metadata, f"{label}{f.name}"
         if dataclasses.is_dataclass(tp):

@@ -264,8 +264,7 @@ def setup(cfg: Config) -> Run:
     lean_training(model)
     model.set_grad_checkpointing(t.grad_checkpointing)
     groups = param_groups(model, t.weight_decay, t.lr_mult)
-    optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups], lr=t.lr,
-                                  betas=tuple(t.betas))
+    optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
     for g in groups:
         if t.lr_mult:
             notes.append(f"lr group ×{g['lr_mult']:g} (weight decay {g['weight_decay']:g}): "
