@@ -53,7 +53,7 @@ def test_empty_sections_and_timm_image_size(tmp_path):
     ("model.head_offsets=[1.5]", "must be a list of integers"),
     ("model.adapter_ratio=-0.1", "model.adapter_ratio: must be in [0, 16]"),
     ("model.head_dropout=1", "model.head_dropout: must be in [0, 1)"),
-    ("model.adapter_positions=[attn_in, ffn]", "unknown ['ffn']"),
+    ("model.adapter_positions=[attn_in, ffn]", "unknown adapter positions ['ffn']"),
     ("data.img_size=100", "not a multiple of the patch size"),
     ("data.test_crops=2", "data.test_crops: must be one of [1, 3]"),
     ("data.test_clips=0", "data.test_clips: must be >= 1"),

@@ -1,107 +1,20 @@
 """Training engine end to end on generated videos: train, eval, merge, predict, export; exact resume
 after SIGKILL and SIGTERM; 2-process torchrun (gloo); frame order reaching the model; CLI errors."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
-import torch
-import yaml
-from safetensors.torch import load_file
 
 from zeroi2v.cli import main
 from zeroi2v.config import load_config
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "CI": "true", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+from tests.conftest import ENV, REPO, final_weights, max_diff, run_cli, wait_for, write_config
 
-
-def make_ramp_dataset(root: Path, train_per_class: int = 24, val_per_class: int = 10, frames: int = 8,
-                      size: int = 32, seed: int = 0) -> dict:
-    """Real H.264 videos of a tinted, noisy picture that brightens (class 0) or darkens (class 1).
-
-    A darkening video is a brightening one played backwards, so the classes differ only in frame
-    order: a model without temporal heads or temporal embedding is at chance (50%), and any shuffle
-    of frames in the pipeline would make the task impossible. Small enough to learn from scratch in
-    a few CPU seconds.
-    """
-    rng = np.random.default_rng(seed)
-    (root / "videos").mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", train_per_class), ("val", val_per_class)):
-        lines = []
-        for i in range(n):
-            for label in (0, 1):
-                low = rng.uniform(20, 120)
-                levels = np.linspace(low, low + rng.uniform(80, 120), frames)[:: 1 if label == 0 else -1]
-                tint = rng.uniform(0.5, 1.0, 3)
-                noise = rng.normal(0, 8, (frames, size, size, 3))
-                video = np.clip(levels[:, None, None, None] * tint + noise, 0, 255).astype(np.uint8)
-                rel = f"videos/{split}_{i:03d}_{label}.mp4"
-                with av.open(str(root / rel), "w") as container:
-                    stream = container.add_stream("libx264", rate=8)
-                    stream.width = stream.height = size
-                    stream.pix_fmt, stream.options = "yuv420p", {"crf": "10"}
-                    for frame in video:
-                        container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-                    container.mux(stream.encode())
-                lines.append(f"{rel} {label}\n")
-        (root / f"{split}.txt").write_text("".join(lines))
-    (root / "classes.txt").write_text("brightening\ndarkening\n")
-    return {"root": str(root), "train_list": str(root / "train.txt"), "val_list": str(root / "val.txt")}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """In-process runs use one thread, like the subprocesses (OMP_NUM_THREADS=1): on a busy 2-core
-    machine, oversubscribed intra-op threads make tiny models many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def ramps(tmp_path_factory):
-    return make_ramp_dataset(tmp_path_factory.mktemp("ramps"))
-
-
-def write_config(path, data, output, **changes):
-    cfg = {
-        "output": str(output),
-        "model": {"backbone": "vit_tiny_patch16_224", "num_frames": 4, "head_offsets": [-1, 1], "head_dropout": 0.0,
-                  "freeze": False, "timm_kwargs": {"patch_size": 8, "depth": 2, "num_heads": 3, "embed_dim": 96}},
-        "data": {"root": data["root"], "train_list": data["train_list"], "val_list": data["val_list"],
-                 "sampling": "uniform", "img_size": 32, "test_clips": 2, "rand_augment": False, "flip": False,
-                 "crop_scale": [0.7, 1.0]},
-        "train": {"epochs": 3, "batch_size": 8, "lr": 3.0e-3, "warmup_epochs": 0.5, "num_workers": 0},
-    }
-    for dotted, value in changes.items():
-        section, key = dotted.split("__")
-        cfg[section][key] = value
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def run_cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "zeroi2v", *args], env=ENV, capture_output=True, text=True,
-                          timeout=kwargs.get("timeout", 300))
-
-
-def final_weights(directory):
-    return load_file(str(Path(directory) / "model.safetensors"))
-
-
-def max_diff(a, b):
-    assert a.keys() == b.keys()
-    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 REFERENCE = {"train__epochs": 5, "train__batch_size": 4}  # 12 steps per epoch; learns the order task (~1.0)
 
 
@@ -162,15 +75,6 @@ def test_without_temporal_modelling_the_order_task_is_at_chance(reference_run, r
     with_stdha = json.loads((reference_run / "metrics.jsonl").read_text().splitlines()[-1])["val_top1"]
     print(f"order task: STDHA + temporal embedding {with_stdha:.2f}, neither {without:.2f}")
     assert without <= 0.7 and with_stdha - without >= 0.2
-
-
-def wait_for(predicate, timeout=120):
-    start = time.time()
-    while time.time() - start < timeout:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_resume_after_sigkill_is_exact(reference_run, ramps, tmp_path):
@@ -250,7 +154,7 @@ def test_every_shipped_config_is_valid():
     assert len(configs) >= 18
     for path in configs:
         cfg = load_config(path)
-        assert cfg["model"]["pretrained"] and cfg["data"]["train_list"], path
+        assert cfg.model.pretrained and cfg.data.train_list, path
 
 
 @pytest.mark.parametrize("args, message", [

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_engine import ENV, final_weights, max_diff, run_cli, wait_for, write_config
+from tests.conftest import ENV, final_weights, max_diff, run_cli, wait_for, write_config
 from zeroi2v.cli import main
 from zeroi2v.data.synthetic import make_motion_dataset
 

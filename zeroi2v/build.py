@@ -49,7 +49,7 @@ def read_model_config(directory: str | os.PathLike) -> ModelConfig:
     directory = Path(directory)
     path = directory / CONFIG_FILE
     if not directory.exists():
-        raise UserError(f"{directory}: no such model or run directory")
+        raise UserError(f"{directory} is not a directory (no such model or run directory)")
     if not directory.is_dir():
         raise UserError(f"{directory} is not a directory (expected a zeroi2v model or run directory)")
     if not path.is_file():

@@ -116,8 +116,8 @@ def _export(args) -> int:
 def _predict(args) -> int:
     if args.timeline:
         return _timeline(args)
-    if args.annotate or args.stride is not None:
-        raise UserError("--annotate and --stride go with --timeline")
+    if args.annotate or args.stride is not None or args.window is not None or args.out:
+        raise UserError("--stride, --window, --out and --annotate go with --timeline")
     from zeroi2v.eval import predict
 
     failed = 0
@@ -139,9 +139,15 @@ def _timeline(args) -> int:
         raise UserError("--timeline takes one video")
     if args.topk < 1:
         raise UserError(f"--topk must be >= 1, got {args.topk}")
-    result = timeline(args.directory, args.videos[0], stride=args.stride, topk=args.topk, annotate=args.annotate,
-                      overrides=args.set)
-    for path in result.get("written", []):
+    result = timeline(args.directory, args.videos[0], stride=args.stride, window=args.window, topk=args.topk,
+                      out_prefix=args.out, annotate=args.annotate, overrides=args.set, device=args.device)
+    if result.get("note"):
+        print(result["note"])
+    changes = [w for i, w in enumerate(result["windows"]) if i == 0 or w["top"][0]["class"] !=
+               result["windows"][i - 1]["top"][0]["class"]]
+    for w in changes:
+        print(f"{w['start_s']:8.2f}s  {w['top'][0]['class']} {w['top'][0]['probability']:.3f}")
+    for path in result["paths"].values():
         print(f"wrote {path}")
     return 0
 
@@ -149,8 +155,11 @@ def _timeline(args) -> int:
 def _features(args) -> int:
     from zeroi2v.features import extract_features
 
-    result = extract_features(args.directory, args.videos, args.out, merged=not args.unmerged, overrides=args.set)
-    print(f"wrote {args.out}: {result.get('rows', '?')} videos × {result.get('dim', '?')} features")
+    result = extract_features(args.directory, args.videos, args.out, merged=not args.unmerged, root=args.root,
+                              overrides=args.set, device=args.device)
+    if result.get("note"):
+        print(result["note"])
+    print(f"wrote {result['path']}: {result['num_videos']} videos × {result['dim']} features")
     return 0
 
 
@@ -227,8 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("videos", nargs="+")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--timeline", action="store_true", help="classify sliding windows; writes JSON, CSV and a PNG")
-    p.add_argument("--stride", type=int, default=None, help="timeline: frames between window starts "
+    p.add_argument("--stride", type=int, default=None, help="timeline: source frames between window starts "
                                                             "(default: half a window)")
+    p.add_argument("--window", type=int, default=None, help="timeline: window length in source frames "
+                                                            "(default: num_frames × data.frame_interval)")
+    p.add_argument("--out", default=None, metavar="PREFIX", help="timeline: prefix of the JSON/CSV/PNG files "
+                                                                 "(default: ./VIDEO_NAME.timeline)")
     p.add_argument("--annotate", default=None, metavar="OUT.mp4", help="timeline: write the video with the "
                                                                       "current top-1 label drawn on it")
     test_options(p)
@@ -237,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("videos", nargs="+", help="video files, or list files of videos")
     p.add_argument("--out", required=True, metavar="FILE.safetensors")
     p.add_argument("--unmerged", action="store_true", help="use the model with its adapters (default: merged)")
+    p.add_argument("--root", default=None, help="folder of relative paths in list files (default: data.root, "
+                                                "then the list file's folder)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
     sets(p, "test data keys (data.*)")
     p = verb("convert-official", _convert, "reference ZeroI2V (MMAction2) checkpoint -> model directory")
     p.add_argument("checkpoint")

@@ -177,6 +177,8 @@ class Config:
             raise UserError("config output: must be a directory path, got an empty string")
         if t.lr <= 0:
             raise UserError(f"config train.lr: must be > 0, got {t.lr}")
+        if m.num_classes == 0:
+            raise UserError("config model.num_classes: must be >= 1 or null (from the data), got 0")
         if t.min_lr > t.lr:
             raise UserError(f"config train.min_lr: must be in [0, {t.lr}] (train.lr), got {t.min_lr}")
         if t.clip_grad is not None and t.clip_grad <= 0:
@@ -231,8 +233,8 @@ def _is(value, tp) -> bool:
 
 
 def _type_words(tp) -> str:
-    names = {type(None): "null", int: "int", float: "float", bool: "bool", str: "str", dict: "mapping"}
-    return "/".join(names.get(t, "list") for t in _arms(tp))
+    return "/".join("null" if a is type(None) else "mapping" if a is dict else "list" if typing.get_origin(a) is list
+                    else a.__name__ for a in _arms(tp))
 
 
 def check_fields(obj, label: str) -> None:
@@ -276,22 +278,34 @@ def check_fields(obj, label: str) -> None:
 
 
 def describe() -> list[tuple[str, str, object, str]]:
-    """(key, type, default, meaning) of every config key, for docs/config.md."""
-    rows = []
-    for f in dataclasses.fields(Config):
-        if f.name in SECTIONS:
-            for g in dataclasses.fields(SECTIONS[f.name]):
-                default = getattr(SECTIONS[f.name](), g.name)
-                rows.append((f"{f.name}.{g.name}", _type_words(_hints(SECTIONS[f.name])[g.name]).replace("list", _list_words(SECTIONS[f.name], g.name)),
-                             default, g.metadata["help"]))
-        else:
-            rows.append((f.name, "str", getattr(Config(), f.name), f.metadata["help"]))
+    """(key, type, default, meaning) of every config key, in definition order."""
+    rows = [("output", "str", Config().output, dataclasses.fields(Config)[0].metadata["help"])]
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            arms = _arms(_hints(cls)[f.name])
+            words = "/".join("null" if a is type(None) else "mapping" if a is dict else
+                             f"list[{typing.get_args(a)[0].__name__}]" if typing.get_origin(a) is list else a.__name__
+                             for a in arms)
+            rows.append((f"{section}.{f.name}", words, getattr(cls(), f.name), f.metadata["help"]))
     return rows
 
 
-def _list_words(cls, name) -> str:
-    tp = next(a for a in _arms(_hints(cls)[name]) if typing.get_origin(a) is list)
-    return f"list[{typing.get_args(tp)[0].__name__}]"
+def config_markdown() -> str:
+    """docs/config.md: every key with its type, default and meaning (generated: `python -m zeroi2v.config`)."""
+    lines = ["# Config reference", "",
+             "Generated from `zeroi2v/config.py` by `python -m zeroi2v.config docs/config.md`; do not edit.", "",
+             "A run config is YAML with the sections `model`, `data`, `train` (and `output`); a file only says what "
+             "differs from these defaults, which are the reference K400 ViT-B/16 recipe. `--set KEY=VALUE` "
+             "overrides any key (repeatable; values are YAML; the last value of a key wins). Unknown keys are "
+             "errors.", ""]
+    section = None
+    for key, kind, default, meaning in describe():
+        if key.split(".")[0] != section:
+            section = key.split(".")[0]
+            lines += ["", f"## {section}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        lines.append(f"| `{key}` | {kind} | `{shown}` | {meaning.replace('|', chr(92) + '|')} |")
+    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
 
 # --- reading YAML and overrides -------------------------------------------------------------------
@@ -397,3 +411,9 @@ def load_config(path=None, overrides=(), base: dict | None = None) -> Config:
 
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+if __name__ == "__main__":  # regenerate docs/config.md
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("docs/config.md")
+    target.write_text(config_markdown(), encoding="utf-8")
+    print(f"wrote {target}")

@@ -6,15 +6,26 @@ expects; output `logits` (B, num_classes). The batch axis is dynamic.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from zeroi2v import __version__
+from zeroi2v.build import load_pretrained
 from zeroi2v.errors import UserError
-from zeroi2v.model import ZeroI2V, count_params, load_pretrained
+from zeroi2v.eval import class_names
+from zeroi2v.fileio import atomic_write, check_writable
+from zeroi2v.model import ZeroI2V, count_params
 from zeroi2v.reparam import random_clip, reparameterize
+
+try:  # the `onnx` extra
+    import onnx
+    from onnx import numpy_helper
+except ImportError:
+    onnx = None
 
 FORMATS = ("onnx", "pt2")
 
@@ -43,9 +54,6 @@ def onnx_float_weights(path: str | os.PathLike) -> int:
     The exporter de-duplicates identical tensors (e.g. untouched LayerNorm ones/zeros), so a freshly
     initialised model may store fewer numbers than it has parameters; a trained one stores them all.
     """
-    import onnx
-    from onnx import numpy_helper
-
     graph = onnx.load(str(path)).graph
     arrays = [numpy_helper.to_array(t) for t in graph.initializer]
     arrays += [numpy_helper.to_array(a.t) for node in graph.node if node.op_type == "Constant"
@@ -67,31 +75,47 @@ def check_onnx(model: ZeroI2V, path: str | os.PathLike, batch: int = 3) -> float
     return float(np.abs(out - ref).max())
 
 
+def metadata(model: ZeroI2V, classes: list[str]) -> dict[str, str]:
+    """What a deployer needs to feed the model: stored in the ONNX file's metadata_props."""
+    h, w = model.img_size
+    return {"input": f"video float32 (batch, 3, {model.num_frames}, {h}, {w}): RGB in 0..1, normalised with mean/std",
+            "num_frames": str(model.num_frames), "img_size": f"{h}x{w}",
+            "mean": json.dumps(list(model.data_config["mean"])), "std": json.dumps(list(model.data_config["std"])),
+            "classes": json.dumps(classes), "output": "logits (batch, num_classes); softmax for probabilities",
+            "producer": f"zeroi2v {__version__} (merged ZeroI2V, {model.config.backbone})"}
+
+
 def export_model(model_dir, out_path, fmt: str | None = None) -> dict:
     """`zeroi2v export`: merge (if needed), export, verify; returns the numbers it printed."""
-    out_path = Path(out_path)
+    out_path = check_writable(out_path, "export to")
     fmt = fmt or ("pt2" if out_path.suffix == ".pt2" else "onnx")
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose from {list(FORMATS)}")
+    if fmt == "onnx" and onnx is None:
+        raise UserError("ONNX export needs the onnx packages: pip install 'zeroi2v[onnx]'")
     model = _merged_model(model_dir)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     info = {"format": fmt, "path": str(out_path), "params": count_params(model),
             "merge_error": getattr(model, "merge_error", None)}
-    tmp = out_path.with_name(f".{out_path.stem}.tmp{out_path.suffix}")  # torch.export wants the .pt2 suffix
-    if fmt == "onnx":
-        export_onnx(model, tmp)
-        info["error"] = check_onnx(model, tmp)
-        info["file_weights"] = onnx_float_weights(tmp)
-    else:
-        clip = random_clip(model, batch=2)
-        program = torch.export.export(model, (clip,), dynamic_shapes={"video": {0: torch.export.Dim("batch", min=1, max=1024)}})
-        torch.export.save(program, str(tmp))
-        loaded = torch.export.load(str(tmp)).module()
-        check = random_clip(model, batch=3, seed=7)
-        with torch.no_grad():
-            info["error"] = float((loaded(check) - model(check)).abs().max())
-    if not info["error"] <= 1e-4:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"exported model differs from PyTorch: max abs error {info['error']:.3g}")
-    os.replace(tmp, out_path)
+    classes = class_names(Path(model_dir), model.num_classes) if isinstance(model_dir, (str, os.PathLike)) else []
+
+    def write(tmp: str) -> None:
+        if fmt == "onnx":
+            export_onnx(model, tmp)
+            info["error"] = check_onnx(model, tmp)
+            info["file_weights"] = onnx_float_weights(tmp)
+            proto = onnx.load(tmp)
+            onnx.helper.set_model_props(proto, metadata(model, classes))
+            onnx.save(proto, tmp)
+        else:
+            clip = random_clip(model, batch=2)
+            program = torch.export.export(model, (clip,), dynamic_shapes={"video": {0: torch.export.Dim("batch", min=1, max=1024)}})
+            torch.export.save(program, tmp, extra_files={"zeroi2v.json": json.dumps(metadata(model, classes))})
+            loaded = torch.export.load(tmp).module()
+            check = random_clip(model, batch=3, seed=7)
+            with torch.no_grad():
+                info["error"] = float((loaded(check) - model(check)).abs().max())
+        if not info["error"] <= 1e-4:
+            raise RuntimeError(f"exported model differs from PyTorch: max abs error {info['error']:.3g}")
+
+    atomic_write(out_path, write, suffix=out_path.suffix)  # torch.export wants the .pt2 suffix
     return info

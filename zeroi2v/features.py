@@ -27,7 +27,16 @@ import torch
 
 from zeroi2v.errors import UserError
 from zeroi2v.fileio import atomic_save_safetensors
-from zeroi2v.timeline import check_writable, data_settings, interactive, one_line, pick_device
+from safetensors import SafetensorError, safe_open
+from tqdm import tqdm
+
+from zeroi2v.build import load_pretrained
+from zeroi2v.data import VideoDecodeError, load_views
+from zeroi2v.data.annotations import read_text
+from zeroi2v.dist import interactive, setup_distributed
+from zeroi2v.fileio import check_writable
+from zeroi2v.reparam import reparameterize
+from zeroi2v.timeline import data_settings, one_line
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 FORMAT = "zeroi2v-features"
@@ -35,7 +44,6 @@ FORMAT = "zeroi2v-features"
 
 def read_video_list(videos, root=None) -> list[dict]:
     """[{"name", "path", "label"}] from video paths and list files, in order; missing files are errors."""
-    from zeroi2v.data.annotations import read_text
 
     entries = []
     for item in videos:
@@ -88,11 +96,7 @@ def extract_features(directory, videos, out, *, merged: bool = True, root=None, 
     Returns {"path", "num_videos", "dim", "merged", "views", "videos" (names), "features" (N, D) tensor,
     "labels" (list or None), "note" (str or None)}.
     """
-    from tqdm import tqdm
 
-    from zeroi2v.data import VideoDecodeError, load_views
-    from zeroi2v.model import load_pretrained
-    from zeroi2v.reparam import reparameterize
 
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -105,11 +109,11 @@ def extract_features(directory, videos, out, *, merged: bool = True, root=None, 
 
     note = None
     if merged and not model.merged:
-        if getattr(model, "config", {}).get("method", "zeroi2v") != "zeroi2v":
+        if model.config.method != "zeroi2v":
             note = f"{model.config['method']} cannot be merged: features of the model as trained"
         else:
             model = reparameterize(model)
-    dev = pick_device(device)
+    dev = setup_distributed(device)[2]
     model.to(dev).eval()
     show = interactive() if progress is None else progress
     rows = []
@@ -142,7 +146,6 @@ def extract_features(directory, videos, out, *, merged: bool = True, root=None, 
 
 def load_features(path) -> dict:
     """{"features": (N, D), "labels": (N,) or None, "videos": [names], "metadata": {...}} from a features file."""
-    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:

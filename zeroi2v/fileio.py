@@ -15,6 +15,8 @@ from typing import Callable
 
 from safetensors.torch import save_file
 
+from zeroi2v.errors import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -22,11 +24,12 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)` to produce the file, then atomically move it to `path`."""
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = ".tmp") -> None:
+    """Call `write(tmp_path)` to produce the file, then atomically move it to `path` (`suffix`: of the
+    temporary file, for writers that look at it). If `write` raises, nothing is left behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())
     try:
@@ -70,3 +73,31 @@ def atomic_save_safetensors(path: str | os.PathLike, tensors: dict, metadata: di
     """safetensors.torch.save_file through a temp file (tensors made contiguous, CPU)."""
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(clean, tmp, metadata=metadata))
+
+
+def check_writable(path, what: str, sources=()) -> Path:
+    """Fail now (one line), not after the work, if `path` cannot be written or would overwrite an input."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory; give a file name")
+    for source in sources:
+        try:
+            if path.exists() and os.path.samefile(path, source):
+                raise UserError(f"{what} {path} is the input {source}; refusing to overwrite it")
+        except OSError:
+            pass
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{what} {path}: {ancestor} is not a directory")
+    if ancestor == path.parent:  # try it for real (permission bits say nothing for root or some mounts)
+        try:
+            fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=ancestor)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise UserError(f"{what} {path}: cannot write in {ancestor} ({e.strerror})") from None
+    elif not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: cannot create folders in {ancestor} (permission denied)")
+    return path

@@ -1,11 +1,16 @@
-"""PNG figures of a run (matplotlib, headless): training curves, confusion matrix, accuracy bars."""
+"""PNG figures (matplotlib, headless): training curves, confusion matrix, accuracy bars, video timeline."""
 from __future__ import annotations
+
+import textwrap
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+TIMELINE_CLASSES = 8  # at most this many classes drawn in a timeline
 
 
 def training_curves(history: list[dict], path) -> None:
@@ -26,17 +31,25 @@ def training_curves(history: list[dict], path) -> None:
     plt.close(fig)
 
 
-def confusion_matrix(matrix: np.ndarray, classes: list[str], path) -> None:
+def confusion_matrix(matrix: np.ndarray, classes: list[str], path, title: str = "confusion matrix") -> None:
+    """Counts per (true, predicted) class, with a colour bar; numbers written in the cells when few."""
     n = len(classes)
-    size = min(12, 2 + 0.35 * n)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues")
+    size = min(14, 3 + 0.4 * n)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size), layout="constrained")
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, label="videos", shrink=0.8)
     if n <= 60:
         ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
         ax.set_yticks(range(n), classes, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.tight_layout()
+    if n <= 25:
+        top = matrix.max() if matrix.size else 0
+        for (i, j), count in np.ndenumerate(matrix):
+            if count:
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                        color="white" if count > top / 2 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)
 
@@ -49,5 +62,36 @@ def accuracy_bars(names: list[str], values: list[float], path, title: str = "top
     ax.set_title(title)
     ax.invert_yaxis()
     fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)
+
+
+def timeline_chart(result: dict, probs: np.ndarray, classes: list[str], path) -> None:
+    """Probability of the leading classes at each window centre (seconds); every top-1 class is drawn."""
+    top1 = probs.argmax(1)
+    chosen = sorted(set(top1.tolist()), key=lambda c: -probs[:, c].max())[:TIMELINE_CLASSES]
+    for c in np.argsort(-probs.max(0), kind="stable").tolist():  # fill up with the next most probable
+        if len(chosen) >= min(TIMELINE_CLASSES, 5, probs.shape[1]):
+            break
+        if c not in chosen:
+            chosen.append(c)
+    windows = result["windows"]
+    centres = np.array([w["center_s"] for w in windows])
+    fig, ax = plt.subplots(figsize=(10, 4.2), layout="constrained")
+    marker = "o" if len(windows) <= 40 else None
+    for c in chosen:
+        name = classes[c] if len(classes[c]) <= 32 else classes[c][:31] + "…"
+        ax.plot(centres, probs[:, c], marker=marker, markersize=3, linewidth=1.5, label=name)
+    ax.set_xlim(0, max(result["duration_s"], 1e-6))
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("time (s) — window centre")
+    ax.set_ylabel("class probability")
+    ax.grid(alpha=0.3)
+    name = Path(result["video"]).name
+    name = name if len(name) <= 60 else "…" + name[-59:]
+    detail = (f"windows of {result['window']} frames ({result['window_s']:.2f} s), stride {result['stride']} frames "
+              f"({result['stride_s']:.2f} s), {result['num_frames']} frames sampled per window ({result['sampling']})")
+    ax.set_title(f"{name}: class probabilities over time\n{textwrap.fill(detail, 110)}", fontsize=10)
+    fig.legend(loc="outside right upper", title="class", fontsize=8)
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)

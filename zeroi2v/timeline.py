@@ -36,98 +36,43 @@ from __future__ import annotations
 import csv
 import io
 import os
-import sys
-import tempfile
-import textwrap
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import av
+from av.video.reformatter import VideoReformatter
+from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
+
+from zeroi2v.build import load_pretrained
 from zeroi2v.data.decode import VideoDecodeError, num_frames as count_frames, read_frames
 from zeroi2v.data.sampling import sample_indices
+from zeroi2v.data.transforms import test_transform
+from zeroi2v.dist import interactive, setup_distributed
 from zeroi2v.errors import UserError
-from zeroi2v.fileio import atomic_write, atomic_write_json, atomic_write_text
+from zeroi2v.eval import class_names as read_classes, test_config
+from zeroi2v.fileio import atomic_write, atomic_write_json, atomic_write_text, check_writable
+from zeroi2v.plots import timeline_chart
 
 WINDOW_BATCH = 8  # windows decoded and classified together (bounds the frames held in memory)
 ANNOTATE_FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov"}
-PLOT_CLASSES = 8  # at most this many classes drawn in the timeline PNG
 
 
 # --- shared helpers (also used by zeroi2v.features) ------------------------------------------------
 def data_settings(directory, overrides, model) -> dict:
-    """The run's test-time data settings: the one place that reads `config.yaml`.
-
-    A bare model directory (no config.yaml) gets the config defaults with the model's own frame count
-    and image size, as `zeroi2v eval` does. `overrides` are `--set key=value` strings.
-    """
-    from zeroi2v.config import load_config
-
-    config_file = Path(directory) / "config.yaml"
-    if config_file.is_file():
-        cfg = load_config(config_file, overrides)
-    else:
-        base = {"model": {"num_frames": model.num_frames,
-                          "head_offsets": list(getattr(model, "config", {}).get("head_offsets", []))}}
-        if getattr(model, "img_size", None):
-            base["data"] = {"img_size": int(model.img_size[0])}
-        cfg = load_config(None, overrides, base=base)
-    d = cfg["data"]
-    return {"sampling": d["sampling"], "frame_interval": int(d["frame_interval"]), "test_clips": int(d["test_clips"]),
-            "test_crops": int(d["test_crops"]), "img_size": int(d["img_size"]),
-            "mean": tuple(d["mean"] or model.data_config["mean"]), "std": tuple(d["std"] or model.data_config["std"]),
-            "backend": d["backend"], "root": d["root"]}
-
-
-def read_classes(directory, num_classes: int) -> list[str]:
-    """Class names from the directory's classes.txt, else "0", "1", ..."""
-    from zeroi2v.data.annotations import read_text
-
-    path = Path(directory) / "classes.txt"
-    names = [line.strip() for line in read_text(path).splitlines() if line.strip()] if path.is_file() else []
-    return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
-
-
-def interactive() -> bool:
-    """Progress bars only for a person watching a terminal (not in logs, CI or pipes)."""
-    return sys.stderr.isatty() and not os.environ.get("CI")
-
-
-def pick_device(device=None) -> torch.device:
-    return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The run's test-time data settings (from config.yaml and `--set`, as `zeroi2v eval` reads them)."""
+    d = test_config(Path(directory), overrides, model).data
+    return {"sampling": d.sampling, "frame_interval": d.frame_interval, "test_clips": d.test_clips,
+            "test_crops": d.test_crops, "img_size": d.img_size,
+            "mean": tuple(d.mean or model.data_config["mean"]), "std": tuple(d.std or model.data_config["std"]),
+            "backend": d.backend, "root": d.root}
 
 
 def one_line(text) -> str:
     return " ".join(str(text).split())
-
-
-def check_writable(path, what: str, sources=()) -> Path:
-    """Fail now (one line), not after the work, if `path` cannot be written or would overwrite an input."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{what} {path} is a directory; give a file name")
-    for source in sources:
-        try:
-            if path.exists() and os.path.samefile(path, source):
-                raise UserError(f"{what} {path} is the input {source}; refusing to overwrite it")
-        except OSError:
-            pass
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UserError(f"{what} {path}: {ancestor} is not a directory")
-    if ancestor == path.parent:  # try it for real (permission bits say nothing for root or some mounts)
-        try:
-            fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=ancestor)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as e:
-            raise UserError(f"{what} {path}: cannot write in {ancestor} ({e.strerror})") from None
-    elif not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UserError(f"{what} {path}: cannot create folders in {ancestor} (permission denied)")
-    return path
 
 
 def _positive_int(value, name: str) -> int:
@@ -164,8 +109,6 @@ def plan_windows(total_frames: int, num_frames: int, sampling: str = "dense", fr
 
 
 def _video_info(path) -> dict:
-    import av
-
     try:
         with av.open(os.fspath(path)) as container:
             stream = container.streams.video[0]
@@ -188,10 +131,7 @@ def timeline(directory, video, *, stride: int | None = None, window: int | None 
     "center_s", "frames", "top": [{"class_id", "class", "probability"}]}], "probs": (K, C) array,
     "paths": {"json", "csv", "png", "annotate"}}.
     """
-    from tqdm import tqdm
 
-    from zeroi2v.data.transforms import test_transform
-    from zeroi2v.model import load_pretrained
 
     video = Path(video)
     topk = _positive_int(topk, "topk")
@@ -227,7 +167,7 @@ def timeline(directory, video, *, stride: int | None = None, window: int | None 
         note = (f"the video has {total} frames, fewer than one window ({plan['window']}): one window over the "
                 f"whole video, frames {'looped' if s['sampling'] == 'dense' else 'repeated'} as in evaluation")
 
-    dev = pick_device(device)
+    dev = setup_distributed(device)[2]
     model.to(dev)
     transform = test_transform(s["img_size"], s["mean"], s["std"], crops=s["test_crops"])
     indices = plan["indices"]
@@ -265,7 +205,7 @@ def timeline(directory, video, *, stride: int | None = None, window: int | None 
               "short": plan["short"], "note": note, "windows": windows}
     atomic_write_json(paths["json"], result)
     atomic_write_text(paths["csv"], _csv(windows))
-    atomic_write(paths["png"], lambda tmp: plot_timeline(result, probs, classes, tmp))
+    atomic_write(paths["png"], lambda tmp: timeline_chart(result, probs, classes, tmp))
     if annotate is not None:
         _annotate(video, paths["annotate"], result, probs, classes, show)
     return {**result, "probs": probs, "paths": {key: str(p) for key, p in paths.items()}}
@@ -283,45 +223,8 @@ def _csv(windows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def plot_timeline(result: dict, probs: np.ndarray, classes: list[str], path) -> None:
-    """Probability of the leading classes at each window centre (seconds); every top-1 class is drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    top1 = probs.argmax(1)
-    chosen = sorted(set(top1.tolist()), key=lambda c: -probs[:, c].max())[:PLOT_CLASSES]
-    for c in np.argsort(-probs.max(0), kind="stable").tolist():  # fill up with the next most probable
-        if len(chosen) >= min(PLOT_CLASSES, 5, probs.shape[1]):
-            break
-        if c not in chosen:
-            chosen.append(c)
-    windows = result["windows"]
-    centres = np.array([w["center_s"] for w in windows])
-    fig, ax = plt.subplots(figsize=(10, 4.2), layout="constrained")
-    marker = "o" if len(windows) <= 40 else None
-    for c in chosen:
-        name = classes[c] if len(classes[c]) <= 32 else classes[c][:31] + "…"
-        ax.plot(centres, probs[:, c], marker=marker, markersize=3, linewidth=1.5, label=name)
-    ax.set_xlim(0, max(result["duration_s"], 1e-6))
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("time (s) — window centre")
-    ax.set_ylabel("class probability")
-    ax.grid(alpha=0.3)
-    name = Path(result["video"]).name
-    name = name if len(name) <= 60 else "…" + name[-59:]
-    detail = (f"windows of {result['window']} frames ({result['window_s']:.2f} s), stride {result['stride']} frames "
-              f"({result['stride_s']:.2f} s), {result['num_frames']} frames sampled per window ({result['sampling']})")
-    ax.set_title(f"{name}: class probabilities over time\n{textwrap.fill(detail, 110)}", fontsize=10)
-    fig.legend(loc="outside right upper", title="class", fontsize=8)
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
-
-
 # --- annotated video ---------------------------------------------------------------------------------
 def _font(height: int):
-    from PIL import ImageFont
 
     size = max(8, height // 16)
     try:
@@ -331,8 +234,6 @@ def _font(height: int):
 
 
 def _encoder():
-    import av
-
     for codec in ("libx264", "h264", "mpeg4"):
         try:
             av.codec.Codec(codec, "w")
@@ -344,11 +245,6 @@ def _encoder():
 
 def _annotate(video: Path, out: Path, result: dict, probs: np.ndarray, classes: list[str], show: bool) -> None:
     """Decode, draw the nearest window's top-1 label, encode; one frame in memory at a time."""
-    import av
-    from av.video.reformatter import VideoReformatter
-    from PIL import Image, ImageDraw
-    from tqdm import tqdm
-
     centres = np.array([w["center_s"] for w in result["windows"]])
     top1 = probs.argmax(1)
     labels = [f"{classes[c]} {probs[i, c]:.2f}" for i, c in enumerate(top1.tolist())]
@@ -405,7 +301,3 @@ def _draw_label(draw, text: str, font, height: int) -> None:
     left, top, right, bottom = draw.textbbox((pad, pad), text, font=font)
     draw.rectangle((0, 0, right + pad, bottom + pad), fill=(0, 0, 0))
     draw.text((pad, pad), text, fill=(255, 255, 255), font=font)
-
-
-__all__ = ["timeline", "plan_windows", "plot_timeline", "data_settings", "read_classes", "check_writable",
-           "WINDOW_BATCH"]

@@ -243,6 +243,9 @@ def setup(cfg: Config) -> Run:
     train_ann = load_split(cfg, "train")
     val_ann = load_split(cfg, "val") if d.val_list else None
     classes = train_ann.classes or (val_ann.classes if val_ann else None)
+    if classes and cfg.model.num_classes and len(classes) != cfg.model.num_classes:
+        raise UserError(f"model.num_classes={cfg.model.num_classes} but the data names {len(classes)} classes; "
+                        "set model.num_classes to that (or null: from the data)")
     num_classes = cfg.model.num_classes or (len(classes) if classes else 1 + max(l for _, l in train_ann.samples))
     samples = few_shot(train_ann.samples, d.shots, t.seed) if d.shots else train_ann.samples
 
@@ -407,8 +410,8 @@ def loop(run: Run, show: bool) -> dict:
                             epoch=epoch, step=step + 1, history=history, best_top1=best, bad_steps=bad_steps,
                             partial_sums=sums))
                         name = signal.Signals(stop["signal"] or signal.SIGTERM).name
-                        print(f"{name}: stopped in epoch {epoch + 1} after step {step + 1}/{run.steps_per_epoch}; "
-                              f"checkpoint {path.name}; rerun the same command to resume")
+                        print(f"{name}: checkpoint saved in epoch {epoch + 1} after step {step + 1}/{run.steps_per_epoch} "
+                              f"({path.relative_to(out)}); rerun the same command to resume")
                     return {"interrupted": signal.Signals(stop["signal"] or signal.SIGTERM).name}
             bar.close()
             sums["seconds"] += time.time() - tick

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from timm.models.vision_transformer import checkpoint_filter_fn
 
 from zeroi2v.config import BUILTIN_WEIGHTS
@@ -39,8 +41,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.stat().st_size == 0:
         raise UserError(f"weights file is empty: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:

@@ -20,8 +20,10 @@ import os
 import threading
 from fractions import Fraction
 
+import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 from zeroi2v.errors import UserError
 
@@ -91,8 +93,6 @@ def _check_backend(backend: str) -> None:
 
 
 def _open(path):
-    import av
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise VideoDecodeError(f"no such file: {path}")
@@ -216,8 +216,6 @@ def _to_rgb(frame) -> np.ndarray:
     Single-threaded: DataLoader workers are the parallelism.
     """
     if getattr(_local, "pid", None) != os.getpid():  # not one inherited through fork (DataLoader workers)
-        from av.video.reformatter import VideoReformatter
-
         _local.pid, _local.reformatter = os.getpid(), VideoReformatter()
     # threads=1: swscale's own thread pool does not survive fork (workers of a parent that decoded hang)
     return _local.reformatter.reformat(frame, format="rgb24", interpolation="BILINEAR", threads=1).to_ndarray()

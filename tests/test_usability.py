@@ -1,0 +1,206 @@
+"""What users expect from the CLI: every --set applies, TensorBoard logs, nothing damages a run or hides a
+failure, every mistake is one line (no traceback), files are readable by colleagues, and the start of a run
+says what will happen."""
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ENV, REPO, run_cli, write_config
+from zeroi2v.cli import main
+from zeroi2v.config import config_markdown
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+QUICK = {"train__epochs": 1, "train__batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def run(ramps, tmp_path_factory):
+    """A finished one-epoch run, trained in-process."""
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = write_config(tmp / "cfg.yaml", ramps, tmp / "run", **QUICK)
+    assert main(["train", str(cfg)]) == 0
+    return tmp / "run"
+
+
+def one_line_error(capsys, code, *needles):
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+# --- issue: repeated --set, TensorBoard ---------------------------------------------------------------
+def test_every_set_applies_in_order_and_the_last_value_wins(ramps, tmp_path):
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "ignored", **QUICK)
+    out = tmp_path / "a"
+    assert main(["train", str(cfg), "--set", f"output={out}", "--set", "train.epochs=2", "train.lr=1e-3",
+                 "--set", "train.lr=2e-3"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["train"]["epochs"] == 2 and saved["train"]["lr"] == 2e-3
+    assert not (tmp_path / "ignored").exists()
+    # the resolved config is absolute: it works from any directory
+    assert all(os.path.isabs(saved["data"][k]) for k in ("root", "train_list", "val_list"))
+
+
+def test_tensorboard_event_file_has_the_scalars_at_the_steps(ramps, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", train__epochs=2, train__batch_size=8,
+                       train__tensorboard=True)
+    assert main(["train", str(cfg)]) == 0
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    steps_per_epoch = 48 // 8
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == list(range(1, 2 * steps_per_epoch + 1))
+    assert [e.step for e in events.Scalars("train/lr")] == [e.step for e in loss]
+    assert [e.step for e in events.Scalars("val/top1")] == [steps_per_epoch, 2 * steps_per_epoch]
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [round(e.value, 5) for e in events.Scalars("val/top1")] == [round(m["val_top1"], 5) for m in metrics]
+
+
+# --- damage and silent failure -------------------------------------------------------------------------
+def test_merge_never_damages_the_source_and_refuses_before_work(run, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    code = main(["merge", str(run), str(run)])
+    one_line_error(capsys, code, "own directory")
+    code = main(["merge", str(run), str(run / "merged")])
+    one_line_error(capsys, code, "inside the source")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    code = main(["merge", str(run), str(existing)])
+    err = one_line_error(capsys, code, "--force")
+    assert "verified" not in capsys.readouterr().out + err  # refused before the work
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    one_line_error(capsys, main(["merge", str(run), str(afile)]), "not a directory")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert main(["merge", str(run), str(existing), "--force"]) == 0
+    assert json.loads((existing / "model.json").read_text())["merged"] is True
+
+
+def test_written_files_are_readable_by_group_and_others(run):
+    old = os.umask(0o022)
+    try:
+        for path in [*run.iterdir(), *(run / "checkpoint").iterdir(), *(run / "best").iterdir()]:
+            if path.is_file() and path.name != ".lock":
+                mode = stat.S_IMODE(path.stat().st_mode)
+                assert mode & 0o044 == 0o044, (path, oct(mode))
+    finally:
+        os.umask(old)
+
+
+def test_separate_train_and_val_class_folder_trees(ramps, tmp_path):
+    """Folder trees resolve their own paths: data.root does not have to hold both."""
+    tree = tmp_path / "ds"
+    for split in ("train", "val"):
+        for line in Path(ramps[f"{split}_list"]).read_text().splitlines():
+            rel, label = line.split()
+            target = tree / split / ("brightening", "darkening")[int(label)] / Path(rel).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(ramps["root"]) / rel, target)
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", **QUICK, data__root=None,
+                       data__train_list=str(tree / "train"), data__val_list=str(tree / "val"))
+    assert main(["train", str(cfg)]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert metrics["val_num_videos"] == 20 and metrics["val_broken_videos"] == 0
+
+
+def test_parent_of_split_folders_is_named_as_such(ramps, tmp_path, capsys):
+    for split in ("train", "val"):
+        (tmp_path / "ds" / split / "a").mkdir(parents=True)
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", data__root=None,
+                       data__train_list=str(tmp_path / "ds"))
+    one_line_error(capsys, main(["train", str(cfg)]), "split folders", "not class folders")
+    assert not (tmp_path / "run").exists()  # a run that fails at start-up leaves nothing behind
+
+
+def test_unreadable_validation_stops_the_run(ramps, tmp_path, capsys):
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    for i in range(4):
+        (junk / f"v{i}.mp4").write_text("not a video")
+    (junk / "val.txt").write_text("".join(f"{junk}/v{i}.mp4 {i % 2}\n" for i in range(4)))
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", **QUICK, data__val_list=str(junk / "val.txt"))
+    one_line_error(capsys, main(["train", str(cfg)]), "none of the 4 validation videos could be read")
+    assert not (tmp_path / "run" / "best").exists()
+
+
+@pytest.mark.parametrize("override", ["model.num_frames=32", "model.backbone=resnet18", "train.lr=1"])
+def test_keys_that_cannot_apply_to_a_trained_model_are_refused(run, override, capsys):
+    for verb in (["eval", str(run)], ["predict", str(run), str(run / "config.yaml")]):
+        one_line_error(capsys, main([*verb, "--set", override]), override.split("=")[0], "cannot apply")
+
+
+# --- one line, never a traceback ---------------------------------------------------------------------------
+def test_listed_mistakes_are_one_line(run, ramps, tmp_path, capsys):
+    video = str(Path(ramps["root"]) / Path(ramps["val_list"]).read_text().split()[0])
+    cases = [
+        (["predict", str(run), video, "--set", "data.img_size=16"], "trained at 32 px"),
+        (["predict", str(run), video, "--topk", "0"], "--topk must be >= 1"),
+        (["predict", str(run), video, "--topk", "-1"], "--topk must be >= 1"),
+        (["train", str(tmp_path)], "is a directory, not a config file"),
+        (["export", str(run), str(tmp_path)], "is a directory"),
+        (["predict", str(run), video, "--timeline", "--stride", "0"], "stride"),
+    ]
+    if not __import__("torch").cuda.is_available():
+        cases.append((["eval", str(run), "--device", "cuda"], "no CUDA GPU"))
+    for args, needle in cases:
+        one_line_error(capsys, main(args), needle)
+    assert main(["predict", str(run), str(tmp_path)]) == 1
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_unfinished_run_says_so_and_offers_its_checkpoint(run, tmp_path, capsys):
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run, unfinished)
+    (unfinished / "model.safetensors").unlink()
+    for verb in (["eval", str(unfinished)], ["merge", str(unfinished), str(tmp_path / "m")]):
+        one_line_error(capsys, main(verb), "unfinished run", "resume")
+    assert main(["eval", str(unfinished), "--checkpoint"]) == 0
+
+
+def test_rerunning_a_finished_run_says_so(run, capsys):
+    capsys.readouterr()
+    assert main(["train", str(run / "config.yaml")]) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_start_up_says_what_will_happen(ramps, tmp_path, capsys):
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", train__epochs=1, train__batch_size=8,
+                       train__warmup_epochs=2.5, model__freeze=True)
+    assert main(["train", str(cfg)]) == 0
+    captured = capsys.readouterr()
+    assert "48 training videos, 20 validation, 2 classes (brightening, darkening)" in captured.out
+    assert "parameters trained" in captured.out and "warm-up capped at 1 epoch" in captured.out
+    assert "model.pretrained is null and the backbone is frozen" in captured.err
+
+
+def test_help_and_version_do_not_import_torch():
+    code = ("import sys; from zeroi2v.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("zeroi2v ")
+
+
+def test_shipped_configs_are_found_by_name(capsys):
+    assert main(["train", "--list-configs"]) == 0
+    assert "k400_vitb16_8x16x1" in capsys.readouterr().out
+
+
+def test_config_reference_is_generated_from_the_definitions():
+    assert (REPO / "docs" / "config.md").read_text(encoding="utf-8") == config_markdown(), \
+        "docs/config.md is stale: python -m zeroi2v.config docs/config.md"
