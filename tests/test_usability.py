@@ -25,7 +25,11 @@ def run(ramps, tmp_path_factory):
     """A finished one-epoch run, trained in-process."""
     tmp = tmp_path_factory.mktemp("run")
     cfg = write_config(tmp / "cfg.yaml", ramps, tmp / "run", **QUICK)
-    assert main(["train", str(cfg)]) == 0
+    old = os.umask(0o022)  # a shared cluster's usual umask
+    try:
+        assert main(["train", str(cfg)]) == 0
+    finally:
+        os.umask(old)
     return tmp / "run"
 
 
@@ -90,14 +94,11 @@ def test_merge_never_damages_the_source_and_refuses_before_work(run, tmp_path, c
 
 
 def test_written_files_are_readable_by_group_and_others(run):
-    old = os.umask(0o022)
-    try:
-        for path in [*run.iterdir(), *(run / "checkpoint").iterdir(), *(run / "best").iterdir()]:
-            if path.is_file() and path.name != ".lock":
-                mode = stat.S_IMODE(path.stat().st_mode)
-                assert mode & 0o044 == 0o044, (path, oct(mode))
-    finally:
-        os.umask(old)
+    """Trained under umask 022: every file is 0644 as the umask gives (not mkstemp's private 0600)."""
+    files = [p for p in [*run.iterdir(), *(run / "checkpoint").iterdir(), *(run / "best").iterdir()] if p.is_file()]
+    assert {"model.safetensors", "config.yaml", "metrics.jsonl", "last.json"} <= {p.name for p in files}
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, (path, oct(stat.S_IMODE(path.stat().st_mode)))
 
 
 def test_separate_train_and_val_class_folder_trees(ramps, tmp_path):

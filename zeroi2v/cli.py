@@ -47,7 +47,8 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from zeroi2v.eval import evaluate
 
-    metrics = evaluate(args.directory, args.set, device=args.device, checkpoint=args.checkpoint)
+    metrics = evaluate(args.directory, args.set, device=args.device, checkpoint=args.checkpoint,
+                       compile=args.compile)
     print(f"top1={metrics['top1']:.4f} top5={metrics['top5']:.4f} "
           f"mean_class_accuracy={metrics['mean_class_accuracy']:.4f} "
           f"({metrics['num_videos']} videos, {metrics['views']} views, {metrics['broken_videos']} unreadable)")
@@ -115,6 +116,8 @@ def _export(args) -> int:
 
 def _predict(args) -> int:
     if args.timeline:
+        if args.compile or args.checkpoint:
+            raise UserError("--compile and --checkpoint are not available with --timeline")
         return _timeline(args)
     if args.annotate or args.stride is not None or args.window is not None or args.out:
         raise UserError("--stride, --window, --out and --annotate go with --timeline")
@@ -122,7 +125,7 @@ def _predict(args) -> int:
 
     failed = 0
     for result in predict(args.directory, args.videos, topk=args.topk, overrides=args.set, device=args.device,
-                          checkpoint=args.checkpoint):
+                          checkpoint=args.checkpoint, compile=args.compile):
         if "error" in result:
             print(f"{result['video']}: unreadable ({result['error']})", file=sys.stderr)
             failed += 1
@@ -214,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     def test_options(p):
         p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one)")
         p.add_argument("--checkpoint", action="store_true", help="use an unfinished run's last checkpoint")
+        p.add_argument("--compile", action="store_true", help="torch.compile the model first (pays off on "
+                                                               "many videos)")
         sets(p, "test data keys (data.*, train.batch_size, train.num_workers)")
 
     p = verb("train", _train, "train (or resume) a run; writes the output directory")

@@ -109,9 +109,9 @@ def class_names(directory: Path, num_classes: int) -> list[str]:
     return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
 
 
-def load_for_test(directory, checkpoint: bool = False, device: str | None = None):
+def load_for_test(directory, checkpoint: bool = False, device: str | None = None, compile: bool = False):
     """(model on its device, rank, world, device) of a run or model directory; `checkpoint`: an
-    unfinished run's last checkpoint instead of final weights."""
+    unfinished run's last checkpoint instead of final weights; `compile`: torch.compile it (in place)."""
     directory = Path(directory)
     weights = None
     if checkpoint:
@@ -120,14 +120,16 @@ def load_for_test(directory, checkpoint: bool = False, device: str | None = None
             raise UserError(f"{directory} has no checkpoint (--checkpoint reads an unfinished run's last one)")
     rank, world, dev = setup_distributed(device)
     model = load_pretrained(directory, weights=weights).to(dev)
+    if compile:
+        model.compile(fullgraph=True, dynamic=False)
     return model, rank, world, dev
 
 
 def evaluate(directory, overrides=(), device: str | None = None, progress: bool | None = None,
-             checkpoint: bool = False) -> dict:
+             checkpoint: bool = False, compile: bool = False) -> dict:
     """`zeroi2v eval`: writes metrics.json, per_class_accuracy.json and confusion_matrix.png."""
     directory = Path(directory)
-    model, rank, world, dev = load_for_test(directory, checkpoint, device)
+    model, rank, world, dev = load_for_test(directory, checkpoint, device, compile)
     cfg = test_config(directory, overrides, model)
     d = cfg.data
     dataset = make_dataset(cfg, model, "test")
@@ -155,12 +157,12 @@ def evaluate(directory, overrides=(), device: str | None = None, progress: bool 
 
 @torch.no_grad()
 def predict(directory, videos, topk: int = 5, overrides=(), device: str | None = None,
-            checkpoint: bool = False) -> list[dict]:
+            checkpoint: bool = False, compile: bool = False) -> list[dict]:
     """Top-k (class, probability) for each video file, with the model's own test views."""
     directory = Path(directory)
     if topk < 1:
         raise UserError(f"--topk must be >= 1, got {topk}")
-    model, _, _, dev = load_for_test(directory, checkpoint, device)
+    model, _, _, dev = load_for_test(directory, checkpoint, device, compile)
     cfg = test_config(directory, overrides, model)
     classes = class_names(directory, model.num_classes)
     results = []

@@ -31,9 +31,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
     try:
-        write(tmp)
+        write(tmp)  # (some writers replace the file: the mode is set after)
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as f:
             f.flush()
             os.fsync(f.fileno())
