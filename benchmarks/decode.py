@@ -17,8 +17,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -26,32 +24,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from zeroi2v.data.decode import _open, num_frames, read_frames  # noqa: E402
+from zeroi2v.bench import interleaved_times, write_test_video  # noqa: E402
+from zeroi2v.data.decode import num_frames, open_video, read_frames  # noqa: E402
 from zeroi2v.data.sampling import sample_indices  # noqa: E402
 
 
 def write_video(path, seconds: float, fps: int, width: int, height: int, gop: int | None) -> str:
-    """A smooth random scene panning 3 px/frame with a bouncing square: content x264 has to encode."""
-    frames, pan = int(seconds * fps), 3
-    coarse = torch.rand(1, 3, height // 16, (width + pan * frames) // 16, generator=torch.Generator().manual_seed(0))
-    scene = torch.nn.functional.interpolate(coarse, size=(height, width + pan * frames), mode="bicubic")
-    scene = (scene[0].permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8).numpy()
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "23", **({"g": str(gop)} if gop else {})}  # no g: x264's default keyint 250
-        for i in range(frames):
-            frame = scene[:, pan * i:pan * i + width].copy()
-            t = i / fps
-            x, y = int((width - 60) * abs(np.sin(t))), int((height - 60) * abs(np.cos(1.3 * t)))
-            frame[y:y + 60, x:x + 60] = 255
-            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            picture.pts, picture.time_base = i, Fraction(1, fps)
-            for packet in stream.encode(picture):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return str(path)
+    """A smooth random scene panning 3 px/frame with a bouncing square (`zeroi2v.bench.write_test_video`)."""
+    return write_test_video(path, seconds, fps, width, height, gop)
 
 
 def sampler_clip(path, rng) -> torch.Tensor:
@@ -60,7 +40,7 @@ def sampler_clip(path, rng) -> torch.Tensor:
 
 
 def naive_clip(path, rng) -> torch.Tensor:
-    container, stream = _open(path)  # same threading settings as the sampler
+    container, stream = open_video(path)  # same threading settings as the sampler
     with container:
         frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(stream)])
     indices = sample_indices(len(frames), 8, "dense", 16, train=True, rng=rng)
@@ -71,20 +51,12 @@ def decode_all_clip(path, rng) -> torch.Tensor:
     """Decode every frame but keep (convert to RGB) only the clip's: isolates the seek-and-stop gain."""
     indices = sample_indices(num_frames(path, "pyav"), 8, "dense", 16, train=True, rng=rng).reshape(-1)
     wanted, out = set(indices.tolist()), {}
-    container, stream = _open(path)
+    container, stream = open_video(path)
     with container:
         for i, frame in enumerate(container.decode(stream)):
             if i in wanted:
                 out[i] = frame.to_ndarray(format="rgb24")
     return torch.from_numpy(np.stack([out[i] for i in indices.tolist()]))
-
-
-def clips_per_second(fn, path, clips: int, seed: int) -> float:
-    rng = np.random.default_rng(seed)
-    start = time.perf_counter()
-    for _ in range(clips):
-        fn(path, rng)
-    return clips / (time.perf_counter() - start)
 
 
 def keyframes(path) -> list[int]:
@@ -130,10 +102,13 @@ def main(argv=None) -> int:
             methods = {"sampler": sampler_clip, "decode_all": decode_all_clip, "naive": naive_clip}
             clips = {name: fn(path, np.random.default_rng(0)) for name, fn in methods.items()}
             assert all(torch.equal(clips["sampler"], clip) for clip in clips.values())  # same frames
-            runs = {name: [] for name in methods}
-            for r in range(args.rounds):  # interleaved, the order rotating every round
-                for name in list(methods)[r % 3:] + list(methods)[:r % 3]:
-                    runs[name].append(clips_per_second(methods[name], path, args.clips, seed=r))
+            rngs = {name: np.random.default_rng(0) for name in methods}  # the same clips for every reader
+
+            def clips_of(name):
+                for _ in range(args.clips):
+                    methods[name](path, rngs[name])
+            times = interleaved_times({name: (lambda n=name: clips_of(n)) for name in methods}, args.rounds, warmup=0)
+            runs = {name: [args.clips / t for t in v] for name, v in times.items()}  # clips/s per run
             med = {name: statistics.median(v) for name, v in runs.items()}
             rows.append((f"x264 {'default keyint (250)' if g is None else f'keyint {g}'}", n, len(keys), med))
             print(f"{rows[-1][0]}: {n} frames, {len(keys)} keyframes; " + "; ".join(

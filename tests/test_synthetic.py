@@ -9,7 +9,7 @@ import pytest
 
 from zeroi2v.cli import main as cli_main
 from zeroi2v.data import load_annotations, num_frames, read_frames
-from zeroi2v.data.synthetic import CLASSES, make_motion_dataset, render
+from zeroi2v.data.synthetic import CLASSES, FAMILIES, make_motion_dataset, render
 from zeroi2v.errors import UserError
 
 
@@ -67,6 +67,86 @@ def test_pairs_are_time_reversals(label):
     assert np.array_equal(forward.mean(0), backward.mean(0))  # frame averaging sees the same thing
 
 
+def _centroids(frames: np.ndarray, color) -> np.ndarray:
+    """(T, 2) column, row of the pixels of the object's colour in each frame."""
+    out = []
+    for frame in frames.astype(int):
+        rows, cols = np.nonzero(np.abs(frame - np.asarray(color, int)).sum(-1) < 3)
+        out.append((cols.mean(), rows.mean()))
+    return np.array(out)
+
+
+def _object_color(label, family, seed):
+    from zeroi2v.data.synthetic import scene
+    return scene(np.random.default_rng(seed), 32)["color"]
+
+
+@pytest.mark.parametrize("family,label,d_col,d_row", [
+    ("basic", 0, 0, -1), ("basic", 1, 0, 1), ("basic", 2, -1, 0), ("basic", 3, 1, 0),
+    ("complex", 2, -1, -1), ("complex", 3, 1, 1), ("complex", 4, 1, -1), ("complex", 5, -1, 1)])
+def test_directions_are_screen_directions(family, label, d_col, d_row):
+    """Image rows grow downward: "moving up" = the object's row decreases, "moving left" = its column
+    decreases; what the class name says is what a user sees in the frame strip."""
+    for seed in range(5):
+        frames = render(label, 8, 32, np.random.default_rng(seed), family=family, noise=0)
+        c = _centroids(frames, _object_color(label, family, seed))
+        move = c[-1] - c[0]
+        for axis, sign in enumerate((d_col, d_row)):
+            if sign:
+                assert np.sign(move[axis]) == sign and abs(move[axis]) > 4, (FAMILIES[family][label], seed, move)
+            else:
+                assert abs(move[axis]) < 1, (FAMILIES[family][label], seed, move)
+    assert FAMILIES[family][label].startswith("moving")
+
+
+def test_rotation_is_clockwise_on_screen():
+    """Angle of the object's pixels around their centre, measured with rows down: clockwise on screen
+    means the angle atan2(row, col) increases. Compare the principal axis motion frame to frame."""
+    from zeroi2v.data.synthetic import scene
+
+    for seed in range(5):
+        frames = render(0, 16, 48, np.random.default_rng(seed), family="complex", noise=0)
+        color = scene(np.random.default_rng(seed), 48)["color"]
+        angles = []
+        for frame in frames.astype(int):
+            rows, cols = np.nonzero(np.abs(frame - color.astype(int)).sum(-1) < 3)
+            r, c = rows - rows.mean(), cols - cols.mean()
+            # the far tip of the shape (the point farthest from its centroid) sweeps around
+            far = np.argmax(r ** 2 + c ** 2)
+            angles.append(np.arctan2(r[far], c[far]))
+        steps = np.angle(np.exp(1j * np.diff(angles)))  # wrapped to (-pi, pi]
+        assert np.median(steps) > 0, (seed, steps)  # clockwise on screen
+        ccw = render(1, 16, 48, np.random.default_rng(seed), family="complex", noise=0)
+        assert np.array_equal(ccw, frames[::-1])
+
+
+@pytest.mark.parametrize("label", range(8))
+def test_complex_family_pairs_are_time_reversals(label):
+    pair = label - label % 2
+    forward = render(pair, 12, 40, np.random.default_rng(5), family="complex", noise=5)
+    backward = render(pair + 1, 12, 40, np.random.default_rng(5), family="complex", noise=5)
+    assert np.array_equal(forward[::-1], backward) and not np.array_equal(forward, backward)
+    assert forward.shape == (12, 40, 40, 3)
+    assert all(np.abs(forward[i + 1].astype(int) - forward[i]).mean() > 0.3 for i in range(11))
+
+
+def test_complex_family_mixed_codecs_and_other_sizes(tmp_path):
+    info = make_motion_dataset(tmp_path, family="complex", train_per_class=1, val_per_class=1, num_frames=10,
+                               size=40, codec="mixed", noise=6, speed=1.5, progress=False)
+    assert info["classes"] == FAMILIES["complex"]
+    rels = [line.split()[0] for line in Path(info["train_list"]).read_text().splitlines()]
+    assert {Path(r).suffix for r in rels} == {".mp4", ".avi"}
+    assert read_frames(tmp_path / rels[1], range(10)).shape == (10, 40, 40, 3)
+    ann = load_annotations(str(tmp_path), info["val_list"], split="val")
+    assert ann.classes == FAMILIES["complex"]
+
+
+def test_extra_shapes_and_noise():
+    plain = render(0, 6, 32, np.random.default_rng(1), shapes="all")
+    noisy = render(0, 6, 32, np.random.default_rng(1), shapes="all", noise=10)
+    assert plain.shape == noisy.shape and np.abs(plain.astype(int) - noisy).mean() > 3
+
+
 def test_appearance_is_random():
     a, b = (render(0, 4, 32, np.random.default_rng(seed)) for seed in (0, 1))
     assert not np.array_equal(a, b)
@@ -92,6 +172,10 @@ def test_bad_arguments(tmp_path):
         make_motion_dataset(tmp_path, num_classes=3, progress=False)
     with pytest.raises(UserError, match="codec"):
         make_motion_dataset(tmp_path, codec="divx", progress=False)
+    with pytest.raises(UserError, match="family"):
+        make_motion_dataset(tmp_path, family="spiral", progress=False)
+    with pytest.raises(UserError, match="speed"):
+        make_motion_dataset(tmp_path, speed=0, progress=False)
 
 
 def test_cli(tmp_path, capsys):
@@ -101,3 +185,7 @@ def test_cli(tmp_path, capsys):
     assert len((tmp_path / "out" / "val.txt").read_text().splitlines()) == 2
     assert cli_main(["synth", str(tmp_path / "bad"), "--classes", "5"]) == 2
     assert "even number" in capsys.readouterr().err
+    assert cli_main(["synth", str(tmp_path / "cx"), "--family", "complex", "--train-per-class", "1",
+                     "--val-per-class", "0", "--classes", "2", "--frames", "16", "--size", "24",
+                     "--codec", "mjpeg", "--noise", "3", "--speed", "0.7"]) == 0
+    assert (tmp_path / "cx" / "classes.txt").read_text().splitlines() == FAMILIES["complex"][:2]

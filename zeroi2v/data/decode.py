@@ -46,14 +46,14 @@ def num_frames(path, backend: str = "auto") -> int:
     the same setting to both functions.
     """
     _check_backend(backend)
-    container, stream = _open(path)
+    container, stream = open_video(path)
     try:
         claimed = _claimed_frames(container, stream)
         last = _last_packet_index(container, stream, claimed) if claimed else None
         if last is not None and last + 1 >= claimed - 1:  # the stream reaches the claimed end (±1 rounding)
             return last + 1
         container.close()
-        container, stream = _open(path)
+        container, stream = open_video(path)
         return _count_by_decoding(container, stream, path)
     except VideoDecodeError:
         raise
@@ -92,7 +92,9 @@ def _check_backend(backend: str) -> None:
         raise ValueError(f"unknown decode backend {backend!r}; choose from {', '.join(BACKENDS)}")
 
 
-def _open(path):
+def open_video(path):
+    """(container, first video stream) with the decoding settings used here (`thread_type="AUTO"`);
+    VideoDecodeError for a missing, empty or unreadable file. Close the container (`with container:`)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise VideoDecodeError(f"no such file: {path}")
@@ -183,7 +185,7 @@ def _count_by_decoding(container, stream, path) -> int:
 
 def _read_pyav(path, indices: np.ndarray) -> torch.Tensor:
     wanted = sorted(set(indices.tolist()))
-    container, stream = _open(path)
+    container, stream = open_video(path)
     try:
         seek = wanted[0] >= SEEK_MIN_FRAMES
         try:
@@ -192,7 +194,7 @@ def _read_pyav(path, indices: np.ndarray) -> torch.Tensor:
             frames = None
         if seek and (not frames or min(frames) > wanted[0]):  # the seek landed past the first needed frame
             container.close()
-            container, stream = _open(path)
+            container, stream = open_video(path)
             frames = _decode_range(container, stream, wanted, seek=False)
     except VideoDecodeError:
         raise
@@ -233,10 +235,6 @@ def _decode_range(container, stream, wanted: list[int], seek: bool) -> dict[int,
     out: dict[int, np.ndarray] = {}
     pos, count = 0, 0
     previous, previous_rgb = None, None
-
-    def rgb(frame):
-        return _to_rgb(frame)
-
     try:
         for frame in container.decode(stream):
             if frame.pts is None and seek:
@@ -245,12 +243,12 @@ def _decode_range(container, stream, wanted: list[int], seek: bool) -> dict[int,
             count += 1
             while pos < len(wanted) and wanted[pos] < index:  # skipped over (VFR gap): the earlier frame stands in
                 if previous is not None:
-                    previous_rgb = rgb(previous) if previous_rgb is None else previous_rgb
+                    previous_rgb = _to_rgb(previous) if previous_rgb is None else previous_rgb
                     out[wanted[pos]] = previous_rgb
                 pos += 1
             previous, previous_rgb = frame, None
             if pos < len(wanted) and wanted[pos] == index:
-                previous_rgb = out[index] = rgb(frame)
+                previous_rgb = out[index] = _to_rgb(frame)
                 pos += 1
             if pos == len(wanted):
                 break
@@ -261,7 +259,7 @@ def _decode_range(container, stream, wanted: list[int], seek: bool) -> dict[int,
             raise
     if previous is not None:
         for index in wanted[pos:]:  # past the end of what could be decoded
-            previous_rgb = rgb(previous) if previous_rgb is None else previous_rgb
+            previous_rgb = _to_rgb(previous) if previous_rgb is None else previous_rgb
             out[index] = previous_rgb
     return out
 
@@ -270,8 +268,10 @@ def _decode_range(container, stream, wanted: list[int], seek: bool) -> dict[int,
 @functools.cache
 def torchcodec_available() -> bool:
     try:
-        import torchcodec.decoders  # noqa: F401  (fails without the system FFmpeg libraries)
-        return True
+        import torchcodec
+        import torchcodec.decoders  # noqa: F401  (older releases fail here without the system FFmpeg libraries)
+        # newer ones import without FFmpeg (for their image decoders) and say so in ffmpeg_major_version
+        return getattr(torchcodec, "ffmpeg_major_version", 0) is not None
     except Exception:  # noqa: BLE001 - ImportError, or OSError/RuntimeError for a missing shared library
         return False
 
