@@ -19,6 +19,7 @@ import torch
 import torch._dynamo
 
 import zeroi2v
+from zeroi2v.memory import LeanBlock, lean_training
 
 TOL = 1e-5
 TINY = dict(num_frames=4, num_classes=5, img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=4,
@@ -34,14 +35,15 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def make_model(**kwargs) -> zeroi2v.ZeroI2V:
+def make_model(lean: bool = False, **kwargs) -> zeroi2v.ZeroI2V:
+    """`lean`: with the training-memory substitutions the engine trains with (zeroi2v.memory)."""
     torch.manual_seed(0)
     model = zeroi2v.create_model("vit_tiny_patch16_224", **kwargs)
     with torch.no_grad():  # trained-like adapters and temporal table, so the merge is not the image model
         for name, p in model.named_parameters():
             if "adapter" in name or "temporal_embed" in name:
                 p.normal_(0, 0.05)
-    return model
+    return lean_training(model) if lean else model
 
 
 def clips(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,22 +74,22 @@ def assert_close(name, a, b):
 
 @pytest.fixture(scope="module")
 def unmerged():
-    return make_model(**TINY).train()
+    return make_model(lean=True, **TINY).train()
 
 
 @pytest.fixture(scope="module")
-def merged(unmerged):
-    return zeroi2v.reparameterize(unmerged.eval()).eval()
+def merged():
+    return zeroi2v.reparameterize(make_model(**TINY).eval()).eval()
 
 
 @pytest.mark.parametrize("kwargs", [TINY, CLIP_LIKE], ids=["vit", "clip-like"])
 def test_no_graph_breaks_unmerged_training_and_merged(kwargs):
-    model = make_model(**kwargs)
+    model = make_model(lean=True, **kwargs)
     x, _ = clips()
     model.train()
-    assert model.lean_memory  # the savers' recomputation is part of the traced forward
+    assert all(isinstance(b, LeanBlock) for b in model.backbone.blocks)  # the savers' recomputation is traced
     assert not graph_breaks(model, x), graph_breaks(model, x)
-    merged = zeroi2v.reparameterize(model.eval())
+    merged = zeroi2v.reparameterize(make_model(**kwargs).eval())
     with torch.no_grad():
         breaks = graph_breaks(merged, x)
     assert not breaks, breaks
@@ -97,7 +99,7 @@ def test_no_graph_breaks_unmerged_training_and_merged(kwargs):
 @pytest.mark.parametrize("kwargs", [TINY, CLIP_LIKE], ids=["vit", "clip-like"])
 def test_training_step_fullgraph_aot_autograd_equals_eager(kwargs):
     """Forward and backward graphs (AOTAutograd) of the unmerged model in train mode, one graph."""
-    model = make_model(**kwargs).train()
+    model = make_model(lean=True, **kwargs).train()
     x, y = clips()
     out, grads = train_step(model, x, y)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")

@@ -37,7 +37,9 @@ from typing import Callable
 
 import torch
 
+from zeroi2v.build import build_model
 from zeroi2v.fileio import atomic_write, atomic_write_json, atomic_write_text
+from zeroi2v.model import model_config
 
 DEFAULT_BACKBONES = ["vit_small_patch16_224", "vit_base_patch16_clip_quickgelu_224"]
 TINY = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 96, "num_heads": 6}
@@ -118,15 +120,14 @@ def build(method: str, backbone: str, frames: int, timm_kwargs: dict, num_classe
     """One model of the inference table, on `device` (fp32; a merged model is verified there)."""
     import timm
 
-    from zeroi2v.baselines import create_baseline
     from zeroi2v.reparam import reparameterize
 
     torch.manual_seed(0)
     with torch.device(device):  # initialised where it runs (a ViT-L's init on a CPU takes seconds)
         if method == "plain image model":
             return timm.create_model(backbone, pretrained=False, num_classes=num_classes, **timm_kwargs)
-        model = create_baseline(BASELINE_NAME[method], backbone=backbone, num_frames=frames, num_classes=num_classes,
-                                head_offsets=(-1, 1), **timm_kwargs)
+        model = build_model(model_config(backbone, method=BASELINE_NAME[method], num_frames=frames,
+                                         num_classes=num_classes, head_offsets=(-1, 1), **timm_kwargs))
     if method == "ZeroI2V merged":
         trained_like(model)
         model = reparameterize(model, atol=1e-3)
@@ -318,17 +319,18 @@ def train_step_child(spec: dict) -> dict:
     Peak memory = weights + optimizer state + the step's peak of activations and gradients, from the
     allocator (`torch.cuda.max_memory_allocated` on a GPU, the profiler's allocation record on a CPU).
     """
-    from zeroi2v.baselines import create_baseline
-    from zeroi2v.model import param_groups
+    from zeroi2v.memory import lean_training
+    from zeroi2v.train import param_groups
 
     torch.manual_seed(0)
     device = torch.device(spec["device"])
     kwargs = dict(spec.get("model_kwargs", {}))
-    model = create_baseline(spec["method"], backbone=spec["backbone"], num_frames=spec["frames"], num_classes=400,
-                            head_offsets=kwargs.pop("head_offsets", (-1, 1)), freeze=spec["freeze"], **kwargs,
-                            **spec["timm_kwargs"]).to(device)
+    model = build_model(model_config(spec["backbone"], method=spec["method"], num_frames=spec["frames"],
+                                     num_classes=400, head_offsets=kwargs.pop("head_offsets", (-1, 1)),
+                                     freeze=spec["freeze"], **kwargs, **spec["timm_kwargs"])).to(device)
+    lean_training(model)  # as the engine trains
     model.set_grad_checkpointing(spec["checkpointing"])
-    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4)
+    opt = torch.optim.AdamW(param_groups(model, 0.05, {}), lr=1e-4)
     img = spec["timm_kwargs"].get("img_size") or model_img(model)
     x = torch.randn(spec["batch"], 3, spec["frames"], img, img, device=device)
     y = torch.randint(0, 400, (spec["batch"],), device=device)
@@ -411,18 +413,18 @@ def _compile_inference(backbone, frames, batch, train_batch, device, dtype, repe
 
 def _compile_training(backbone, frames, batch, train_batch, device, dtype, repeats, timm_kwargs) -> dict:
     """Two identical copies of the unmerged model, each with its own AdamW state; one compiled."""
-    from zeroi2v.baselines import create_baseline
-    from zeroi2v.model import param_groups
+    from zeroi2v.memory import lean_training
+    from zeroi2v.train import param_groups
 
     torch.manual_seed(0)
-    eager = create_baseline("zeroi2v", backbone=backbone, num_frames=frames, num_classes=400, head_offsets=(-1, 1),
-                            **timm_kwargs).to(device).train()
+    eager = lean_training(build_model(model_config(backbone, num_frames=frames, num_classes=400, head_offsets=(-1, 1),
+                                                   **timm_kwargs))).to(device).train()
     eager.head_drop.p = 0.0  # deterministic, so the two copies' first losses can be compared
     twin = copy.deepcopy(eager)
     amp = "bf16" if dtype == torch.bfloat16 else "fp16" if dtype == torch.float16 else "none"
     x = random_clips(train_batch, frames, timm_kwargs.get("img_size") or model_img(eager), device, torch.float32)
     y = torch.randint(0, 400, (train_batch,), device=device)
-    steps = [training_step(m, torch.optim.AdamW(param_groups(m, 0.05), lr=1e-4), x, y, amp, forward=f)
+    steps = [training_step(m, torch.optim.AdamW(param_groups(m, 0.05, {}), lr=1e-4), x, y, amp, forward=f)
              for m, f in ((eager, None), (twin, torch.compile(twin, fullgraph=True, dynamic=False)))]
     name = f"training step (AdamW{', bf16 autocast' if amp == 'bf16' else ''}), ZeroI2V unmerged"
     return _compare(name, train_batch, steps[0], steps[1], max(3, repeats // 2), device)
