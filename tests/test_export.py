@@ -1,4 +1,6 @@
 """Export of the merged model: ONNX checked with onnxruntime, torch.export (.pt2)."""
+import json
+
 import pytest
 import timm
 import torch
@@ -20,6 +22,7 @@ def unmerged_dir(tmp_path_factory):
             p.copy_(torch.randn_like(p) * 0.05 + (1.0 if p.ndim == 1 and p.shape[0] == 128 else 0.0))
     directory = tmp_path_factory.mktemp("model")
     zeroi2v.save_pretrained(model, directory)
+    (directory / "classes.txt").write_text("a\nb\nc\nd\ne\n")
     return directory
 
 
@@ -32,10 +35,13 @@ def test_onnx_export_round_trip_has_no_adapter_weights(unmerged_dir, tmp_path):
     assert onnx_float_weights(tmp_path / "model.onnx") == info["file_weights"]
 
 
-def test_onnx_batch_axis_is_dynamic(unmerged_dir, tmp_path):
+def test_onnx_batch_axis_is_dynamic_and_metadata_says_how_to_feed_it(unmerged_dir, tmp_path):
     import onnxruntime as ort
     export_model(unmerged_dir, tmp_path / "model.onnx")
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["classes"]) == list("abcde") and meta["num_frames"] == "4" and meta["img_size"] == "32x32"
+    assert json.loads(meta["mean"]) == pytest.approx([0.48145466, 0.4578275, 0.40821073])  # CLIP's statistics
     for batch in (1, 5):
         (out,) = session.run(None, {"video": torch.randn(batch, 3, 4, 32, 32).numpy()})
         assert out.shape == (batch, 5)
@@ -53,3 +59,6 @@ def test_export_rejects_bad_inputs(tmp_path, unmerged_dir):
         export_model(tmp_path, tmp_path / "x.onnx")
     with pytest.raises(zeroi2v.UserError, match="unknown export format"):
         export_model(unmerged_dir, tmp_path / "x.bin", fmt="tflite")
+    with pytest.raises(zeroi2v.UserError, match="is a directory"):
+        export_model(unmerged_dir, tmp_path)
+    assert not list(tmp_path.glob(".*tmp*"))  # nothing half-written left behind
