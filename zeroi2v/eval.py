@@ -103,8 +103,9 @@ def test_config(directory: Path, overrides, model) -> Config:
     return cfg
 
 
-def class_names(directory: Path, num_classes: int) -> list[str]:
-    path = directory / "classes.txt"
+def class_names(directory, num_classes: int) -> list[str]:
+    """Class names from the directory's classes.txt, else "0", "1", ..."""
+    path = Path(directory) / "classes.txt"
     names = [line.strip() for line in read_text(path).splitlines() if line.strip()] if path.is_file() else []
     return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
 
