@@ -826,7 +826,8 @@ def loader_markdown(env, result) -> str:
              f"{result['videos']} generated {result['seconds']:g} s 30 fps 16:9 H.264 files with a "
              f"{result['short_side']}-px short side (as Kinetics is distributed), next to the model's training "
              f"throughput on the same machine ({model_desc}). Medians of {result['rounds']} interleaved runs of "
-             f"{result['clips']} clips.", "", *env_lines(env),
+             f"{result['clips']} clips. The loader and the model are measured one after the other (the loader needs "
+             "the cores), so on a shared machine background load can favour either side.", "", *env_lines(env),
              f"- usable CPU cores: {result['cores']}", "",
              loader_verdict(result), "",
              "| loader | clips/s | vs model's training clips/s |", "|---|---:|---:|"]
@@ -847,7 +848,7 @@ def loader_markdown(env, result) -> str:
               "default threading, single process. Mean abs diff: the largest over the files of the mean absolute "
               "pixel difference to our frames (0-255; colour conversion differs slightly between libraries, a "
               "wrong frame differs by far more).", "",
-              "| decoder | clips/s | vs ours | mean abs diff vs ours | |", "|---|---:|---:|---:|---|"]
+              "| decoder | clips/s | speed vs ours (paired) | mean abs diff vs ours | |", "|---|---:|---:|---:|---|"]
     for r in result["decoders"]:
         if "clips_per_s" in r:
             lines.append(f"| {r['decoder']} | {r['clips_per_s']:.2f} | {r['vs_ours']:.2f}× | "
