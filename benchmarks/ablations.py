@@ -288,14 +288,14 @@ def main(argv=None) -> int:
         skipped["blocks"] = "this version's config has no `model.stdha_blocks` key (temporal heads in chosen blocks)"
     start = time.time()
     if not args.report_only:
-        # seed-major, family next: a partial study has every row for seed 0 before any row gets seed 1
+        # seed-major, then row by row with every family: a partial study has whole rows for seed 0
         todo = []
         for seed in seeds:
-            for family in args.families:
-                for name in args.groups:
-                    if name in skipped:
-                        continue
-                    for _, changes in GROUPS[name][1]:
+            for name in args.groups:
+                if name in skipped:
+                    continue
+                for _, changes in GROUPS[name][1]:
+                    for family in args.families:
                         key = run_key(family, changes, seed, size)
                         if key not in results and all(t[0] != key for t in todo):
                             todo.append((key, family, changes, seed))
@@ -310,7 +310,15 @@ def main(argv=None) -> int:
             cache.write_text(json.dumps(results, indent=1))
             print(f"[{i + 1}/{len(todo)}] {family} seed {seed} {changes}: {results[key]}", flush=True)
     cost = inference_cost() if "adapter_kind" in args.groups else None
-    command = "python benchmarks/ablations.py" + (" " + " ".join(argv) if argv else "")
+    shown, skip = [], 0  # the study's command: without the options that only say where and how long
+    for a in argv:
+        if skip:
+            skip -= 1
+        elif a in ("--out", "--work", "--max-minutes"):
+            skip = 1
+        elif a != "--report-only":
+            shown.append(a)
+    command = "python benchmarks/ablations.py" + (" " + " ".join(shown) if shown else "")
     text = write_doc(Path(args.out), results, args.groups, args.families, size, seeds, skipped, cost, command,
                      recipe_value("train.epochs"))
     print(text)
