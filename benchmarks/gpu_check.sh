@@ -111,7 +111,7 @@ step() {
   $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())";
   $PY -c "import av; print('PyAV', av.__version__)" 2>/dev/null || echo "PyAV: not installed"; } >> "$LOG" 2>&1
 
-step "CUDA tests" 200 60 $PY -m pytest -q -rA -p no:cacheprovider -m cuda tests/test_cuda.py
+step "CUDA tests" 200 60 $PY -m pytest -v -rfEs -p no:cacheprovider -m cuda tests/test_cuda.py
 step "inference and STDHA tables" 220 60 "${BENCH[@]}" "${COMMON[@]}" "${COST[@]}" --what inference stdha --name cost
 step "training table" 150 40 "${BENCH[@]}" "${COMMON[@]}" "${TRAIN[@]}" --what train --name train
 step "torch.compile on/off" 200 60 "${BENCH[@]}" "${COMMON[@]}" "${COMPILE[@]}" --compile

@@ -25,13 +25,13 @@ def demote(text: str) -> str:
 
 
 def test_outcomes(log: str) -> list[tuple[str, str, str]]:
-    """(outcome, test, reason) from pytest's -rA summary in the log."""
+    """(outcome, test, reason) from pytest's -v lines in the log ("path::test[id] OUTCOME (reason) [ n%]")."""
     block = log.split("== CUDA tests", 1)[-1].split("== CUDA tests:", 1)[0]
     out = []
     for line in block.splitlines():
-        m = re.match(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\s+(?:\[\d+\]\s+)?(\S+)(?:\s+-?\s*(.*))?$", line)
+        m = re.match(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)(?: \((.*)\))?", line)
         if m:
-            out.append((m.group(1), m.group(2), (m.group(3) or "").strip()))
+            out.append((m.group(2), m.group(1), (m.group(3) or "").strip()))
     return out
 
 
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         lines += ["**CPU dry run with toy sizes: GPU numbers pending.** No GPU has been lent to this project yet; "
                   "this section shows that every step of the check runs end to end (on a CPU, the CUDA tests skip). "
                   "On a GPU host, `bash benchmarks/gpu_check.sh` replaces it with the GPU numbers.", ""]
-    head = [line for line in log.splitlines()[:6] if not line.startswith("==")]
+    head = log.split("==", 1)[0].strip().splitlines()  # what the script logged before its first step
     lines += [f"- host: {'; '.join(head) or 'n/a'}", f"- date: {time.strftime('%Y-%m-%d %H:%M')}", "",
               "| step | status | seconds | limit (s) |", "|---|---|---:|---:|"]
     lines += [f"| {s['step']} | {s['status']} | {s['seconds']} | {s['limit']} |" for s in steps]
@@ -84,9 +84,11 @@ def main(argv=None) -> int:
         lines.append(f"| {c['check']} | {c['measured']} | {STATUS[None if dry else c['ok']]} |")
     lines.append("")
     if outcomes:
-        lines += ["### CUDA tests", "", "| test | outcome | |", "|---|---|---|"]
-        lines += [f"| `{t.split('::')[-1]}` | {o.lower()} | {reason} |" for o, t, reason in outcomes]
-        lines.append("")
+        block = log.split("== CUDA tests", 1)[-1].split("== CUDA tests:", 1)[0]
+        reasons = sorted({m.group(1) for m in re.finditer(r"^SKIPPED \[\d+\] \S+: (.*)$", block, re.M)})
+        lines += ["### CUDA tests", "", "| test | outcome |", "|---|---|"]
+        lines += [f"| `{t.split('::')[-1]}` | {o.lower()}{f' ({reason})' if reason else ''} |" for o, t, reason in outcomes]
+        lines += [""] + ([f"Skip reasons: {'; '.join(reasons)}.", ""] if reasons else [])
     for part in PARTS:
         path = folder / f"{part}.md"
         if path.is_file():

@@ -33,7 +33,7 @@ def test_bench_smoke_as_a_command(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "benchmarks_decode.md").write_text("## Decoding\n\nseek-and-stop table\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "true"}
-    proc = subprocess.run([sys.executable, "-m", "zeroi2v.bench", "--tiny", "--what", "inference", "stdha",
+    proc = subprocess.run([sys.executable, "-m", "zeroi2v.bench", "--tiny", "--device", "cpu", "--what", "inference", "stdha",
                            "--repeats", "1", "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text()
@@ -126,7 +126,7 @@ def test_cpu_peak_bytes_from_the_profilers_public_trace():
 
 def test_loader_section_on_tiny_videos(tmp_path):
     out = tmp_path / "docs" / "benchmarks.md"
-    assert main(["--loader", "--tiny", "--loader-workers", "0", "--loader-videos", "1", "--loader-seconds", "1",
+    assert main(["--loader", "--tiny", "--device", "cpu", "--loader-workers", "0", "--loader-videos", "1", "--loader-seconds", "1",
                  "--loader-short-side", "48", "--loader-clips", "2", "--loader-rounds", "1", "--train-steps", "1",
                  "--out", str(out)]) == 0
     text = (out.parent / "bench" / "loader.md").read_text()

@@ -43,11 +43,62 @@ def test_summary_numbers(demo):
     assert summary["predictions_identical"] is True
     cost = summary["cost"]
     plain = next(v for k, v in cost.items() if k.startswith("plain"))
+    for row in cost.values():  # speeds from paired rounds, as a ratio to the plain image model with its range
+        lo, hi = row["speed_ratio_range"]
+        assert 0 < lo <= row["speed_ratio"] <= hi
+    assert plain["speed_ratio"] == 1.0
+    assert summary["recipe"].endswith("demo.yaml")
     merged = cost["ZeroI2V merged (deployed)"]
     unmerged = cost["ZeroI2V unmerged (training)"]
     assert merged["flops"] == plain["flops"] < unmerged["flops"]  # zero extra inference cost
     assert merged["params"] == plain["params"] + 8 * 128  # + the T x D temporal embedding only
     assert unmerged["params"] > merged["params"]
+
+
+def test_demo_trains_the_recipe_file(demo):
+    """Every row is configs/demo.yaml with only data paths, output, backbone file (and the row's change)."""
+    import yaml
+
+    from zeroi2v.config import load_config
+    from zeroi2v.demo import cfg_get, demo_config_path
+
+    recipe = yaml.safe_load(demo_config_path().read_text())
+    run = yaml.safe_load((demo / "runs" / "zeroi2v" / "config.yaml").read_text())
+    assert run["model"]["head_offsets"] == recipe["model"]["head_offsets"]
+    assert run["train"]["lr"] == recipe["train"]["lr"] and run["model"]["timm_kwargs"] == recipe["model"]["timm_kwargs"]
+    assert run["data"]["flip"] == recipe["data"]["flip"] and run["data"]["sampling"] == recipe["data"]["sampling"]
+    averaging = yaml.safe_load((demo / "runs" / "averaging" / "config.yaml").read_text())
+    assert averaging["model"]["head_offsets"] == [] and averaging["train"]["lr"] == recipe["train"]["lr"]
+    cfg = load_config(demo_config_path(), ["model.pretrained=x.safetensors"])
+    assert cfg_get(cfg, "model.head_offsets") == recipe["model"]["head_offsets"]
+
+
+def test_recipe_names_the_shipped_backbone():
+    """configs/demo.yaml leaves model.pretrained at the value that means the shipped image backbone, and
+    a user changes only data paths, class count and output."""
+    import yaml
+
+    from zeroi2v.demo import demo_config_path
+
+    recipe = yaml.safe_load(demo_config_path().read_text())
+    assert recipe["model"]["pretrained"] == "demo" and recipe["model"]["freeze"] is True
+    assert recipe["data"]["root"] is None and recipe["data"]["train_list"] is None
+    assert recipe["model"]["num_classes"] is None
+
+
+def test_accuracy_chart_is_not_clipped(tmp_path):
+    """The title and the longest bar label lie inside the saved picture."""
+    from PIL import Image
+
+    from zeroi2v.plots import accuracy_bars
+
+    names = ["ZeroI2V (STDHA + adapters + temporal emb.)", "frame averaging (adapters, no temporal heads)", "probe"]
+    accuracy_bars(names, [0.97, 0.5, 0.4], tmp_path / "a.png", title="val top-1, motion task (frozen image backbone)")
+    image = Image.open(tmp_path / "a.png").convert("L")
+    width, height = image.size
+    assert width > 600
+    edge = [image.getpixel((x, y)) for x in (0, width - 1) for y in range(height)]
+    assert min(edge) > 200  # nothing drawn on the left/right border: text is not cut off
 
 
 def test_rerun_commands_work(demo, capsys):

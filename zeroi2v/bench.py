@@ -77,17 +77,21 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def interleaved_times(runs: dict[str, Callable[[], object]], rounds: int, device="cpu",
-                      warmup: int = 1) -> dict[str, list[float]]:
+def interleaved_times(runs: dict[str, Callable[[], object]], rounds: int, device="cpu", warmup: int = 1,
+                      setup: dict[str, Callable[[], object]] | None = None) -> dict[str, list[float]]:
     """Seconds per call of each function: `warmup` untimed calls each, then `rounds` rounds in which
-    every function runs once (order rotated per round), so load drifts hit all alike. The one timing
-    loop of the benchmarks (tables, training steps, decoders)."""
+    every function runs once (order rotated per round), so load drifts hit all alike. `setup[name]`,
+    if given, runs untimed before each call of `name`. The one timing loop of the benchmarks (tables,
+    training steps, decoders)."""
+    setup = setup or {}
     for _ in range(warmup):
-        for f in runs.values():
+        for name, f in runs.items():
+            setup.get(name, lambda: None)()
             f()
     times: dict[str, list[float]] = {k: [] for k in runs}
     for round_ in range(rounds):
         for name in rotated(list(runs), round_):
+            setup.get(name, lambda: None)()
             sync(device)
             start = time.perf_counter()
             runs[name]()
@@ -255,22 +259,24 @@ def stdha_table(backbone, frames, batch, device, dtype, repeats, timm_kwargs) ->
     layer = {OURS: lambda: ours(x), SPATIAL: lambda: spatial(x),
              REFERENCE: lambda: reference_style_attention(ours, x_lnd, frames, folds).transpose(0, 1)}
     with torch.no_grad():  # the attention core: qkv projection output -> attention output (B·T, N, C)
-        qkv = ours.qkv(x)   # ours shifts its temporal K/V channels in place: each call gets a fresh copy
-        qkv_copies = [qkv.clone() for _ in range(repeats * 3 + 2)]
+        qkv = ours.qkv(x)
         ql, kl, vl = (t.permute(2, 0, 1, 3).reshape(tokens, x.shape[0], heads * d).contiguous()
                       for t in qkv.reshape(x.shape[0], tokens, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0))
-    core = {OURS: lambda: stdha_core(ours, qkv_copies.pop()), SPATIAL: lambda: stdha_core(spatial, qkv),
+    fresh = {"qkv": qkv.clone()}  # ours shifts its temporal K/V channels in place: a fresh copy per call, untimed
+    refill = {OURS: lambda: fresh.update(qkv=qkv.clone())}
+    core = {OURS: lambda: stdha_core(ours, fresh["qkv"]), SPATIAL: lambda: stdha_core(spatial, qkv),
             REFERENCE: lambda: _reference_attention_core(ql, kl, vl, heads, frames, folds).view(
                 tokens, x.shape[0], heads * d).transpose(0, 1)}
     tol = 1e-4 if dtype == torch.float32 else 5e-2
     result = {"backbone": backbone, "model": model_label(backbone, timm_kwargs), "toy": is_toy(timm_kwargs),
               "frames": frames, "batch": batch, "tokens": tokens, "device": str(device)}
-    for part, runs in (("layer", layer), ("core", core)):
+    for part, runs, setup in (("layer", layer, {}), ("core", core, refill)):
         with torch.no_grad():
+            setup.get(OURS, lambda: None)()
             err = (runs[OURS]() - runs[REFERENCE]()).abs().max().item()
             if not err <= tol:
                 raise RuntimeError(f"STDHA differs from the reference-style implementation: max abs error {err:.2e} > {tol}")
-            times = interleaved_times(runs, repeats * 3, device)
+            times = interleaved_times(runs, repeats * 3, device, setup=setup)
         med = {k: statistics.median(v) * 1000 for k, v in times.items()}
         result["max_abs_error" if part == "layer" else "core_max_abs_error"] = err
         result["rows" if part == "layer" else "core_rows"] = [
@@ -828,7 +834,8 @@ def loader_markdown(env, result) -> str:
              f"{result['videos']} generated {result['seconds']:g} s 30 fps 16:9 H.264 files with a "
              f"{result['short_side']}-px short side (as Kinetics is distributed), next to the model's training "
              f"throughput on the same machine ({model_desc}). Medians of {result['rounds']} interleaved runs of "
-             f"{result['clips']} clips.", "", *env_lines(env),
+             f"{result['clips']} clips. The loader and the model are measured one after the other (the loader needs "
+             "the cores), so on a shared machine background load can favour either side.", "", *env_lines(env),
              f"- usable CPU cores: {result['cores']}", "",
              loader_verdict(result), "",
              "| loader | clips/s | vs model's training clips/s |", "|---|---:|---:|"]
@@ -849,7 +856,7 @@ def loader_markdown(env, result) -> str:
               "default threading, single process. Mean abs diff: the largest over the files of the mean absolute "
               "pixel difference to our frames (0-255; colour conversion differs slightly between libraries, a "
               "wrong frame differs by far more).", "",
-              "| decoder | clips/s | vs ours | mean abs diff vs ours | |", "|---|---:|---:|---:|---|"]
+              "| decoder | clips/s | speed vs ours (paired) | mean abs diff vs ours | |", "|---|---:|---:|---:|---|"]
     for r in result["decoders"]:
         if "clips_per_s" in r:
             lines.append(f"| {r['decoder']} | {r['clips_per_s']:.2f} | {r['vs_ours']:.2f}× | "

@@ -23,8 +23,8 @@ import torch
 
 from zeroi2v.config import load_config
 
-FRAMES = 8  # sampled from 16-frame videos (uniform segments)
-ROWS = {  # slug -> (name, config changes); the backbone is frozen in every row
+FRAMES = 8  # sampled from the 16-frame videos (uniform segments); configs/demo.yaml's model.num_frames
+ROWS = {  # slug -> (name, config changes on top of configs/demo.yaml); the backbone is frozen in every row
     "zeroi2v": ("ZeroI2V (STDHA + adapters + temporal emb.)", {}),
     "averaging": ("frame averaging (adapters, no temporal heads)", {"model.head_offsets": [],
                                                                     "model.temporal_embedding": False}),
@@ -32,40 +32,75 @@ ROWS = {  # slug -> (name, config changes); the backbone is frozen in every row
                                       "model.adapter_ratio": 0.0}),
 }
 FULL_ROW = ("full_finetune", ("full fine-tuning (STDHA, reference)", {"model.freeze": False, "train.lr": 5e-4}))
-SIZES = {"default": {"train_per_class": 100, "val_per_class": 25, "epochs": 8},
+SIZES = {"default": {"train_per_class": 60, "val_per_class": 25, "epochs": None},  # None: the recipe's epochs
          "tiny": {"train_per_class": 3, "val_per_class": 2, "epochs": 1}}
+TIMING = {"rounds": 7, "repeats": 5}
 
 
-def run_config(out: Path, data: dict, backbone_file: Path, name: str, changes: dict, epochs: int,
-               frames: int = FRAMES) -> dict:
-    """The demo's recipe as a validated engine config (written to the run as config.yaml)."""
-    from zeroi2v.pretrain import BACKBONE, TIMM_KWARGS
+def demo_config_path() -> Path:
+    """configs/demo.yaml, the demo's recipe: in the source tree, or shipped as package data."""
+    from zeroi2v.errors import UserError
 
-    base = {
-        "output": str(out / "runs" / name),
-        "model": {"backbone": BACKBONE, "pretrained": str(backbone_file), "num_frames": frames,
-                  "head_offsets": [-1, 1], "adapter_scale": 1.0, "head_dropout": 0.0,
-                  "timm_kwargs": {k: v for k, v in TIMM_KWARGS.items() if k != "img_size"}},
-        "data": {"root": data["root"], "train_list": data["train_list"], "val_list": data["val_list"],
-                 "sampling": "uniform", "img_size": TIMM_KWARGS["img_size"], "test_clips": 1, "test_crops": 1,
-                 "rand_augment": False, "flip": True, "flip_label_map": "auto", "crop_scale": [0.8, 1.0]},
-        "train": {"epochs": epochs, "batch_size": 16, "lr": 2.0e-3, "warmup_epochs": min(1, epochs),
-                  "num_workers": 2, "weight_decay": 0.05, "seed": 0, "eval_every": 2},
-    }
-    return load_config(None, [f"{k}={json.dumps(v)}" for k, v in changes.items()], base=base)
+    here = Path(__file__).resolve().parent
+    for path in (here.parent / "configs" / "demo.yaml", here / "assets" / "demo.yaml"):
+        if path.is_file():
+            return path
+    raise UserError("configs/demo.yaml (the demo's recipe) not found; reinstall zeroi2v from its source tree")
 
 
-def throughput(model, clip, repeats: int = 5) -> float:
-    """Inputs per second (clips, or images for the plain model), median of timed runs after a warm-up."""
-    model.eval()
+def cfg_get(cfg, dotted: str):
+    """A config value by dotted name, whether the config is a nested dict or an object with attributes."""
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    return node
+
+
+def run_config(out: Path, data: dict, backbone_file: Path, name: str, changes: dict, epochs: int | None = None,
+               frames: int | None = None):
+    """configs/demo.yaml with the demo's data, the backbone file and one row's changes, validated (the
+    engine writes it to the run as config.yaml). Only what a user changes is set here: data paths,
+    output (and the backbone file, which `pretrained: demo` names); the rest is the recipe."""
+    overrides = {"output": str(out / "runs" / name), "model.pretrained": str(backbone_file),
+                 "data.root": data["root"], "data.train_list": data["train_list"], "data.val_list": data["val_list"]}
+    if epochs:
+        overrides["train.epochs"] = epochs
+    if frames:
+        overrides["model.num_frames"] = frames
+    overrides.update(changes)
+    return load_config(demo_config_path(), [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+
+
+def paired_speeds(models: dict, clip: torch.Tensor, rounds: int = 7, repeats: int = 5) -> dict:
+    """Clips/s of each model and its speed relative to the first one, from paired, interleaved rounds.
+
+    Within a round the models take turns call by call (the order rotated every round), so load from
+    other processes hits all of them alike; each round gives each model a median time and a ratio to
+    the first model. Returns {name: {"clips_per_s", "ratio" (median over rounds), "ratio_min",
+    "ratio_max", "rounds"}}: the spread is how far one round's ratio strayed.
+    """
+    names = list(models)
     with torch.no_grad():
-        model(clip)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(clip)
-            times.append(time.perf_counter() - start)
-    return clip.shape[0] / statistics.median(times)
+        for m in models.values():
+            m.eval()
+            m(clip)  # warm-up
+        speeds = {n: [] for n in names}
+        for r in range(rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            times = {n: [] for n in names}
+            for _ in range(repeats):
+                for n in order:
+                    start = time.perf_counter()
+                    models[n](clip)
+                    times[n].append(time.perf_counter() - start)
+            for n in names:
+                speeds[n].append(clip.shape[0] / statistics.median(times[n]))
+    out = {}
+    for n in names:
+        ratios = [a / b for a, b in zip(speeds[n], speeds[names[0]])]
+        out[n] = {"clips_per_s": statistics.median(speeds[n]), "ratio": statistics.median(ratios),
+                  "ratio_min": min(ratios), "ratio_max": max(ratios), "rounds": rounds}
+    return out
 
 
 def main(argv=None) -> int:
@@ -73,7 +108,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="demo_output", help="output directory (default: demo_output)")
     parser.add_argument("--tiny", action="store_true", help="toy size for smoke tests (seconds; accuracy meaningless)")
     parser.add_argument("--full", action="store_true", help="also train the full fine-tuning reference row")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs per row")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs per row (default: configs/demo.yaml's)")
     parser.add_argument("--train-per-class", type=int, default=None, help="training videos per class")
     parser.add_argument("--pretrain", action="store_true",
                         help="pretrain the image backbone here (cached) instead of using the shipped one")
@@ -83,8 +118,11 @@ def main(argv=None) -> int:
     from zeroi2v.pretrain import cached_backbone
 
     size = dict(SIZES["tiny" if args.tiny else "default"])
-    size["epochs"] = args.epochs or size["epochs"]
+    recipe = load_config(demo_config_path())
+    size["epochs"] = args.epochs or size["epochs"] or cfg_get(recipe, "train.epochs")
     size["train_per_class"] = args.train_per_class or size["train_per_class"]
+    size["frames"] = cfg_get(recipe, "model.num_frames")
+    size["recipe"] = str(demo_config_path())
     if size["epochs"] < 1 or size["train_per_class"] < 2:
         raise UserError("--epochs must be >= 1 and --train-per-class >= 2")
     t0 = time.time()
@@ -118,12 +156,13 @@ def main(argv=None) -> int:
     for slug, (name, changes) in rows.items():
         print(f"[3/5] training {name}: {size['epochs']} epochs, frozen image backbone", flush=True)
         cfg = run_config(out, data, backbone, slug, changes, size["epochs"])
+        run_dir = str(cfg_get(cfg, "output"))
         start = time.time()
         metrics = train(cfg)
-        trainable = count_params(load_pretrained(cfg["output"]), trainable_only=True)
-        history = [json.loads(line) for line in (Path(cfg["output"]) / "metrics.jsonl").read_text().splitlines()]
+        trainable = count_params(load_pretrained(run_dir), trainable_only=True)
+        history = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
         results[slug] = {"name": name, "top1": metrics.get("val_top1", 0.0), "top5": metrics.get("val_top5", 0.0),
-                         "trainable": trainable, "seconds": round(time.time() - start, 1), "dir": cfg["output"],
+                         "trainable": trainable, "seconds": round(time.time() - start, 1), "dir": run_dir,
                          "history": history}
         print(f"      val top-1 {100 * results[slug]['top1']:.1f}% ({results[slug]['seconds']:.0f} s)", flush=True)
     zero_dir = results["zeroi2v"]["dir"]
@@ -132,7 +171,7 @@ def main(argv=None) -> int:
           f"{100 * test['mean_class_accuracy']:.1f}% on {test['num_videos']} videos")
 
     print("[4/5] deployment: merge, cost, ONNX, predictions", flush=True)
-    deploy = deployment(out, zero_dir, data, timing_rounds=1 if args.tiny else 3)
+    deploy = deployment(out, zero_dir, data, **({"timing_rounds": 2, "timing_repeats": 1} if args.tiny else {}))
     print("[5/5] report", flush=True)
     seconds = time.time() - t0
     write_report(out, data, results, test, deploy, pre_info, size, seconds)
@@ -141,7 +180,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def deployment(out: Path, run_dir: str, data: dict, timing_rounds: int = 3) -> dict:
+def deployment(out: Path, run_dir: str, data: dict, timing_rounds: int = TIMING["rounds"],
+               timing_repeats: int = TIMING["repeats"]) -> dict:
     """Merge, compare costs with the plain image model, export ONNX, predict: the numbers for the report."""
     import timm
 
@@ -153,11 +193,11 @@ def deployment(out: Path, run_dir: str, data: dict, timing_rounds: int = 3) -> d
     from zeroi2v.reparam import reparameterize
 
     model = load_pretrained(run_dir)
-    d = load_config(Path(run_dir) / "config.yaml")["data"]
+    cfg = load_config(Path(run_dir) / "config.yaml")
     val = [line.split() for line in Path(data["val_list"]).read_text().splitlines()]
-    views = [load_views(Path(data["root"]) / rel, num_frames=model.num_frames, sampling=d["sampling"],
-                        frame_interval=d["frame_interval"], img_size=d["img_size"], mean=model.data_config["mean"],
-                        std=model.data_config["std"]) for rel, _ in val[:16]]
+    views = [load_views(Path(data["root"]) / rel, num_frames=model.num_frames, sampling=cfg_get(cfg, "data.sampling"),
+                        frame_interval=cfg_get(cfg, "data.frame_interval"), img_size=cfg_get(cfg, "data.img_size"),
+                        mean=model.data_config["mean"], std=model.data_config["std"]) for rel, _ in val[:16]]
     clip = torch.cat(views)  # real validation clips
     merged = reparameterize(model, video=clip)
     merged_dir = out / "merged"
@@ -170,18 +210,10 @@ def deployment(out: Path, run_dir: str, data: dict, timing_rounds: int = 3) -> d
                          adapter_ratio=0.0, temporal_embedding=False, **TIMM_KWARGS).eval()
     timm_params = count_params(timm.create_model(BACKBONE, num_classes=model.num_classes, **TIMM_KWARGS))
     assert count_params(plain) == timm_params, "the plain baseline must be exactly timm's image model"
-    speeds = {"plain": [], "merged": [], "unmerged": []}
-    repeats = 5 if timing_rounds > 1 else 1
-    for _ in range(timing_rounds):  # interleaved rounds, so background load hits all three alike
-        speeds["plain"].append(throughput(plain, clip, repeats))
-        speeds["merged"].append(throughput(merged, clip, repeats))
-        speeds["unmerged"].append(throughput(model, clip, repeats))
-    cost = {
-        f"plain image ViT ({model.num_frames} frames)": (count_params(plain), count_flops(plain),
-                                                         statistics.median(speeds["plain"])),
-        "ZeroI2V merged (deployed)": (count_params(merged), count_flops(merged), statistics.median(speeds["merged"])),
-        "ZeroI2V unmerged (training)": (count_params(model), count_flops(model), statistics.median(speeds["unmerged"])),
-    }
+    models = {f"plain image ViT ({model.num_frames} frames)": plain, "ZeroI2V merged (deployed)": merged,
+              "ZeroI2V unmerged (training)": model}
+    speeds = paired_speeds(models, clip, timing_rounds, timing_repeats)  # speeds relative to the plain model
+    cost = {name: (count_params(m), count_flops(m), speeds[name]["clips_per_s"]) for name, m in models.items()}
     with torch.no_grad():
         same = bool(torch.equal(model(clip).argmax(-1), merged(clip).argmax(-1)))
 
@@ -196,7 +228,7 @@ def deployment(out: Path, run_dir: str, data: dict, timing_rounds: int = 3) -> d
     unmerged = predict(run_dir, [p["video"] for p in preds], topk=2)
     same = same and [p["top"][0][0] for p in preds] == [p["top"][0][0] for p in unmerged]
     frame_strip(preds[0]["video"], preds[0], preds[0]["true"], out / "frame_strip.png")
-    return {"merge_error": merged.merge_error, "cost": cost, "onnx_error": info["error"],
+    return {"merge_error": merged.merge_error, "cost": cost, "speeds": speeds, "onnx_error": info["error"],
             "onnx_weights": info["file_weights"], "onnx_prediction": onnx_pred, "onnx_true": classes[int(val[0][1])],
             "predictions": preds, "predictions_identical": same, "merged_dir": str(merged_dir),
             "onnx_path": str(onnx_path)}
@@ -253,11 +285,15 @@ def write_report(out: Path, data: dict, results: dict, test: dict, deploy: dict,
         f"**Task.** {len(data['classes'])} classes of synthetic videos in time-reversed pairs "
         f"({', '.join(data['classes'])}), random shapes, colours, textures, positions and speeds; "
         f"{size['train_per_class']} training and {size['val_per_class']} validation videos per class, "
-        f"{FRAMES} frames per clip. The two classes of a pair show the same set of frames, so a model that "
+        f"{size.get('frames', FRAMES)} frames per clip. The two classes of a pair show the same set of frames, so a model that "
         "ignores frame order (frame averaging, linear probe) cannot beat ~50%.", "",
         f"**Backbone.** A 4-block timm ViT ({pre_info.get('backbone', '?')} with {pre_info.get('timm_kwargs', {})}) "
         f"pretrained on still images only ({pre_info.get('steps', '?')} steps; held-out attribute accuracy "
         + ", ".join(f"{k} {100 * v:.0f}%" for k, v in acc.items()) + "), frozen in every row.", "",
+        f"**Recipe.** `configs/demo.yaml` ({size['epochs']} epochs; every row is that file with only the row's "
+        "change: no temporal heads or temporal embedding for frame averaging, no adapters either for the linear "
+        "probe). To train on your own small motion dataset, copy it and set only `data.root`, `data.train_list`, "
+        "`data.val_list`, `model.num_classes` and `output`.", "",
         "## Accuracy", "",
         "| method | val top-1 | val top-5 | trainable params | train time (s) |", "|---|---|---|---|---|"]
     for r in results.values():
@@ -270,9 +306,15 @@ def write_report(out: Path, data: dict, results: dict, test: dict, deploy: dict,
               f"Merged (adapters folded into the frozen weights), verified on 16 real validation clips: max abs "
               f"logit error {deploy['merge_error']:.2e}; merged and unmerged predictions identical: "
               f"{deploy['predictions_identical']}.", "",
-              "| model | params | MFLOPs / clip | clips/s (CPU, median) |", "|---|---|---|---|"]
+              f"Speed: the models take turns call by call in {next(iter(deploy['speeds'].values()))['rounds']} "
+              "paired rounds (order rotated each round), so background load hits them alike; the ratio to the "
+              "plain image model is the median of the per-round ratios, with the lowest and highest round.", "",
+              "| model | params | MFLOPs / clip | clips/s (CPU, median) | speed vs plain image model (median, range) |",
+              "|---|---|---|---|---|"]
     for name, (params, flops, speed) in deploy["cost"].items():
-        lines.append(f"| {name} | {params:,} | {flops / 1e6:.2f} | {speed:.1f} |")
+        sp = deploy["speeds"][name]
+        lines.append(f"| {name} | {params:,} | {flops / 1e6:.2f} | {speed:.1f} | "
+                     f"{sp['ratio']:.3f}× ({sp['ratio_min']:.3f}–{sp['ratio_max']:.3f}) |")
     lines += ["", f"ONNX: `{deploy['onnx_path']}`, onnxruntime vs PyTorch max abs error {deploy['onnx_error']:.2e}, "
               f"{deploy['onnx_weights']:,} float weights in the file; onnxruntime alone predicts "
               f"**{deploy['onnx_prediction']}** for the first validation video (true: {deploy['onnx_true']}).", "",
@@ -294,7 +336,12 @@ def write_report(out: Path, data: dict, results: dict, test: dict, deploy: dict,
     summary = {"rows": {slug: {k: v for k, v in r.items() if k != "history"} for slug, r in results.items()},
                "eval": test, "merge_error": deploy["merge_error"], "onnx_error": deploy["onnx_error"],
                "predictions_identical": deploy["predictions_identical"], "seconds": round(seconds, 1),
-               "cost": {k: {"params": v[0], "flops": v[1], "clips_per_s": round(v[2], 2)} for k, v in deploy["cost"].items()}}
+               "recipe": size.get("recipe"), "epochs": size["epochs"],
+               "cost": {k: {"params": v[0], "flops": v[1], "clips_per_s": round(v[2], 2),
+                            "speed_ratio": round(deploy["speeds"][k]["ratio"], 4),
+                            "speed_ratio_range": [round(deploy["speeds"][k]["ratio_min"], 4),
+                                                  round(deploy["speeds"][k]["ratio_max"], 4)]}
+                        for k, v in deploy["cost"].items()}}
     atomic_write_json(out / "summary.json", summary)
 
 
@@ -304,9 +351,12 @@ def headline(results: dict, deploy: dict) -> None:
     for r in results.values():
         print(f"{r['name']:50s}{100 * r['top1']:>11.1f}%{r['trainable']:>14,d}")
     print("-" * 78)
-    print(f"{'model':34s}{'params':>12s}{'MFLOPs/clip':>14s}{'clips/s':>12s}")
+    rounds = next(iter(deploy["speeds"].values()))["rounds"]
+    print(f"{'model':30s}{'params':>10s}{'MFLOPs/clip':>13s}{'clips/s':>9s}  speed vs plain ({rounds} paired rounds)")
     for name, (params, flops, speed) in deploy["cost"].items():
-        print(f"{name:34s}{params:>12,d}{flops / 1e6:>14.2f}{speed:>12.1f}")
+        sp = deploy["speeds"][name]
+        print(f"{name:30s}{params:>10,d}{flops / 1e6:>13.2f}{speed:>9.0f}  {sp['ratio']:.2f}× "
+              f"(rounds {sp['ratio_min']:.2f}–{sp['ratio_max']:.2f})")
     print(f"merge max abs error {deploy['merge_error']:.1e} | ONNX max abs error {deploy['onnx_error']:.1e} | "
           f"merged == unmerged predictions: {deploy['predictions_identical']}")
     print("=" * 78)

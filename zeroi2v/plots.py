@@ -55,14 +55,17 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path, title: str = 
 
 
 def accuracy_bars(names: list[str], values: list[float], path, title: str = "top-1 accuracy") -> None:
-    fig, ax = plt.subplots(figsize=(6, 3))
+    """Horizontal bars; the figure grows with the longest name and is saved with everything inside it
+    (the title is the figure's, not the axes', so long bar labels cannot push it out of the picture)."""
+    longest = max((len(n) for n in names), default=10)
+    fig, ax = plt.subplots(figsize=(max(6.0, 3.5 + 0.075 * longest), 0.9 + 0.45 * len(names)))
     bars = ax.barh(names, values, color=["tab:blue"] + ["tab:gray"] * (len(names) - 1))
     ax.bar_label(bars, labels=[f"{100 * v:.1f}%" for v in values], padding=3)
-    ax.set_xlim(0, 1.1)
-    ax.set_title(title)
+    ax.set_xlim(0, 1.15)
+    fig.suptitle(title, fontsize=10)
     ax.invert_yaxis()
     fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
+    fig.savefig(path, format="png", dpi=100, bbox_inches="tight", pad_inches=0.15)
     plt.close(fig)
 
 
