@@ -95,8 +95,8 @@ def backbone_file() -> str:
 
 def recipe_value(dotted: str):
     from zeroi2v.config import load_config
-    from zeroi2v.demo import cfg_get
-    return cfg_get(load_config(RECIPE, [f"model.pretrained={backbone_file()}"]), dotted)
+    section, key = dotted.split(".")
+    return getattr(getattr(load_config(RECIPE, [f"model.pretrained={backbone_file()}"]), section), key)
 
 
 def key_supported(dotted: str, value) -> bool:

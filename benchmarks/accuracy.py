@@ -28,9 +28,10 @@ from pathlib import Path
 import torch
 
 from zeroi2v.data.synthetic import make_motion_dataset
-from zeroi2v.demo import cfg_get, run_config
+from zeroi2v.demo import run_config
 from zeroi2v.fileio import atomic_write_json, atomic_write_text
-from zeroi2v.model import count_flops, load_pretrained
+from zeroi2v.build import load_pretrained
+from zeroi2v.model import count_flops
 from zeroi2v.pretrain import cached_backbone
 from zeroi2v.reparam import reparameterize
 from zeroi2v.train import train
@@ -50,7 +51,7 @@ QUICK = {"lrs": [2e-3, 4e-3], "seeds": [0], "train_per_class": 40, "val_per_clas
 
 def deployed_gflops(run_dir: str) -> float:
     model = load_pretrained(run_dir)
-    if model.config.get("method", "zeroi2v") == "zeroi2v":
+    if model.config.method == "zeroi2v":
         model = reparameterize(model, atol=1e-3)
     return count_flops(model) / 1e9
 
@@ -119,7 +120,7 @@ def main() -> int:
                         start = time.time()
                         metrics = train(cfg, progress=False)
                         cache[key] = {"top1": metrics.get("val_top1", 0.0), "seconds": round(time.time() - start, 1),
-                                      "dir": str(cfg_get(cfg, "output"))}
+                                      "dir": str(cfg.output)}
                         cache_file.write_text(json.dumps(cache, indent=1))
                     tops.append(cache[key]["top1"])
                     run_dirs[lr] = cache[key]["dir"]

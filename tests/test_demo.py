@@ -60,17 +60,17 @@ def test_demo_trains_the_recipe_file(demo):
     import yaml
 
     from zeroi2v.config import load_config
-    from zeroi2v.demo import cfg_get, demo_config_path
+    from zeroi2v.demo import RECIPE
 
-    recipe = yaml.safe_load(demo_config_path().read_text())
+    recipe = yaml.safe_load(RECIPE.read_text())
     run = yaml.safe_load((demo / "runs" / "zeroi2v" / "config.yaml").read_text())
     assert run["model"]["head_offsets"] == recipe["model"]["head_offsets"]
     assert run["train"]["lr"] == recipe["train"]["lr"] and run["model"]["timm_kwargs"] == recipe["model"]["timm_kwargs"]
     assert run["data"]["flip"] == recipe["data"]["flip"] and run["data"]["sampling"] == recipe["data"]["sampling"]
     averaging = yaml.safe_load((demo / "runs" / "averaging" / "config.yaml").read_text())
     assert averaging["model"]["head_offsets"] == [] and averaging["train"]["lr"] == recipe["train"]["lr"]
-    cfg = load_config(demo_config_path(), ["model.pretrained=x.safetensors"])
-    assert cfg_get(cfg, "model.head_offsets") == recipe["model"]["head_offsets"]
+    cfg = load_config(RECIPE, ["model.pretrained=x.safetensors"])
+    assert cfg.model.head_offsets == recipe["model"]["head_offsets"]
 
 
 def test_recipe_names_the_shipped_backbone():
@@ -78,10 +78,10 @@ def test_recipe_names_the_shipped_backbone():
     a user changes only data paths, class count and output."""
     import yaml
 
-    from zeroi2v.demo import demo_config_path
+    from zeroi2v.demo import RECIPE
 
-    recipe = yaml.safe_load(demo_config_path().read_text())
-    assert recipe["model"]["pretrained"] == "demo" and recipe["model"]["freeze"] is True
+    recipe = yaml.safe_load(RECIPE.read_text())
+    assert recipe["model"]["pretrained"] == "builtin:demo_vit" and recipe["model"]["freeze"] is True
     assert recipe["data"]["root"] is None and recipe["data"]["train_list"] is None
     assert recipe["model"]["num_classes"] is None
 

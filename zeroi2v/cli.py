@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 from zeroi2v import __version__
+from zeroi2v.config import SHIPPED_CONFIGS
 from zeroi2v.errors import UserError
 
 EXIT_USER_ERROR = 2
-CONFIGS = Path(__file__).parent / "configs"  # the shipped configs (also the repository's configs/)
 # verbs with their own argparse: module whose main(argv) gets the rest of the command line
 PASSTHROUGH = {"bench": ("zeroi2v.bench", "cost and speed tables (zeroi2v bench --help)"),
                "demo": ("zeroi2v.demo", "the embedded default, end to end (zeroi2v demo --help)"),
@@ -30,7 +30,7 @@ def config_path(name: str) -> Path:
     path = Path(name)
     if path.exists() or path.suffix in (".yaml", ".yml") and os.sep in name:
         return path
-    shipped = CONFIGS / f"{path.stem}.yaml"
+    shipped = SHIPPED_CONFIGS / f"{path.stem}.yaml"
     return shipped if shipped.is_file() else path
 
 
@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _shipped() -> list[str]:
-    return sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+    return sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
 
 
 def _run(argv: list[str]) -> int:
@@ -283,7 +283,7 @@ def _run(argv: list[str]) -> int:
     if argv[:1] == ["--debug"]:
         debug, argv = True, argv[1:]
     if argv[:2] == ["train", "--list-configs"]:
-        print("\n".join(f"{name:28s} {CONFIGS / (name + '.yaml')}" for name in _shipped()))
+        print("\n".join(f"{name:28s} {SHIPPED_CONFIGS / (name + '.yaml')}" for name in _shipped()))
         return 0
     if argv[:1] and argv[0] in PASSTHROUGH:  # verbs with their own argparse get the rest of the line
         args = argparse.Namespace(func=_passthrough(PASSTHROUGH[argv[0]][0]), rest=argv[1:])

@@ -30,6 +30,7 @@ METHODS = ("zeroi2v", "aim", "st_adapter", "joint")  # built by zeroi2v.build
 ADAPTER_POSITIONS = ("attn_in", "attn_out", "mlp_in", "mlp_out")
 BOUNDARY_MODES = ("keep", "zero")
 BUILTIN_WEIGHTS = "builtin:demo_vit"  # the image ViT shipped in the package (zeroi2v/assets)
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"  # ready configs (the repository's configs/ links here)
 
 
 def opt(default, help: str, *, choices=None, low=None, high=None, open_high=False, length=None, each=None):

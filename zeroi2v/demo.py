@@ -21,7 +21,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zeroi2v.config import load_config
+import onnxruntime as ort
+import timm
+
+from zeroi2v.build import load_pretrained, save_pretrained
+from zeroi2v.config import SHIPPED_CONFIGS, load_config
+from zeroi2v.data import load_views, num_frames, read_frames
+from zeroi2v.data.synthetic import make_motion_dataset
+from zeroi2v.errors import UserError
+from zeroi2v.eval import evaluate, predict
+from zeroi2v.export import export_model
+from zeroi2v.fileio import atomic_write, atomic_write_json, atomic_write_text
+from zeroi2v.model import count_flops, count_params, create_model
+from zeroi2v.plots import accuracy_bars, plt, training_curves
+from zeroi2v.pretrain import BACKBONE, SHIPPED, TIMM_KWARGS, cached_backbone
+from zeroi2v.reparam import reparameterize
+from zeroi2v.train import train
 
 FRAMES = 8  # sampled from the 16-frame videos (uniform segments); configs/demo.yaml's model.num_frames
 ROWS = {  # slug -> (name, config changes on top of configs/demo.yaml); the backbone is frozen in every row
@@ -35,25 +50,7 @@ FULL_ROW = ("full_finetune", ("full fine-tuning (STDHA, reference)", {"model.fre
 SIZES = {"default": {"train_per_class": 60, "val_per_class": 25, "epochs": None},  # None: the recipe's epochs
          "tiny": {"train_per_class": 3, "val_per_class": 2, "epochs": 1}}
 TIMING = {"rounds": 7, "repeats": 5}
-
-
-def demo_config_path() -> Path:
-    """configs/demo.yaml, the demo's recipe: in the source tree, or shipped as package data."""
-    from zeroi2v.errors import UserError
-
-    here = Path(__file__).resolve().parent
-    for path in (here.parent / "configs" / "demo.yaml", here / "assets" / "demo.yaml"):
-        if path.is_file():
-            return path
-    raise UserError("configs/demo.yaml (the demo's recipe) not found; reinstall zeroi2v from its source tree")
-
-
-def cfg_get(cfg, dotted: str):
-    """A config value by dotted name, whether the config is a nested dict or an object with attributes."""
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part] if isinstance(node, dict) else getattr(node, part)
-    return node
+RECIPE = SHIPPED_CONFIGS / "demo.yaml"  # the demo's recipe (configs/demo.yaml in the repository)
 
 
 def run_config(out: Path, data: dict, backbone_file: Path, name: str, changes: dict, epochs: int | None = None,
@@ -68,7 +65,7 @@ def run_config(out: Path, data: dict, backbone_file: Path, name: str, changes: d
     if frames:
         overrides["model.num_frames"] = frames
     overrides.update(changes)
-    return load_config(demo_config_path(), [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    return load_config(RECIPE, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
 
 
 def paired_speeds(models: dict, clip: torch.Tensor, rounds: int = 7, repeats: int = 5) -> dict:
@@ -113,16 +110,13 @@ def main(argv=None) -> int:
     parser.add_argument("--pretrain", action="store_true",
                         help="pretrain the image backbone here (cached) instead of using the shipped one")
     args = parser.parse_args(argv)
-    from zeroi2v.data.synthetic import make_motion_dataset
-    from zeroi2v.errors import UserError
-    from zeroi2v.pretrain import cached_backbone
 
     size = dict(SIZES["tiny" if args.tiny else "default"])
-    recipe = load_config(demo_config_path())
-    size["epochs"] = args.epochs or size["epochs"] or cfg_get(recipe, "train.epochs")
+    recipe = load_config(RECIPE)
+    size["epochs"] = args.epochs or size["epochs"] or recipe.train.epochs
     size["train_per_class"] = args.train_per_class or size["train_per_class"]
-    size["frames"] = cfg_get(recipe, "model.num_frames")
-    size["recipe"] = str(demo_config_path())
+    size["frames"] = recipe.model.num_frames
+    size["recipe"] = str(RECIPE)
     if size["epochs"] < 1 or size["train_per_class"] < 2:
         raise UserError("--epochs must be >= 1 and --train-per-class >= 2")
     t0 = time.time()
@@ -136,7 +130,6 @@ def main(argv=None) -> int:
                                val_per_class=size["val_per_class"], num_frames=16, size=32)
     print(f"      {len(data['classes'])} classes in time-reversed pairs: {', '.join(data['classes'])}")
     print("[2/5] image-pretrained backbone (no downloads)", flush=True)
-    from zeroi2v.pretrain import SHIPPED
     if args.pretrain or (args.tiny and not SHIPPED.is_file()):
         backbone = cached_backbone(**({"cache_dir": out / "cache", "steps": 20} if args.tiny else {"steps": 4000}))
     else:
@@ -145,9 +138,6 @@ def main(argv=None) -> int:
     pre_info = json.loads(pre_info.read_text()) if pre_info.is_file() else {}
     print(f"      {backbone}: held-out image accuracy {pre_info.get('held_out_accuracy', 'n/a')}")
 
-    from zeroi2v.eval import evaluate
-    from zeroi2v.model import count_params, load_pretrained
-    from zeroi2v.train import train
 
     rows = dict(ROWS)
     if args.full:
@@ -156,7 +146,7 @@ def main(argv=None) -> int:
     for slug, (name, changes) in rows.items():
         print(f"[3/5] training {name}: {size['epochs']} epochs, frozen image backbone", flush=True)
         cfg = run_config(out, data, backbone, slug, changes, size["epochs"])
-        run_dir = str(cfg_get(cfg, "output"))
+        run_dir = str(cfg.output)
         start = time.time()
         metrics = train(cfg)
         trainable = count_params(load_pretrained(run_dir), trainable_only=True)
@@ -183,20 +173,12 @@ def main(argv=None) -> int:
 def deployment(out: Path, run_dir: str, data: dict, timing_rounds: int = TIMING["rounds"],
                timing_repeats: int = TIMING["repeats"]) -> dict:
     """Merge, compare costs with the plain image model, export ONNX, predict: the numbers for the report."""
-    import timm
-
-    from zeroi2v.data import load_views
-    from zeroi2v.eval import predict
-    from zeroi2v.export import export_model
-    from zeroi2v.model import count_flops, count_params, create_model, load_pretrained, save_pretrained
-    from zeroi2v.pretrain import BACKBONE, TIMM_KWARGS
-    from zeroi2v.reparam import reparameterize
 
     model = load_pretrained(run_dir)
     cfg = load_config(Path(run_dir) / "config.yaml")
     val = [line.split() for line in Path(data["val_list"]).read_text().splitlines()]
-    views = [load_views(Path(data["root"]) / rel, num_frames=model.num_frames, sampling=cfg_get(cfg, "data.sampling"),
-                        frame_interval=cfg_get(cfg, "data.frame_interval"), img_size=cfg_get(cfg, "data.img_size"),
+    views = [load_views(Path(data["root"]) / rel, num_frames=model.num_frames, sampling=cfg.data.sampling,
+                        frame_interval=cfg.data.frame_interval, img_size=cfg.data.img_size,
                         mean=model.data_config["mean"], std=model.data_config["std"]) for rel, _ in val[:16]]
     clip = torch.cat(views)  # real validation clips
     merged = reparameterize(model, video=clip)
@@ -236,7 +218,6 @@ def deployment(out: Path, run_dir: str, data: dict, timing_rounds: int = TIMING[
 
 def onnx_top1(path, views: torch.Tensor, classes: list[str]) -> str:
     """One prediction through onnxruntime alone (no torch model involved)."""
-    import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {session.get_inputs()[0].name: views.numpy()})
@@ -245,12 +226,6 @@ def onnx_top1(path, views: torch.Tensor, classes: list[str]) -> str:
 
 def frame_strip(video, prediction: dict, truth: str, path) -> None:
     """The frames of one validation clip in a row, titled with the true and predicted class."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from zeroi2v.data import num_frames, read_frames
-    from zeroi2v.fileio import atomic_write
 
     frames = read_frames(video, np.linspace(0, num_frames(video) - 1, 8).round().astype(int)).numpy()
     fig, axes = plt.subplots(1, len(frames), figsize=(10, 1.9))
@@ -267,8 +242,6 @@ def frame_strip(video, prediction: dict, truth: str, path) -> None:
 
 def write_report(out: Path, data: dict, results: dict, test: dict, deploy: dict, pre_info: dict, size: dict,
                  seconds: float) -> None:
-    from zeroi2v.fileio import atomic_write, atomic_write_json, atomic_write_text
-    from zeroi2v.plots import accuracy_bars, training_curves
 
     names = [r["name"] for r in results.values()]
     atomic_write(out / "accuracy.png", lambda tmp: accuracy_bars(
