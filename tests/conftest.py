@@ -50,6 +50,16 @@ def make_ramp_dataset(root: Path, train_per_class: int = 24, val_per_class: int 
     return {"root": str(root), "train_list": str(root / "train.txt"), "val_list": str(root / "val.txt")}
 
 
+def junk_videos(directory: Path, count: int, list_name: str = "train.txt", absolute: bool = False) -> Path:
+    """`count` files named .mp4 that are not videos, and a list file of them (labels alternate 0/1)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (directory / f"v{i}.mp4").write_text("not a video")
+    prefix = f"{directory}/" if absolute else ""
+    (directory / list_name).write_text("".join(f"{prefix}v{i}.mp4 {i % 2}\n" for i in range(count)))
+    return directory / list_name
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """In-process runs use one thread, like the subprocesses (OMP_NUM_THREADS=1): on a busy 2-core

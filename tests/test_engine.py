@@ -12,7 +12,7 @@ import pytest
 from zeroi2v.cli import main
 from zeroi2v.config import load_config
 
-from tests.conftest import ENV, REPO, final_weights, max_diff, run_cli, wait_for, write_config
+from tests.conftest import ENV, REPO, final_weights, junk_videos, max_diff, run_cli, wait_for, write_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REFERENCE = {"train__epochs": 5, "train__batch_size": 4}  # 12 steps per epoch; learns the order task (~1.0)
@@ -205,13 +205,9 @@ def test_cli_errors_for_paths_and_help(tmp_path, capsys):
 
 def test_errors_raised_in_dataloader_workers_are_one_line(ramps, tmp_path, capsys):
     """A UserError in a worker process comes back wrapped in its traceback: the CLI still prints one line."""
-    root = tmp_path / "junk"
-    root.mkdir()
-    for i in range(16):
-        (root / f"v{i}.mp4").write_text("junk")
-    (root / "train.txt").write_text("".join(f"v{i}.mp4 {i % 2}\n" for i in range(16)))
-    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", data__root=str(root),
-                       data__train_list=str(root / "train.txt"), data__val_list=None, train__num_workers=2)
+    train_list = junk_videos(tmp_path / "junk", 16)
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", data__root=str(train_list.parent),
+                       data__train_list=str(train_list), data__val_list=None, train__num_workers=2)
     assert main(["train", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("zeroi2v: error: ") and "could not be decoded" in err[0]

@@ -16,15 +16,9 @@ from zeroi2v.data import read_frames, sample_indices, transforms
 from zeroi2v.errors import UserError
 from zeroi2v.features import extract_features, load_features
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 NUM_FRAMES, INTERVAL, CLIPS, CROPS = 4, 3, 2, 3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

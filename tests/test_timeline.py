@@ -29,17 +29,11 @@ import zeroi2v.timeline as timeline_module
 from zeroi2v.errors import UserError
 from zeroi2v.timeline import plan_windows, timeline
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FPS, SECONDS, HEIGHT, WIDTH = 8, 60, 48, 64
 NUM_FRAMES, INTERVAL = 4, 4  # window = 16 frames = 2 s; default stride 8 frames = 1 s
 RED, BLUE = (200, 30, 30), (30, 30, 200)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_colour_video(path, colours, fps=FPS, height=HEIGHT, width=WIDTH, seed=0):

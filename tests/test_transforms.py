@@ -1,5 +1,4 @@
 """Training augmentation against the reference: pytorchvideo's RandAugment, MMAction2's RandomErasing, order."""
-import math
 
 import pytest
 import torch

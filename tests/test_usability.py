@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ENV, REPO, run_cli, write_config
+from tests.conftest import ENV, REPO, junk_videos, run_cli, write_config
 from zeroi2v.cli import main
 from zeroi2v.config import config_markdown
 
@@ -127,12 +127,8 @@ def test_parent_of_split_folders_is_named_as_such(ramps, tmp_path, capsys):
 
 
 def test_unreadable_validation_stops_the_run(ramps, tmp_path, capsys):
-    junk = tmp_path / "junk"
-    junk.mkdir()
-    for i in range(4):
-        (junk / f"v{i}.mp4").write_text("not a video")
-    (junk / "val.txt").write_text("".join(f"{junk}/v{i}.mp4 {i % 2}\n" for i in range(4)))
-    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", **QUICK, data__val_list=str(junk / "val.txt"))
+    val_list = junk_videos(tmp_path / "junk", 4, "val.txt", absolute=True)
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", **QUICK, data__val_list=str(val_list))
     one_line_error(capsys, main(["train", str(cfg)]), "none of the 4 validation videos could be read")
     assert not (tmp_path / "run" / "best").exists()
 

@@ -4,7 +4,6 @@ The reference forward pass below is restated from PAPER.md with plain tensor ops
 shifting with clone-and-overwrite, as the MMAction2 code does); it never calls zeroi2v's model code.
 """
 import math
-import pickle
 
 import pytest
 import timm
