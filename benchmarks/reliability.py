@@ -89,7 +89,11 @@ def bad_input_cases(fx) -> list[Case]:
         ("config is a folder (`train DIR`)", ["train", tmp / "empty_dir"], "is a directory"),
         ("list file missing", ["train", cfg, "--set", f"data.train_list={tmp / 'nope.txt'}"], "not found"),
         ("malformed list line", ["train", cfg, "--set", f"data.train_list={tmp / 'bad_list.txt'}"], "bad_list.txt:2"),
-        ("label out of range", ["train", cfg, "--set", "model.num_classes=2"], "out of range"),
+        ("label out of range (list without classes.txt)",
+         ["train", cfg, "--set", "model.num_classes=2", f"data.train_list={fx.no_classes_list}", "data.val_list=null"],
+         "out of range"),
+        ("model.num_classes vs classes.txt", ["train", cfg, "--set", "model.num_classes=2"],
+         "the data names 4 classes"),
         ("data root missing (class folders)", ["train", cfg, "--set", "data.train_list=null",
                                                f"data.root={tmp / 'nowhere'}"], "not found"),
         ("not a ViT backbone", ["train", cfg, "--set", "model.backbone=resnet18"], "not a timm VisionTransformer"),
@@ -392,7 +396,8 @@ def fixtures(tmp: Path) -> SimpleNamespace:
             "train": {"epochs": 3, "batch_size": 8, "lr": 1.0e-3, "warmup_epochs": 0.5, "num_workers": 0}}
     fx = SimpleNamespace(tmp=tmp, cfg=tmp / "cfg.yaml", cfg_default_warmup=tmp / "cfg_default_warmup.yaml",
                          ref=tmp / "ref", unfinished=tmp / "unfinished", evil=tmp / "evil.pth", junk=tmp / "junk",
-                         latin_list=tmp / "latin_list" / "list.txt", with_broken=tmp / "with_broken.txt",
+                         latin_list=tmp / "latin_list" / "list.txt", no_classes_list=tmp / "no_classes" / "list.txt",
+                         with_broken=tmp / "with_broken.txt",
                          bad_val=tmp / "bad_val.txt", trees=tmp / "trees")
     fx.cfg.write_text(yaml.safe_dump(base))
     del base["train"]["warmup_epochs"]
@@ -410,6 +415,8 @@ def fixtures(tmp: Path) -> SimpleNamespace:
     (tmp / "latin1.yaml").write_bytes("model:\n  backbone: vit_tiny_patch16_224  # r\xe9sum\xe9\n".encode("latin-1"))
     fx.latin_list.parent.mkdir()
     fx.latin_list.write_text(train_lines)
+    fx.no_classes_list.parent.mkdir()
+    fx.no_classes_list.write_text(train_lines)
     (fx.latin_list.parent / "classes.txt").write_bytes("caf\xe9\n".encode("latin-1") * 8)
     broken = root / "broken"
     broken.mkdir()
