@@ -169,7 +169,7 @@ def test_every_shipped_config_is_valid():
     (["--set", "data.train_list=/no/such/list.txt"], "annotation file not found: /no/such/list.txt"),
     (["--set", "model.backbone=resnet18"], "not a timm VisionTransformer"),
     (["--set", "model.pretrained=/no/weights.pth"], "weights file not found"),
-    (["--set", "model.num_classes=1"], "out of range for 1 classes"),
+    (["--set", "model.num_classes=1"], "model.num_classes=1 but the data names 2 classes"),
     (["--set", "data.root=/no/such/root"], "data.root not found: /no/such/root"),
     (["--set", "train.accum_steps=3"], "train.batch_size=8 (global) must be a multiple of processes"),
     (["--set", "train.batch_size=1000"], "fewer than one batch of 1000"),
