@@ -225,6 +225,10 @@ def write_doc(path: Path, results: dict, groups: list[str], families: list[str],
              f"{size['train_per_class']} training and {size['val_per_class']} validation videos per class, "
              f"{epochs} epochs unless the row changes them. Cells read `not run` where this invocation had no "
              "time for them; the number of seeds behind each cell is in `results.json` of the work folder.", ""]
+    left_out = [GROUPS[g][0].split(" (")[0].split(":")[0] for g in GROUPS if g not in groups]
+    if left_out:
+        lines += [f"**Not in this document** (groups of the full study this invocation did not run): "
+                  f"{'; '.join(left_out)}. `python benchmarks/ablations.py` runs them all.", ""]
     for name in groups:
         title, rows = GROUPS[name]
         lines += [f"## {title}", ""]
