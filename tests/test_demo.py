@@ -14,7 +14,7 @@ from zeroi2v.cli import main as cli_main
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    assert cli_main(["demo", "--tiny", "--out", str(out)]) == 0
+    assert cli_main(["demo", "--tiny", "--probe", "--out", str(out)]) == 0
     return out
 
 

@@ -2,9 +2,10 @@
 
 1. synthetic motion videos whose classes differ only in temporal order (real MP4 files, `zeroi2v synth`),
 2. an image ViT pretrained on still images (shipped in the package; `python -m zeroi2v.pretrain`),
-3. frozen-backbone training through the normal engine (`zeroi2v train`): ZeroI2V (STDHA + adapters +
-   temporal embedding) vs frame averaging (same adapters, no temporal heads or embedding) vs a
-   linear probe, then the multi-view test of the ZeroI2V run (`zeroi2v eval`),
+3. frozen-backbone training through the normal engine (`zeroi2v train`) with the recipe in
+   configs/demo.yaml: ZeroI2V (STDHA + adapters + temporal embedding) vs frame averaging (same
+   adapters, no temporal heads or embedding; `--probe` adds a linear probe), then the multi-view
+   test of the ZeroI2V run (`zeroi2v eval`),
 4. deployment: merge (verified on real clips), cost of the unmerged, merged and plain image model,
    ONNX export run with onnxruntime, predictions with class names (`merge`, `export`, `predict`),
 5. `report.md` with tables, figures and the commands that rerun each step, in the output directory.
@@ -43,9 +44,9 @@ ROWS = {  # slug -> (name, config changes on top of configs/demo.yaml); the back
     "zeroi2v": ("ZeroI2V (STDHA + adapters + temporal emb.)", {}),
     "averaging": ("frame averaging (adapters, no temporal heads)", {"model.head_offsets": [],
                                                                     "model.temporal_embedding": False}),
-    "linear_probe": ("linear probe", {"model.head_offsets": [], "model.temporal_embedding": False,
-                                      "model.adapter_ratio": 0.0}),
 }
+PROBE_ROW = ("linear_probe", ("linear probe", {"model.head_offsets": [], "model.temporal_embedding": False,
+                                                "model.adapter_ratio": 0.0}))
 FULL_ROW = ("full_finetune", ("full fine-tuning (STDHA, reference)", {"model.freeze": False, "train.lr": 5e-4}))
 SIZES = {"default": {"train_per_class": 60, "val_per_class": 25, "epochs": None},  # None: the recipe's epochs
          "tiny": {"train_per_class": 3, "val_per_class": 2, "epochs": 1}}
@@ -105,6 +106,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="demo_output", help="output directory (default: demo_output)")
     parser.add_argument("--tiny", action="store_true", help="toy size for smoke tests (seconds; accuracy meaningless)")
     parser.add_argument("--full", action="store_true", help="also train the full fine-tuning reference row")
+    parser.add_argument("--probe", action="store_true", help="also train a linear probe row (no adapters)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs per row (default: configs/demo.yaml's)")
     parser.add_argument("--train-per-class", type=int, default=None, help="training videos per class")
     parser.add_argument("--pretrain", action="store_true",
@@ -140,6 +142,8 @@ def main(argv=None) -> int:
 
 
     rows = dict(ROWS)
+    if args.probe:
+        rows[PROBE_ROW[0]] = PROBE_ROW[1]
     if args.full:
         rows[FULL_ROW[0]] = FULL_ROW[1]
     results = {}
@@ -264,8 +268,8 @@ def write_report(out: Path, data: dict, results: dict, test: dict, deploy: dict,
         f"pretrained on still images only ({pre_info.get('steps', '?')} steps; held-out attribute accuracy "
         + ", ".join(f"{k} {100 * v:.0f}%" for k, v in acc.items()) + "), frozen in every row.", "",
         f"**Recipe.** `configs/demo.yaml` ({size['epochs']} epochs; every row is that file with only the row's "
-        "change: no temporal heads or temporal embedding for frame averaging, no adapters either for the linear "
-        "probe). To train on your own small motion dataset, copy it and set only `data.root`, `data.train_list`, "
+        "change: no temporal heads or temporal embedding for frame averaging, and no adapters either for the "
+        "linear probe). To train on your own small motion dataset, copy it and set only `data.root`, `data.train_list`, "
         "`data.val_list`, `model.num_classes` and `output`.", "",
         "## Accuracy", "",
         "| method | val top-1 | val top-5 | trainable params | train time (s) |", "|---|---|---|---|---|"]
