@@ -90,6 +90,7 @@ def test_ssv2_flip_label_map_matches_the_reference():
         classes[i] = name
     assert ssv2_flip_label_map(classes) == {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166}
     assert ssv2_flip_label_map(["walking", "running"]) == {}
+    assert ssv2_flip_label_map(["rotating clockwise", "rotating counter-clockwise", "moving up"]) == {0: 1, 1: 0}
 
 
 def test_ucf101_split_files(tmp_path):

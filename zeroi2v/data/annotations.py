@@ -223,13 +223,15 @@ def few_shot(samples: list[tuple[str, int]], shots: int, seed: int = 0) -> list[
     return [samples[i] for i in sorted(chosen)]
 
 
-MIRRORED_WORDS = {"left": "right", "right": "left"}
+MIRRORED_WORDS = {"left": "right", "right": "left", "clockwise": "counter-clockwise",  # a mirror turns
+                  "counter-clockwise": "clockwise", "counterclockwise": "clockwise"}     # rotations too
 
 
 def ssv2_flip_label_map(classes: list[str]) -> dict[int, int]:
     """{label: mirrored label} for classes whose horizontal mirror is another class.
 
-    A class maps to the class named the same with "left" and "right" swapped. On SSv2 this gives the
+    A class maps to the class named the same with "left" and "right" (and "clockwise" and
+    "counter-clockwise") swapped. On SSv2 this gives the
     reference map {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166} (pulling / pushing something
     from left to right, turning the camera left / right while filming something).
     """

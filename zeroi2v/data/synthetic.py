@@ -30,7 +30,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from zeroi2v.dist import interactive
 from zeroi2v.errors import UserError
 from zeroi2v.fileio import atomic_write, atomic_write_text
 
@@ -240,15 +242,15 @@ def write_video(path, frames: np.ndarray, fps: int = 8, codec: str = "libx264") 
 def make_motion_dataset(out_dir, *, train_per_class: int = 100, val_per_class: int = 20, num_frames: int = 16,
                         size: int = 32, num_classes: int = len(CLASSES), fps: int = 8, seed: int = 0,
                         codec: str = "libx264", family: str = "basic", speed: float = 1.0, noise: float | None = None,
-                        shapes: str = "basic", progress: bool = True) -> dict:
+                        shapes: str = "basic", progress: bool | None = None) -> dict:
     """Write `train/`, `val/` videos, `train.txt`, `val.txt` (MMAction2 lists) and `classes.txt`.
 
     `codec="mixed"` alternates MP4 (H.264) and AVI (MJPEG) files. `noise=None`: 0 for the basic
     family, 4 for the complex one. Returns {"root", "train_list", "val_list", "classes_file", "classes"}
-    (paths as strings). The same arguments always give the same videos.
+    (paths as strings). The same arguments always give the same videos. `progress=None`: a bar only
+    on a terminal.
     """
-    from tqdm import tqdm
-
+    progress = interactive() if progress is None else progress
     if family not in FAMILIES:
         raise UserError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
     names = FAMILIES[family]
