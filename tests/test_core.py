@@ -377,3 +377,10 @@ def test_lean_training_keeps_numbers_and_keys_with_less_memory(kind):
     for n in grads_a:
         assert torch.allclose(grads_a[n], grads_b[n], rtol=1e-4, atol=1e-7), n
     assert bytes_b < (0.95 if kind == "joint" else 0.9) * bytes_a, (bytes_a, bytes_b)
+
+
+def test_stdha_blocks_choose_which_blocks_have_temporal_heads():
+    model = make("clip", num_frames=4, head_offsets=(-1, 1), stdha_blocks=[-1])
+    assert [b.attn.head_offsets for b in model.backbone.blocks] == [(), (-1, 1)]
+    with pytest.raises(zeroi2v.UserError, match="the backbone has 2 blocks"):
+        make("clip", num_frames=4, stdha_blocks=[2])
