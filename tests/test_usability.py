@@ -201,3 +201,14 @@ def test_shipped_configs_are_found_by_name(capsys):
 def test_config_reference_is_generated_from_the_definitions():
     assert (REPO / "docs" / "config.md").read_text(encoding="utf-8") == config_markdown(), \
         "docs/config.md is stale: python -m zeroi2v.config docs/config.md"
+
+
+def test_bare_model_directory_is_tested_with_its_own_architecture(ramps, tmp_path):
+    """No config.yaml: the test config comes from the model (a patch-8 ViT at 40 px is valid)."""
+    import zeroi2v
+
+    model = zeroi2v.create_model("vit_tiny_patch16_224", num_frames=4, num_classes=2, img_size=40, patch_size=8,
+                                 depth=1, embed_dim=64, num_heads=4)
+    zeroi2v.save_pretrained(model, tmp_path / "bare")
+    assert main(["eval", str(tmp_path / "bare"), "--set", f"data.root={ramps['root']}",
+                 f"data.val_list={ramps['val_list']}", "data.sampling=uniform", "train.num_workers=0"]) == 0

@@ -87,7 +87,7 @@ def check_test_overrides(overrides) -> None:
                             f"eval/predict accept data.* and {', '.join(sorted(TEST_KEYS))}")
 
 
-def test_config(directory: Path, overrides, model) -> Config:
+def config_for_test(directory: Path, overrides, model) -> Config:
     """The run's config (data settings for testing); a bare model directory gets the defaults, with the
     model's own frame count and image size."""
     check_test_overrides(overrides)
@@ -95,7 +95,8 @@ def test_config(directory: Path, overrides, model) -> Config:
     if config_file.is_file():
         cfg = load_config(config_file, overrides)
     else:
-        base = {"model": {"num_frames": model.num_frames, "head_offsets": list(model.head_offsets)},
+        base = {"model": {"backbone": model.config.backbone, "timm_kwargs": dict(model.config.timm_kwargs),
+                          "num_frames": model.num_frames, "head_offsets": list(model.head_offsets)},
                 "data": {"img_size": int(model.img_size[0])}}
         cfg = load_config(None, overrides, base=base)
     if cfg.data.img_size != model.img_size[0]:
@@ -131,7 +132,7 @@ def evaluate(directory, overrides=(), device: str | None = None, progress: bool 
     """`zeroi2v eval`: writes metrics.json, per_class_accuracy.json and confusion_matrix.png."""
     directory = Path(directory)
     model, rank, world, dev = load_for_test(directory, checkpoint, device, compile)
-    cfg = test_config(directory, overrides, model)
+    cfg = config_for_test(directory, overrides, model)
     d = cfg.data
     dataset = make_dataset(cfg, model, "test")
     batch = max(1, cfg.train.batch_size // max(1, world) // (d.test_clips * d.test_crops))
@@ -164,7 +165,7 @@ def predict(directory, videos, topk: int = 5, overrides=(), device: str | None =
     if topk < 1:
         raise UserError(f"--topk must be >= 1, got {topk}")
     model, _, _, dev = load_for_test(directory, checkpoint, device, compile)
-    cfg = test_config(directory, overrides, model)
+    cfg = config_for_test(directory, overrides, model)
     classes = class_names(directory, model.num_classes)
     results = []
     for path in videos:

@@ -53,7 +53,7 @@ from zeroi2v.data.sampling import sample_indices
 from zeroi2v.data.transforms import test_transform
 from zeroi2v.dist import interactive, setup_distributed
 from zeroi2v.errors import UserError
-from zeroi2v.eval import class_names as read_classes, test_config
+from zeroi2v.eval import class_names as read_classes, config_for_test
 from zeroi2v.fileio import atomic_write, atomic_write_json, atomic_write_text, check_writable
 from zeroi2v.plots import timeline_chart
 
@@ -64,7 +64,7 @@ ANNOTATE_FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov"}
 # --- shared helpers (also used by zeroi2v.features) ------------------------------------------------
 def data_settings(directory, overrides, model) -> dict:
     """The run's test-time data settings (from config.yaml and `--set`, as `zeroi2v eval` reads them)."""
-    d = test_config(Path(directory), overrides, model).data
+    d = config_for_test(Path(directory), overrides, model).data
     return {"sampling": d.sampling, "frame_interval": d.frame_interval, "test_clips": d.test_clips,
             "test_crops": d.test_crops, "img_size": d.img_size,
             "mean": tuple(d.mean or model.data_config["mean"]), "std": tuple(d.std or model.data_config["std"]),
