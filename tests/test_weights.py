@@ -1,6 +1,6 @@
 """Interop: image weights in the layouts users have, and the reference ZeroI2V checkpoints.
 
-The reference forward pass below is restated from PAPER.md with plain tensor ops (channel-fold K/V
+The reference forward pass below is restated from the paper and the reference code with plain tensor ops (channel-fold K/V
 shifting with clone-and-overwrite, as the MMAction2 code does); it never calls zeroi2v's model code.
 """
 import math
@@ -200,7 +200,7 @@ def reference_checkpoint(width, depth, patch, grid, T, classes, ratio=0.25, seed
 
 
 def reference_forward(sd, video, folds, scale):
-    """PAPER.md §1-4 restated: CLIP ViT, adapters, channel-fold K/V shift (clone + overwrite)."""
+    """The method (paper §3, reference code) restated: CLIP ViT, adapters, channel-fold K/V shift (clone + overwrite)."""
     B, _, T, H, W = video.shape
     conv = sd["backbone.conv1.weight"]
     D, patch = conv.shape[0], conv.shape[-1]
@@ -309,7 +309,7 @@ def test_official_rejects_other_files(tmp_path, image_tower):
         zeroi2v.load_official_checkpoint(path)
 
 
-# The stdha_cfg of each published reference config and the head offsets PAPER.md §1 lists for it.
+# The stdha_cfg of each published reference config and the head offsets the paper lists for it.
 PUBLISHED_STDHA = [
     ("K400 ViT-B/16 8f", 768, {"shift_div": 12, "divide_head": False}, [-1, 1]),
     ("K400 ViT-L/14 8f", 1024, {"shift_div": 8}, [-1, -1, 1, 1]),
