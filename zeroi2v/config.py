@@ -234,8 +234,9 @@ def _is(value, tp) -> bool:
 
 
 def _type_words(tp) -> str:
-    return "/".join("null" if a is type(None) else "mapping" if a is dict else "list" if typing.get_origin(a) is list
-                    else a.__name__ for a in _arms(tp))
+    return "/".join("null" if a is type(None) else "mapping" if a is dict else
+                    f"list[{typing.get_args(a)[0].__name__}]" if typing.get_origin(a) is list else a.__name__
+                    for a in _arms(tp))
 
 
 def check_fields(obj, label: str) -> None:
@@ -283,11 +284,8 @@ def describe() -> list[tuple[str, str, object, str]]:
     rows = [("output", "str", Config().output, dataclasses.fields(Config)[0].metadata["help"])]
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
-            arms = _arms(_hints(cls)[f.name])
-            words = "/".join("null" if a is type(None) else "mapping" if a is dict else
-                             f"list[{typing.get_args(a)[0].__name__}]" if typing.get_origin(a) is list else a.__name__
-                             for a in arms)
-            rows.append((f"{section}.{f.name}", words, getattr(cls(), f.name), f.metadata["help"]))
+            rows.append((f"{section}.{f.name}", _type_words(_hints(cls)[f.name]), getattr(cls(), f.name),
+                         f.metadata["help"]))
     return rows
 
 
