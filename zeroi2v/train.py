@@ -141,8 +141,11 @@ def param_groups(model, weight_decay: float, lr_mult: dict) -> list[dict]:
     parameter is that of the longest `lr_mult` prefix of its name (1 if none); no weight decay on
     `model.no_weight_decay()` (embeddings and norms). timm's `param_groups_weight_decay` would also
     exempt every bias; the reference decays adapter and classifier biases, so this keeps them decayed."""
+    def under(name: str, prefix: str) -> bool:
+        return name == prefix or name.startswith(prefix + ".")
+
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    unused = [k for k in lr_mult if not any(n == k or n.startswith(k + ".") for n in names)]
+    unused = [k for k in lr_mult if not any(under(n, k) for n in names)]
     if unused:
         raise UserError(f"config train.lr_mult: {unused} match no trainable parameter (top-level names: "
                         f"{sorted({n.split('.')[0] for n in names})})")
@@ -151,7 +154,7 @@ def param_groups(model, weight_decay: float, lr_mult: dict) -> list[dict]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        prefixes = [k for k in lr_mult if name == k or name.startswith(k + ".")]
+        prefixes = [k for k in lr_mult if under(name, k)]
         mult = float(lr_mult[max(prefixes, key=len)]) if prefixes else 1.0
         decay = 0.0 if name in skip else weight_decay
         group = groups.setdefault((mult, decay), {"params": [], "names": [], "lr_mult": mult, "weight_decay": decay})
@@ -268,10 +271,9 @@ def setup(cfg: Config) -> Run:
     model.set_grad_checkpointing(t.grad_checkpointing)
     groups = param_groups(model, t.weight_decay, t.lr_mult)
     optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
-    for g in groups:
-        if t.lr_mult:
-            notes.append(f"lr group ×{g['lr_mult']:g} (weight decay {g['weight_decay']:g}): "
-                         f"{len(g['names'])} tensors, e.g. {g['names'][0]}")
+    for g in groups if t.lr_mult else []:
+        notes.append(f"lr group ×{g['lr_mult']:g} (weight decay {g['weight_decay']:g}): "
+                     f"{len(g['names'])} tensors, e.g. {g['names'][0]}")
     amp = t.amp if t.amp != "auto" else ("bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported()
                                          else "fp16" if device.type == "cuda" else "none")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
