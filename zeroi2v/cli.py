@@ -58,7 +58,7 @@ def _eval(args) -> int:
 
 def _merge(args) -> int:
     src, out = Path(args.directory), Path(args.out_dir)
-    if out.exists() and (out.resolve() == src.resolve() or src.resolve() in out.resolve().parents):
+    if out.resolve() == src.resolve():
         raise UserError(f"{out} is the source model's own directory; choose a new output directory")
     if src.resolve() in out.resolve().parents:
         raise UserError(f"{out} is inside the source directory {src}; choose a directory outside it")
