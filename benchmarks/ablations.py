@@ -9,7 +9,8 @@ scale, temporal embedding, learning rate, epochs, linear vs GELU adapters (GELU 
 into the frozen weights: their inference cost is shown next to their accuracy).
 
 Writes docs/ablations.md (generated; never edit by hand). Results are cached per run in
-WORK/results.json, so an interrupted or partial study continues where it stopped, and
+WORK/results.json, so an interrupted or partial study continues where it stopped, invocations for
+different families can run side by side on one cache (one per core, OMP_NUM_THREADS=1), and
 `--report-only` rewrites the document from the cache.
 
     python benchmarks/ablations.py                      # the full study: 3 seeds, both families
@@ -58,9 +59,18 @@ GROUPS = {  # name -> (title, [(row label, {config key: value}), ...]); {} is th
         ("0.5", {"model.adapter_ratio": 0.5}),
     ]),
     "scale": ("Adapter scale s", [
-        ("0.5", {"model.adapter_scale": 0.5}),
-        ("1.0 (recipe)", {}),
-        ("2.0", {"model.adapter_scale": 2.0}),
+        ("0.25", {"model.adapter_scale": 0.25}),
+        ("0.5 (recipe)", {}),
+        ("1.0", {"model.adapter_scale": 1.0}),
+    ]),
+    "stability": ("Stability at high lr: what diverges, and where (adapter gains and residual stream of the trained run)", [
+        ("recipe (s 0.5, warm-up 3 epochs, lr 4e-3)", {}),
+        ("lr 8e-3", {"train.lr": 8e-3}),
+        ("warm-up 1 epoch, lr 8e-3", {"train.lr": 8e-3, "train.warmup_epochs": 1}),
+        ("warm-up 1 epoch, no q/k/v-input adapter, lr 8e-3", {"train.lr": 8e-3, "train.warmup_epochs": 1,
+                                                            "model.adapter_positions": ["attn_out", "mlp_in", "mlp_out"]}),
+        ("s 1.0, warm-up 1 epoch, lr 8e-3", {"train.lr": 8e-3, "train.warmup_epochs": 1, "model.adapter_scale": 1.0}),
+        ("lr 1.6e-2", {"train.lr": 1.6e-2}),
     ]),
     "temporal_embedding": ("Temporal embedding", [
         ("on (recipe)", {}),
@@ -120,6 +130,20 @@ def make_data(work: Path, family: str, size: dict) -> Path:
     return out
 
 
+def store(cache: Path, key: str, value: dict) -> dict:
+    """Add one run to the cache file, keeping what side-by-side invocations (e.g. one per family, each
+    with OMP_NUM_THREADS=1) added meanwhile; returns the merged cache."""
+    import fcntl
+    with open(cache.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(cache.read_text()) if cache.is_file() else {}
+        results[key] = value
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        os.replace(tmp, cache)
+    return results
+
+
 def recipe_id() -> str:
     """Short hash of configs/demo.yaml's settings (comments aside): results cached for another recipe
     are never reused."""
@@ -154,7 +178,36 @@ def train_once(work: Path, data: Path, changes: dict, seed: int, size: dict, nam
     if proc.returncode != 0 or "val_top1" not in last:
         return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"], "seconds": seconds}
     return {"top1": last["val_top1"], "train_loss": last["train_loss"], "seconds": round(seconds, 1),
-            "epochs": last["epoch"]}
+            "epochs": last["epoch"], **(health(sets["output"]) if not gelu else {})}
+
+
+def health(run_dir: str) -> dict:
+    """What a trained run's adapters do to the frozen network, on 16 validation clips: the largest gain
+    of one adapter map ‖I + s·U·D‖₂ and the RMS of the residual stream after each block (a healthy
+    run keeps it near the image model's; a diverged one grows it block after block)."""
+    import torch
+
+    from zeroi2v.adapters import LinearAdapter
+    from zeroi2v.build import load_pretrained
+    from zeroi2v.config import load_config
+    from zeroi2v.data.build import make_dataset
+
+    model = load_pretrained(run_dir).eval()
+    gains = []
+    for module in model.modules():
+        if isinstance(module, LinearAdapter):
+            m, _ = module.affine()
+            gains.append(torch.linalg.matrix_norm(m.float(), 2).item())
+    data = make_dataset(load_config(Path(run_dir) / "config.yaml"), model, "val")
+    clips = torch.stack([data[i]["video"][0] for i in range(0, len(data), max(1, len(data) // 16))][:16])
+    rms = []
+    hooks = [b.register_forward_hook(lambda _m, _i, out: rms.append(out.pow(2).mean().sqrt().item()))
+             for b in model.backbone.blocks]
+    with torch.no_grad():
+        model(clips)
+    for h in hooks:
+        h.remove()
+    return {"max_adapter_gain": round(max(gains, default=1.0), 2), "residual_rms": [round(r, 2) for r in rms]}
 
 
 def gelu_train(argv: list[str]) -> int:
@@ -197,6 +250,19 @@ def inference_cost() -> dict:
             for name, m in (("plain", plain), ("linear", merged), ("gelu", model))}
 
 
+def recipe_differences(a: Path, b: Path) -> str:
+    """'key: value in a → value in b' for every setting two recipe files disagree on (data paths aside)."""
+    import yaml
+
+    flat = []
+    for path in (a, b):
+        settings = yaml.safe_load(path.read_text())
+        flat.append({f"{section}.{k}": v for section, values in settings.items() if isinstance(values, dict)
+                     for k, v in values.items()})
+    keys = sorted(k for k in set(flat[0]) | set(flat[1]) if flat[0].get(k) != flat[1].get(k))
+    return "; ".join(f"{k} {flat[0].get(k)} (now {flat[1].get(k)})" for k in keys) or "nothing"
+
+
 def fmt(values: list[float]) -> str:
     if not values:
         return "not run"
@@ -214,17 +280,23 @@ def write_doc(path: Path, results: dict, groups: list[str], families: list[str],
     lines = ["# Ablations (generated)", "",
              f"Generated by `{command}` on {platform.platform()}, torch {torch.__version__}, "
              f"{time.strftime('%Y-%m-%d')}; do not edit by hand.", "",
-             "Every row is `configs/demo.yaml` (the demo's recipe: frozen image-pretrained demo backbone, "
-             f"8 frames, all four heads temporal, lr {recipe_value('train.lr'):g}, batch 16) with exactly the change in its first column, trained with "
+             f"Every row is `{RECIPE.name}` (the demo's recipe: frozen image-pretrained demo backbone, 8 frames, "
+             f"Δt {recipe_value('model.head_offsets')}, adapter scale {recipe_value('model.adapter_scale'):g}, "
+             f"lr {recipe_value('train.lr'):g}, warm-up {recipe_value('train.warmup_epochs'):g} epochs, batch "
+             f"{recipe_value('train.batch_size')}) with exactly the change in its first column, trained with "
              "`zeroi2v train` and scored by its final validation top-1 (%, one centre view). Two synthetic "
              "motion families from `zeroi2v synth`, 8 classes in time-reversed pairs each (frame averaging "
-             "is at ~50% by construction): `basic` (the demo's motions) and `complex` (rotation cw/ccw, "
+             "cannot tell a pair apart: at most 50%): `basic` (the demo's motions) and `complex` (rotation cw/ccw, "
              "diagonal motion, approach/recede zoom, distractors, pixel noise), which the recipe was not "
              "tuned on.", "",
              f"**What was run:** seeds {', '.join(map(str, seeds))} (mean ± std over the seeds that finished), "
              f"{size['train_per_class']} training and {size['val_per_class']} validation videos per class, "
              f"{epochs} epochs unless the row changes them. Cells read `not run` where this invocation had no "
              "time for them; the number of seeds behind each cell is in `results.json` of the work folder.", ""]
+    shipped = ROOT / "configs" / "demo.yaml"
+    if RECIPE != shipped.resolve():
+        lines += [f"**Recipe:** an earlier version of `configs/demo.yaml`, which differs from the current one in: "
+                  f"{recipe_differences(RECIPE, shipped)}. The numbers below are for the earlier recipe.", ""]
     left_out = [GROUPS[g][0].split(" (")[0].split(":")[0] for g in GROUPS if g not in groups]
     if left_out:
         lines += [f"**Not in this document** (groups of the full study this invocation did not run): "
@@ -240,6 +312,9 @@ def write_doc(path: Path, results: dict, groups: list[str], families: list[str],
         if name == "adapter_kind" and cost:
             head += " deployed params | deployed MFLOPs / clip | CPU speed vs plain image model (paired rounds) |"
             sep += "---:|---:|---|"
+        if name == "stability":
+            head += f" largest adapter gain ‖I + s·U·D‖₂ ({families[0]}, seed {seeds[0]}) | residual RMS after each block |"
+            sep += "---:|---|"
         lines += [head, sep]
         for label, changes in rows:
             cells = []
@@ -248,6 +323,10 @@ def write_doc(path: Path, results: dict, groups: list[str], families: list[str],
                         if "top1" in (r := results.get(run_key(family, changes, seed, size), {}))]
                 cells.append(fmt(vals))
             row = f"| {label} | " + " | ".join(cells) + " |"
+            if name == "stability":
+                h = results.get(run_key(families[0], changes, seeds[0], size), {})
+                row += (f" {h['max_adapter_gain']:.1f} | {', '.join(f'{r:.1f}' for r in h['residual_rms'])} |"
+                        if "residual_rms" in h else " not run | not run |")
             if name == "adapter_kind" and cost:
                 c = cost["gelu" if changes.get("_gelu") else "linear"]
                 row += (f" {c['params']:,} | {c['flops'] / 1e6:.1f} | {c['speed_ratio']:.2f}× "
@@ -281,16 +360,23 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every row (default: the recipe's)")
     parser.add_argument("--train-per-class", type=int, default=None)
+    parser.add_argument("--val-per-class", type=int, default=None)
     parser.add_argument("--max-minutes", type=float, default=None, help="start no new run after this long")
     parser.add_argument("--work", default="/tmp/zeroi2v_ablations", help="scratch folder: videos, runs, results.json")
     parser.add_argument("--out", default=str(DOCS / "ablations.md"))
     parser.add_argument("--report-only", action="store_true", help="rewrite the document from the cache")
+    parser.add_argument("--recipe", default=None, help="another recipe file to study (default: configs/demo.yaml)")
     args = parser.parse_args(argv)
+    if args.recipe:
+        global RECIPE
+        RECIPE = Path(args.recipe).resolve()
     size = dict(QUICK if args.quick else FULL)
     if args.epochs:
         size["epochs"] = args.epochs
     if args.train_per_class:
         size["train_per_class"] = args.train_per_class
+    if args.val_per_class:
+        size["val_per_class"] = args.val_per_class
     seeds = args.seeds if args.seeds is not None else size.pop("seeds")
     size.pop("seeds", None)
     work = Path(args.work)
@@ -320,15 +406,14 @@ def main(argv=None) -> int:
                 break
             data = make_data(work, family, size)
             name = f"{family}_s{seed}_{abs(hash(key)) % 10**8}"
-            results[key] = train_once(work, data, changes, seed, size, name)
-            cache.write_text(json.dumps(results, indent=1))
+            results = store(cache, key, train_once(work, data, changes, seed, size, name))
             print(f"[{i + 1}/{len(todo)}] {family} seed {seed} {changes}: {results[key]}", flush=True)
     cost = inference_cost() if "adapter_kind" in args.groups else None
     shown, skip = [], 0  # the study's command: without the options that only say where and how long
     for a in argv:
         if skip:
             skip -= 1
-        elif a in ("--out", "--work", "--max-minutes"):
+        elif a in ("--out", "--work", "--max-minutes", "--recipe"):  # --recipe: said in the document
             skip = 1
         elif a != "--report-only":
             shown.append(a)

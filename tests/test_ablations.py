@@ -64,3 +64,38 @@ def test_gelu_variant_is_not_linear(ablations, monkeypatch):
     finally:
         adapters.LinearAdapter.forward = original
     assert called["argv"] == ["train", "x.yaml"]
+
+
+def test_stability_rows_show_adapter_gain_and_residual_stream(ablations, tmp_path):
+    size = {"train_per_class": 10, "val_per_class": 5, "epochs": 3}
+    diverged = {"train.lr": 8e-3, "train.warmup_epochs": 1}
+    results = {ablations.run_key("basic", diverged, 0, size): {
+        "top1": 0.125, "max_adapter_gain": 14.98, "residual_rms": [24.0, 85.9, 86.8, 87.6]}}
+    text = ablations.write_doc(tmp_path / "a.md", results, ["stability"], ["basic"], size, [0], {}, None,
+                               "python benchmarks/ablations.py", 20)
+    assert "| warm-up 1 epoch, lr 8e-3 | 12.5 (1 seed) | 15.0 | 24.0, 85.9, 86.8, 87.6 |" in text
+    assert "| lr 1.6e-2 | not run | not run | not run |" in text
+
+
+def test_side_by_side_invocations_keep_each_others_runs(ablations, tmp_path):
+    """Two invocations (one per family) share one cache file: neither overwrites the other's runs."""
+    cache = tmp_path / "results.json"
+    ablations.store(cache, "a", {"top1": 0.5})
+    stale = json.loads(cache.read_text())  # what the other invocation read at its start
+    ablations.store(cache, "b", {"top1": 0.7})
+    assert set(stale) == {"a"} and json.loads(cache.read_text()) == {"a": {"top1": 0.5}, "b": {"top1": 0.7}}
+
+
+def test_health_of_a_trained_run(ablations, tmp_path, ramps, one_thread):
+    """health() reads a trained run's adapter maps and its residual stream, block by block."""
+    from tests.conftest import write_config
+
+    from zeroi2v.config import load_config
+    from zeroi2v.train import train
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", ramps, tmp_path / "run", train__epochs=1,
+                                   model__freeze=True))
+    train(cfg, progress=False)
+    h = ablations.health(str(tmp_path / "run"))
+    assert len(h["residual_rms"]) == 2 and all(r > 0 for r in h["residual_rms"])
+    assert 1.0 <= h["max_adapter_gain"] < 2.0  # one epoch from a zero up-projection: near the identity
