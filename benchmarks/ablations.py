@@ -251,7 +251,7 @@ def inference_cost() -> dict:
 
 
 def recipe_differences(a: Path, b: Path) -> str:
-    """'key: value in a → value in b' for every setting two recipe files disagree on (data paths aside)."""
+    """'section.key A (now B)' for every setting recipe files a and b disagree on."""
     import yaml
 
     flat = []
@@ -294,9 +294,10 @@ def write_doc(path: Path, results: dict, groups: list[str], families: list[str],
              f"{epochs} epochs unless the row changes them. Cells read `not run` where this invocation had no "
              "time for them; the number of seeds behind each cell is in `results.json` of the work folder.", ""]
     shipped = ROOT / "configs" / "demo.yaml"
-    if RECIPE != shipped.resolve():
-        lines += [f"**Recipe:** an earlier version of `configs/demo.yaml`, which differs from the current one in: "
-                  f"{recipe_differences(RECIPE, shipped)}. The numbers below are for the earlier recipe.", ""]
+    if RECIPE.resolve() != shipped.resolve():
+        lines += [f"**Recipe:** not the current `configs/demo.yaml` but another file (`--recipe`; here an earlier "
+                  f"version), which differs from it in: {recipe_differences(RECIPE, shipped)}. The numbers below "
+                  "are for that recipe.", ""]
     left_out = [GROUPS[g][0].split(" (")[0].split(":")[0] for g in GROUPS if g not in groups]
     if left_out:
         lines += [f"**Not in this document** (groups of the full study this invocation did not run): "

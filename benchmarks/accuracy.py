@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
-import fcntl
 import json
 import platform
 import statistics
@@ -33,6 +32,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from ablations import store  # the shared-cache writer (benchmarks/ablations.py)
 from zeroi2v.data.synthetic import make_motion_dataset
 from zeroi2v.demo import RECIPE, run_config
 from zeroi2v.fileio import atomic_write_json, atomic_write_text
@@ -64,17 +64,6 @@ def recipe_id() -> str:
     for key in ("lr", "seed"):
         settings.get("train", {}).pop(key, None)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def store(cache_file: Path, key: str, value: dict) -> dict:
-    """Add one run to the cache file, keeping what side-by-side invocations added; the merged cache."""
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(cache_file.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
-        cache[key] = value
-        atomic_write_json(cache_file, cache)
-    return cache
 
 
 def deployed_gflops(run_dir: str) -> float:
