@@ -134,24 +134,27 @@ def store(cache: Path, key: str, value: dict) -> dict:
     """Add one run to the cache file, keeping what side-by-side invocations (e.g. one per family, each
     with OMP_NUM_THREADS=1) added meanwhile; returns the merged cache."""
     import fcntl
+
+    from zeroi2v.fileio import atomic_write_json
     with open(cache.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = json.loads(cache.read_text()) if cache.is_file() else {}
         results[key] = value
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, cache)
+        atomic_write_json(cache, results)
     return results
 
 
-def recipe_id() -> str:
-    """Short hash of configs/demo.yaml's settings (comments aside): results cached for another recipe
-    are never reused."""
+def recipe_id(ignore: tuple[str, ...] = ()) -> str:
+    """Short hash of configs/demo.yaml's settings (comments aside, and the `section.key` settings in
+    `ignore`, which every run sets itself): results cached for another recipe are never reused."""
     import hashlib
 
     import yaml
-    settings = json.dumps(yaml.safe_load(RECIPE.read_text()), sort_keys=True)
-    return hashlib.sha256(settings.encode()).hexdigest()[:10]
+    settings = yaml.safe_load(RECIPE.read_text())
+    for dotted in ignore:
+        section, key = dotted.split(".")
+        settings.get(section, {}).pop(key, None)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def run_key(family: str, changes: dict, seed: int, size: dict) -> str:

@@ -20,7 +20,6 @@ and a last invocation with every family writes the tables from the cache).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import platform
@@ -30,9 +29,8 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
-from ablations import store  # the shared-cache writer (benchmarks/ablations.py)
+from ablations import recipe_id, store  # the shared cache of benchmarks/ablations.py
 from zeroi2v.data.synthetic import make_motion_dataset
 from zeroi2v.demo import RECIPE, run_config
 from zeroi2v.fileio import atomic_write_json, atomic_write_text
@@ -55,15 +53,6 @@ FAMILIES = {"basic": {"family": "basic", "seed": 101}, "complex": {"family": "co
 # 90 runs of ~2 minutes on 2 CPU cores (two side-by-side invocations, one per family: ~1.5 hours)
 FULL = {"lrs": [2e-3, 4e-3, 8e-3], "seeds": [0, 1, 2], "train_per_class": 40, "val_per_class": 20, "epochs": 10}
 QUICK = {"lrs": [2e-3, 4e-3], "seeds": [0], "train_per_class": 40, "val_per_class": 20, "epochs": 8}
-
-
-def recipe_id() -> str:
-    """Hash of configs/demo.yaml's settings except lr and seed (every run sets both): results cached
-    for another recipe are never reused."""
-    settings = yaml.safe_load(RECIPE.read_text())
-    for key in ("lr", "seed"):
-        settings.get("train", {}).pop(key, None)
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def deployed_gflops(run_dir: str) -> float:
@@ -118,7 +107,7 @@ def main() -> int:
             size[key] = getattr(args, key)
     out, docs = Path(args.out), Path(args.docs)
     backbone = Path(args.backbone) if args.backbone else cached_backbone()
-    recipe = recipe_id()
+    recipe = recipe_id(ignore=("train.lr", "train.seed"))
     cache_file = out / "results.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     datasets = {family: make_motion_dataset(out / "data" / f"{family}_{size['train_per_class']}_{size['val_per_class']}",
@@ -162,10 +151,9 @@ def main() -> int:
             row["families"][family] = {"curve": curve, "per_seed": per_seed, "best_lr": best, "top1": curve[best],
                                        "std": statistics.stdev(per_seed[best]) if len(per_seed[best]) > 1 else None,
                                        "seeds": len(per_seed[best])}
-            run_dir = cache[key(name, family, float(best), size["seeds"][0])]["dir"] if key(
-                name, family, float(best), size["seeds"][0]) in cache else None
-            if run_dir and "gflops" not in row:
-                row["gflops"] = deployed_gflops(run_dir)
+            first = key(name, family, float(best), size["seeds"][0])
+            if "gflops" not in row and first in cache:
+                row["gflops"] = deployed_gflops(cache[first]["dir"])
         results.append(row)
     zero = results[0].get("gflops")
     recipe_cfg = load_config(RECIPE, [f"model.pretrained={backbone}"])
