@@ -38,8 +38,9 @@ GROUPS = {  # name -> (title, [(row label, {config key: value}), ...]); {} is th
         ("[] (no temporal heads)", {"model.head_offsets": []}),
         ("[1]", {"model.head_offsets": [1]}),
         ("[-1, 1]", {"model.head_offsets": [-1, 1]}),
-        ("[-1, 1, -2, 2] (recipe)", {}),
+        ("[-1, 1, -2, 2]", {"model.head_offsets": [-1, 1, -2, 2]}),
         ("[-1, -1, 1, 1]", {"model.head_offsets": [-1, -1, 1, 1]}),
+        ("[-2, 2, -4, 4] (recipe)", {}),
     ]),
     "blocks": ("Which blocks carry the temporal heads (4 blocks)", [
         ("all (recipe)", {}),

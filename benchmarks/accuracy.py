@@ -44,9 +44,13 @@ from zeroi2v.train import train
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 ROWS = {  # name -> config changes on top of configs/demo.yaml
     "ZeroI2V (STDHA + linear adapters + temporal emb.)": {},
-    "AIM (temporal attention pass + GELU adapters) [baseline]": {"model.method": "aim", "model.adapter_scale": 0.5},
-    "ST-Adapter (depth-wise temporal conv adapters) [baseline]": {"model.method": "st_adapter"},
-    "joint space-time attention + temporal pos. emb. + linear adapters [baseline]": {"model.method": "joint"},
+    # the peers have no STDHA heads (their builders clear head_offsets; said here so the cache knows)
+    "AIM (temporal attention pass + GELU adapters) [baseline]": {"model.method": "aim", "model.adapter_scale": 0.5,
+                                                                 "model.head_offsets": []},
+    "ST-Adapter (depth-wise temporal conv adapters) [baseline]": {"model.method": "st_adapter",
+                                                                  "model.head_offsets": []},
+    "joint space-time attention + temporal pos. emb. + linear adapters [baseline]": {"model.method": "joint",
+                                                                                      "model.head_offsets": []},
     "frame averaging (linear adapters only)": {"model.head_offsets": [], "model.temporal_embedding": False},
 }
 FAMILIES = {"basic": {"family": "basic", "seed": 101}, "complex": {"family": "complex", "seed": 202}}
@@ -107,7 +111,10 @@ def main() -> int:
             size[key] = getattr(args, key)
     out, docs = Path(args.out), Path(args.docs)
     backbone = Path(args.backbone) if args.backbone else cached_backbone()
-    recipe = recipe_id(ignore=("train.lr", "train.seed"))
+    # a row's runs are keyed by the recipe settings it uses: a change to a setting the row overrides
+    # (e.g. the recipe's head_offsets, for the peers) keeps its runs
+    recipes = {name: [recipe_id(ignore=("train.lr", "train.seed", *changes)), changes]
+               for name, changes in ROWS.items()}
     cache_file = out / "results.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     datasets = {family: make_motion_dataset(out / "data" / f"{family}_{size['train_per_class']}_{size['val_per_class']}",
@@ -118,7 +125,7 @@ def main() -> int:
 
     def key(name, family, lr, seed):
         return json.dumps([name, family, lr, seed, size["epochs"], size["train_per_class"], size["val_per_class"],
-                           recipe])
+                           recipes[name]])
 
     # seed-major: a sweep stopped early (--max-minutes) has every method and lr for the first seeds
     began = time.time()
@@ -151,9 +158,10 @@ def main() -> int:
             row["families"][family] = {"curve": curve, "per_seed": per_seed, "best_lr": best, "top1": curve[best],
                                        "std": statistics.stdev(per_seed[best]) if len(per_seed[best]) > 1 else None,
                                        "seeds": len(per_seed[best])}
-            first = key(name, family, float(best), size["seeds"][0])
-            if "gflops" not in row and first in cache:
-                row["gflops"] = deployed_gflops(cache[first]["dir"])
+            dirs = [cache[k]["dir"] for seed in size["seeds"] if (k := key(name, family, float(best), seed)) in cache]
+            dirs = [d for d in dirs if Path(d, "config.yaml").is_file()]
+            if "gflops" not in row and dirs:
+                row["gflops"] = deployed_gflops(dirs[0])
         results.append(row)
     zero = results[0].get("gflops")
     recipe_cfg = load_config(RECIPE, [f"model.pretrained={backbone}"])

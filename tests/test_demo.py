@@ -29,6 +29,8 @@ def test_report_and_artifacts(demo):
         assert (demo / png).read_bytes()[:4] == b"\x89PNG", png
         assert f"]({png})" in report
     assert (demo / "model.onnx").stat().st_size > 0
+    for row in ("zeroi2v", "averaging", "linear_probe"):  # rows train side by side, each logging to its run
+        assert "val_top1=" in (demo / "runs" / row / "train.log").read_text(), row
     assert (demo / "merged" / "model.safetensors").is_file() and (demo / "merged" / "classes.txt").is_file()
 
 

@@ -13,10 +13,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
+import os
 import shutil
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,7 @@ import torch
 
 import onnxruntime as ort
 import timm
+from tqdm import tqdm
 
 from zeroi2v.build import load_pretrained, save_pretrained
 from zeroi2v.config import SHIPPED_CONFIGS, load_config
@@ -146,19 +151,17 @@ def main(argv=None) -> int:
         rows[PROBE_ROW[0]] = PROBE_ROW[1]
     if args.full:
         rows[FULL_ROW[0]] = FULL_ROW[1]
+    configs = {slug: run_config(out, data, backbone, slug, changes, size["epochs"]) for slug, (_, changes) in rows.items()}
+    print(f"[3/5] training {', '.join(name for name, _ in rows.values())}: {size['epochs']} epochs each, "
+          "frozen image backbone", flush=True)
     results = {}
-    for slug, (name, changes) in rows.items():
-        print(f"[3/5] training {name}: {size['epochs']} epochs, frozen image backbone", flush=True)
-        cfg = run_config(out, data, backbone, slug, changes, size["epochs"])
-        run_dir = str(cfg.output)
-        start = time.time()
-        metrics = train(cfg)
+    for slug, (metrics, seconds) in train_rows(configs).items():
+        run_dir = str(configs[slug].output)
         trainable = count_params(load_pretrained(run_dir), trainable_only=True)
         history = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-        results[slug] = {"name": name, "top1": metrics.get("val_top1", 0.0), "top5": metrics.get("val_top5", 0.0),
-                         "trainable": trainable, "seconds": round(time.time() - start, 1), "dir": run_dir,
-                         "history": history}
-        print(f"      val top-1 {100 * results[slug]['top1']:.1f}% ({results[slug]['seconds']:.0f} s)", flush=True)
+        results[slug] = {"name": rows[slug][0], "top1": metrics.get("val_top1", 0.0), "top5": metrics.get("val_top5", 0.0),
+                         "trainable": trainable, "seconds": round(seconds, 1), "dir": run_dir, "history": history}
+        print(f"      {rows[slug][0]}: val top-1 {100 * results[slug]['top1']:.1f}% ({seconds:.0f} s)", flush=True)
     zero_dir = results["zeroi2v"]["dir"]
     test = evaluate(zero_dir, progress=False)  # metrics.json, per-class accuracy, confusion matrix
     print(f"      zeroi2v eval: top-1 {100 * test['top1']:.1f}%, mean class accuracy "
@@ -172,6 +175,37 @@ def main(argv=None) -> int:
     headline(results, deploy)
     print(f"\nreport: {out / 'report.md'}  (demo took {seconds:.0f} s)")
     return 0
+
+
+def _train_row(cfg, threads: int) -> tuple[dict, float]:
+    """One row in its own process: `threads` intra-op threads, the engine's per-epoch lines in train.log."""
+    torch.set_num_threads(threads)
+    start = time.time()
+    Path(cfg.output).mkdir(parents=True, exist_ok=True)
+    with open(Path(cfg.output) / "train.log", "w") as log, contextlib.redirect_stdout(log):
+        metrics = train(cfg, progress=False)
+    return metrics, time.time() - start
+
+
+def train_rows(configs: dict) -> dict:
+    """Train the rows side by side, one process each with an equal share of the cores, and show one
+    progress bar over all their epochs. Small models do not use 2+ threads well: two 1-thread
+    trainings at once finish well before the same two one after the other with 2 threads each."""
+    threads = max(1, (os.cpu_count() or 1) // len(configs))
+    total = sum(cfg.train.epochs for cfg in configs.values())
+    with ProcessPoolExecutor(len(configs), mp_context=multiprocessing.get_context("spawn")) as pool, \
+            tqdm(total=total, desc="training (rows side by side)", unit="epoch", dynamic_ncols=True) as bar:
+        futures = {slug: pool.submit(_train_row, cfg, threads) for slug, cfg in configs.items()}
+        while not all(f.done() for f in futures.values()):
+            time.sleep(0.5)
+            done = 0
+            for cfg in configs.values():
+                metrics = Path(cfg.output) / "metrics.jsonl"
+                done += len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+            if done > bar.n:
+                bar.update(done - bar.n)
+        bar.update(total - bar.n)
+        return {slug: f.result() for slug, f in futures.items()}
 
 
 def deployment(out: Path, run_dir: str, data: dict, timing_rounds: int = TIMING["rounds"],
