@@ -137,7 +137,8 @@ def main() -> int:
         if args.max_minutes and time.time() - began > 60 * args.max_minutes:
             print("--max-minutes reached: the tables show the runs done so far", flush=True)
             break
-        cfg = run_config(out, datasets[family], backbone, f"row{i}_{family}_lr{lr:g}_s{seed}",
+        run_name = f"row{i}_{family}_lr{lr:g}_s{seed}_{recipes[name][0]}"  # a new recipe: a new run
+        cfg = run_config(out, datasets[family], backbone, run_name,
                          {**changes, "train.lr": lr, "train.seed": seed}, size["epochs"])
         start = time.time()
         metrics = train(cfg, progress=False)

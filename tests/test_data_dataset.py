@@ -196,3 +196,34 @@ def test_a_dataset_of_only_broken_videos_stops_with_a_clear_error(tmp_path):
                       max_retries=3)
     with pytest.raises(UserError, match="4 videos in a row could not be decoded"):
         ds[0]
+
+
+def test_cached_frames_give_the_same_items_and_broken_videos_are_still_skipped(tree, tmp_path):
+    samples = [("a/0.mp4", 0), ("a/1.mp4", 0), ("b/0.avi", 1), ("b/1.avi", 1)]
+    for kwargs in (dict(train=True, sampling="uniform"), dict(train=False, sampling="dense", frame_interval=16,
+                                                             test_clips=2, test_crops=3)):
+        plain = VideoDataset(tree, samples, num_frames=4, img_size=32, **HALF, seed=3, **kwargs)
+        cached = VideoDataset(tree, samples, num_frames=4, img_size=32, **HALF, seed=3, cache_frames=True, **kwargs)
+        assert len(cached._frames) == 4
+        for epoch in (0, 1):
+            plain.set_epoch(epoch)
+            cached.set_epoch(epoch)
+            for i in range(len(samples)):
+                assert torch.equal(plain[i]["video"], cached[i]["video"])  # dense clips run past the 30-frame AVIs
+    (tmp_path / "broken.mp4").write_text("not a video")
+    write_index_video(tmp_path / "good.mp4", 12)
+    ds = VideoDataset(tmp_path, [("broken.mp4", 0), ("good.mp4", 1)], num_frames=4, sampling="uniform", train=True,
+                      img_size=32, **HALF, cache_frames=True)
+    assert list(ds._frames) == [str(tmp_path / "good.mp4")]
+    item = ds[0]
+    assert item["label"] == 1 and item["skipped"][0].endswith("broken.mp4")
+
+
+def test_a_cache_that_would_not_fit_falls_back_to_decoding(tree, monkeypatch, caplog):
+    from zeroi2v.data import dataset
+    monkeypatch.setattr(dataset, "_memory_bytes", lambda: 4 * 40 * 32 * 32 * 3)  # a quarter: about one video
+    caplog.set_level(logging.WARNING, logger="zeroi2v.data")
+    samples = [("a/0.mp4", 0), ("a/1.mp4", 0), ("b/0.avi", 1)]
+    ds = VideoDataset(tree, samples, num_frames=4, sampling="uniform", img_size=32, **HALF, cache_frames=True)
+    assert not ds._frames and "decoding each epoch instead" in caplog.text
+    assert ds[2]["video"].shape == (3, 4, 32, 32)

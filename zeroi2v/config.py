@@ -131,6 +131,8 @@ class DataConfig:
     std: list[float] | None = opt(None, "normalisation std (RGB, 0-1); null: the backbone's", length=3,
                                   each=(lambda v: v > 0, "> 0 (RGB, 0-1 scale)"))
     backend: str = opt("auto", "video decoder", choices=("auto", "pyav", "torchcodec"))
+    cache_frames: bool = opt(False, "decode each training/validation video once and keep its frames in memory "
+                                    "(small datasets: no decoding after the first epoch)")
     max_broken_fraction: float = opt(0.1, "stop when more of an epoch's videos cannot be decoded", low=0, high=1)
 
 

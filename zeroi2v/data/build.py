@@ -51,7 +51,8 @@ def make_dataset(cfg, model, split: str, samples=None, flip_label_map: dict | No
         check_labels(samples, model.num_classes, (d.train_list if split == "train" else d.val_list) or d.root)
     common = dict(num_frames=model.num_frames, sampling=d.sampling, frame_interval=d.frame_interval,
                   img_size=d.img_size, mean=tuple(d.mean or model.data_config["mean"]),
-                  std=tuple(d.std or model.data_config["std"]), seed=cfg.train.seed, backend=d.backend)
+                  std=tuple(d.std or model.data_config["std"]), seed=cfg.train.seed, backend=d.backend,
+                  cache_frames=d.cache_frames and split in ("train", "val"))  # val: every eval_every epochs
     if split == "train":
         return VideoDataset(d.root, samples, train=True, flip=d.flip, flip_label_map=flip_label_map,
                             rand_augment=d.rand_augment, rand_augment_layers=d.rand_augment_layers,
