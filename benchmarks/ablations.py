@@ -145,6 +145,9 @@ def store(cache: Path, key: str, value: dict) -> dict:
     return results
 
 
+SAME_RESULT = ("data.cache_frames",)  # settings that change how fast a run goes, not what it computes
+
+
 def recipe_id(ignore: tuple[str, ...] = ()) -> str:
     """Short hash of configs/demo.yaml's settings (comments aside, and the `section.key` settings in
     `ignore`, which every run sets itself): results cached for another recipe are never reused."""
@@ -152,7 +155,7 @@ def recipe_id(ignore: tuple[str, ...] = ()) -> str:
 
     import yaml
     settings = yaml.safe_load(RECIPE.read_text())
-    for dotted in ignore:
+    for dotted in (*ignore, *SAME_RESULT):
         section, key = dotted.split(".")
         settings.get(section, {}).pop(key, None)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]

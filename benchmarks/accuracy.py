@@ -205,6 +205,13 @@ def main() -> int:
             curve = r["families"].get(f, {}).get("curve", {})
             lines.append(f"| {r['short']} | {f} | " + " | ".join(
                 f"{100 * curve[f'{lr:g}']:.1f}" if f"{lr:g}" in curve else "not run" for lr in size["lrs"]) + " |")
+    used = [cache[k] for name in ROWS for f in args.families for lr in size["lrs"] for seed in size["seeds"]
+            if (k := key(name, f, lr, seed)) in cache]
+    carried = sorted({run["from"] for run in used if run.get("from")})
+    if carried:
+        lines += ["", f"{sum(bool(run.get('from')) for run in used)} of these {len(used)} runs were carried over "
+                  f"from an earlier sweep ({'; '.join(carried)}) because their row's settings did not change: "
+                  "the recipe change since then is one the row overrides."]
     lines += ["", "![accuracy vs learning rate](accuracy_lr.png)"]
     (docs / "bench").mkdir(parents=True, exist_ok=True)
     lr_chart(results, args.families, docs / "bench" / "accuracy_lr.png")
