@@ -13,14 +13,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import multiprocessing
-import os
 import shutil
-import signal
 import statistics
-import threading
 import time
 from pathlib import Path
 
@@ -29,7 +24,6 @@ import torch
 
 import onnxruntime as ort
 import timm
-from tqdm import tqdm
 
 from zeroi2v.build import load_pretrained, save_pretrained
 from zeroi2v.config import SHIPPED_CONFIGS, load_config
@@ -57,7 +51,6 @@ FULL_ROW = ("full_finetune", ("full fine-tuning (STDHA, reference)", {"model.fre
 SIZES = {"default": {"train_per_class": 60, "val_per_class": 25, "epochs": None},  # None: the recipe's epochs
          "tiny": {"train_per_class": 3, "val_per_class": 2, "epochs": 1}}
 TIMING = {"rounds": 7, "repeats": 5}
-SIDE_BY_SIDE = True  # train the rows in parallel processes (see train_rows)
 RECIPE = SHIPPED_CONFIGS / "demo.yaml"  # the demo's recipe (configs/demo.yaml in the repository)
 
 
@@ -153,19 +146,19 @@ def main(argv=None) -> int:
         rows[PROBE_ROW[0]] = PROBE_ROW[1]
     if args.full:
         rows[FULL_ROW[0]] = FULL_ROW[1]
-    configs = {slug: run_config(out, data, backbone, slug, changes, size["epochs"])
-               for slug, (_, changes) in rows.items()}
-    print(f"[3/5] training {', '.join(name for name, _ in rows.values())}: {size['epochs']} epochs each, "
-          "frozen image backbone", flush=True)
     results = {}
-    for slug, (metrics, seconds) in train_rows(configs).items():
-        run_dir = str(configs[slug].output)
+    for slug, (name, changes) in rows.items():
+        print(f"[3/5] training {name}: {size['epochs']} epochs, frozen image backbone", flush=True)
+        cfg = run_config(out, data, backbone, slug, changes, size["epochs"])
+        run_dir = str(cfg.output)
+        start = time.time()
+        metrics = train(cfg)
         trainable = count_params(load_pretrained(run_dir), trainable_only=True)
         history = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-        results[slug] = {"name": rows[slug][0], "top1": metrics.get("val_top1", 0.0),
-                         "top5": metrics.get("val_top5", 0.0), "trainable": trainable, "seconds": round(seconds, 1),
-                         "dir": run_dir, "history": history}
-        print(f"      {rows[slug][0]}: val top-1 {100 * results[slug]['top1']:.1f}% ({seconds:.0f} s)", flush=True)
+        results[slug] = {"name": name, "top1": metrics.get("val_top1", 0.0), "top5": metrics.get("val_top5", 0.0),
+                         "trainable": trainable, "seconds": round(time.time() - start, 1), "dir": run_dir,
+                         "history": history}
+        print(f"      val top-1 {100 * results[slug]['top1']:.1f}% ({results[slug]['seconds']:.0f} s)", flush=True)
     zero_dir = results["zeroi2v"]["dir"]
     test = evaluate(zero_dir, progress=False)  # metrics.json, per-class accuracy, confusion matrix
     print(f"      zeroi2v eval: top-1 {100 * test['top1']:.1f}%, mean class accuracy "
@@ -179,90 +172,6 @@ def main(argv=None) -> int:
     headline(results, deploy)
     print(f"\nreport: {out / 'report.md'}  (demo took {seconds:.0f} s)")
     return 0
-
-
-def _train_row(slug: str, cfg, threads: int, results) -> None:
-    """One row in its own process: `threads` threads, the engine's per-epoch lines in the run's train.log;
-    puts (slug, metrics, seconds, error) on `results` (error: None or (is a UserError, one line))."""
-    parent = os.getppid()
-
-    def stop_with_the_parent() -> None:  # the demo was killed: stop as if Ctrl-C'd (checkpoint, exit)
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=stop_with_the_parent, daemon=True).start()
-    torch.set_num_threads(threads)
-    start = time.time()
-    try:
-        Path(cfg.output).mkdir(parents=True, exist_ok=True)
-        with open(Path(cfg.output) / "train.log", "w") as log, contextlib.redirect_stdout(log):
-            metrics = train(cfg, progress=False)
-        results.put((slug, metrics, time.time() - start, None))
-    except BaseException as e:  # noqa: BLE001 - the parent process reports it
-        results.put((slug, None, 0.0, (isinstance(e, UserError), f"{type(e).__name__}: {e}")))
-
-
-def train_rows(configs: dict, side_by_side: bool | None = None) -> dict:
-    """{slug: (last metrics, seconds)} of each row. Side by side (the default with 2+ cores): one
-    process per row with an equal share of the cores (OMP_NUM_THREADS too, for every library's
-    thread pool) and one progress bar over all their epochs; otherwise one after the other.
-    If the demo stops (Ctrl-C, an error), the row processes get SIGTERM: the engine saves a
-    checkpoint and stops."""
-    threads = max(1, (os.cpu_count() or 1) // len(configs))
-    if side_by_side is None:
-        side_by_side = SIDE_BY_SIDE and (os.cpu_count() or 1) > 1 and len(configs) > 1
-    if not side_by_side:
-        results = {}
-        for slug, cfg in configs.items():
-            start = time.time()
-            results[slug] = (train(cfg), time.time() - start)
-        return results
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.SimpleQueue()
-    procs = {slug: ctx.Process(target=_train_row, args=(slug, cfg, threads, queue), name=f"zeroi2v-demo-{slug}")
-             for slug, cfg in configs.items()}
-    results, saved = {}, os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # the row processes start with it
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: the rows
-        try:                                                     # inherit ignoring it until the engine runs
-            for proc in procs.values():
-                proc.start()
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        with tqdm(total=sum(cfg.train.epochs for cfg in configs.values()), desc="training (rows side by side)",
-                  unit="epoch", dynamic_ncols=True) as bar:
-            while len(results) < len(procs):
-                while not queue.empty():
-                    slug, metrics, seconds, error = queue.get()
-                    if error:
-                        raise (UserError if error[0] else RuntimeError)(f"demo row {slug}: {error[1]}")
-                    results[slug] = (metrics, seconds)
-                dead = [slug for slug, proc in procs.items() if slug not in results and proc.exitcode is not None]
-                if dead and queue.empty():
-                    raise RuntimeError(f"demo row {dead[0]}: its process ended with exit code "
-                                       f"{procs[dead[0]].exitcode}")
-                done = sum(len((Path(cfg.output) / "metrics.jsonl").read_text().splitlines())
-                           for cfg in configs.values() if (Path(cfg.output) / "metrics.jsonl").is_file())
-                if done > bar.n:
-                    bar.update(done - bar.n)
-                time.sleep(0.5)
-        return results
-    finally:
-        for proc in procs.values():
-            if proc.is_alive():
-                proc.terminate()  # SIGTERM: the engine checkpoints and stops
-        for proc in procs.values():
-            if proc.pid is not None:
-                proc.join(timeout=60)
-                if proc.is_alive():  # stuck outside the step loop: no checkpoint to wait for
-                    proc.kill()
-                    proc.join()
-        if saved is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = saved
 
 
 def deployment(out: Path, run_dir: str, data: dict, timing_rounds: int = TIMING["rounds"],
