@@ -134,4 +134,3 @@ def test_shipped_backbone_is_small_and_documented():
     assert SHIPPED.stat().st_size <= 5 * 2**20
     info = json.loads(SHIPPED.with_suffix(".json").read_text())
     assert info["held_out_accuracy"]["cells_iou"] > 0.8  # the features know where things are
-
