@@ -261,11 +261,8 @@ def recipe_differences(a: Path, b: Path) -> str:
     """'section.key A (now B)' for every setting recipe files a and b disagree on."""
     import yaml
 
-    flat = []
-    for path in (a, b):
-        settings = yaml.safe_load(path.read_text())
-        flat.append({f"{section}.{k}": v for section, values in settings.items() if isinstance(values, dict)
-                     for k, v in values.items()})
+    from zeroi2v.config import flatten
+    flat = [flatten(yaml.safe_load(path.read_text())) for path in (a, b)]
     keys = sorted(k for k in set(flat[0]) | set(flat[1]) if flat[0].get(k) != flat[1].get(k))
     return "; ".join(f"{k} {flat[0].get(k)} (now {flat[1].get(k)})" for k in keys) or "nothing"
 
