@@ -72,12 +72,15 @@ GROUPS = {  # name -> (title, [(row label, {config key: value}), ...]); {} is th
                                                             "model.adapter_positions": ["attn_out", "mlp_in", "mlp_out"]}),
         ("s 1.0, warm-up 1 epoch, lr 8e-3", {"train.lr": 8e-3, "train.warmup_epochs": 1, "model.adapter_scale": 1.0}),
         ("lr 1.6e-2", {"train.lr": 1.6e-2}),
+        ("lr 8e-3, q/k/v-input adapters at 0.25× lr", {"train.lr": 8e-3, "train.lr_mult": {"*.attn.qkv.adapter_in": 0.25}}),
+        ("lr 1.6e-2, q/k/v-input adapters at 0.25× lr", {"train.lr": 1.6e-2,
+                                                        "train.lr_mult": {"*.attn.qkv.adapter_in": 0.25}}),
     ]),
     "temporal_embedding": ("Temporal embedding", [
         ("on (recipe)", {}),
         ("off", {"model.temporal_embedding": False}),
     ]),
-    "lr": ("Learning rate (batch 16, AdamW, 1 warm-up epoch, cosine)", [
+    "lr": ("Learning rate (batch 16, AdamW, the recipe's warm-up, cosine)", [
         ("1e-3", {"train.lr": 1e-3}),
         ("2e-3", {"train.lr": 2e-3}),
         ("4e-3 (recipe)", {}),
@@ -86,7 +89,7 @@ GROUPS = {  # name -> (title, [(row label, {config key: value}), ...]); {} is th
     "epochs": ("Epochs", [
         ("5", {"train.epochs": 5}),
         ("10", {"train.epochs": 10}),
-        ("recipe", {}),
+        ("20 (recipe)", {"train.epochs": 20}),
     ]),
     "adapter_kind": ("Linear vs GELU adapters (GELU between down and up: cannot be merged)", [
         ("linear (recipe; merged at deployment)", {}),

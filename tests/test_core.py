@@ -219,6 +219,18 @@ def test_lr_mult_groups_by_name_prefix():
         param_groups(model, 0.05, {"backbone.blocks.0.attn.qkv.weight": 2.0})  # frozen
 
 
+def test_lr_mult_globs_match_every_block():
+    """A key with `*` is a glob over parameter names (and their prefixes); the longest key wins."""
+    model = make("clip", num_frames=4)
+    groups = param_groups(model, 0.05, {"*.attn.qkv.adapter_in": 0.25, "backbone": 0.5})
+    mult = {n: g["lr_mult"] for g in groups for n in g["names"]}
+    qkv_in = [n for n in mult if ".attn.qkv.adapter_in." in n]
+    assert len(qkv_in) == 4 * len(model.backbone.blocks) and all(mult[n] == 0.25 for n in qkv_in)
+    assert mult["backbone.blocks.0.attn.proj.adapter_out.up.weight"] == 0.5 and mult["head.weight"] == 1.0
+    with pytest.raises(zeroi2v.UserError, match="match no trainable parameter"):
+        param_groups(model, 0.05, {"*.qkv.adapter_inn": 0.25})
+
+
 def test_features_when_headless():
     model = make("clip", num_frames=4, num_classes=0).eval()
     x = clip_for(model)

@@ -142,7 +142,7 @@ class TrainConfig:
     epochs: int = opt(40, "training epochs", low=1)
     batch_size: int = opt(64, "global batch (all processes, after accumulation)", low=1)
     lr: float = opt(3.0e-4, "peak learning rate for train.batch_size (no automatic scaling)")
-    lr_mult: dict = opt({}, "learning-rate multipliers by parameter-name prefix, e.g. {backbone: 0.1}")
+    lr_mult: dict = opt({}, "learning-rate multipliers by parameter-name prefix or glob, e.g. {backbone: 0.1}, {'*.qkv.adapter_in': 0.25}")
     weight_decay: float = opt(0.05, "AdamW weight decay (none on embeddings and norms)", low=0, high=10)
     betas: list[float] = opt([0.9, 0.999], "AdamW betas", length=2, each=(lambda b: 0 <= b < 1, "in [0, 1)"))
     warmup_epochs: float = opt(2.5, "linear warm-up length (capped at the run length)", low=0)
@@ -188,7 +188,7 @@ class Config:
             raise UserError(f"config train.clip_grad: must be > 0 or null, got {t.clip_grad}")
         bad = {k: v for k, v in t.lr_mult.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0}
         if bad or not all(isinstance(k, str) for k in t.lr_mult):
-            raise UserError(f"config train.lr_mult: must map parameter-name prefixes to numbers >= 0, got {t.lr_mult}")
+            raise UserError(f"config train.lr_mult: must map parameter-name prefixes or globs to numbers >= 0, got {t.lr_mult}")
         if d.crop_scale[0] > d.crop_scale[1]:
             raise UserError(f"config data.crop_scale: must be [min, max] with min <= max, got {d.crop_scale}")
         if d.short_side is not None and d.short_side < d.img_size:

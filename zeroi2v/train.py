@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import fnmatch
 import json
 import math
 import os
@@ -138,11 +139,15 @@ def write_metrics(out: Path, history: list[dict]) -> None:
 
 def param_groups(model, weight_decay: float, lr_mult: dict) -> list[dict]:
     """AdamW groups over trainable parameters: (lr multiplier, decay or not). The multiplier of a
-    parameter is that of the longest `lr_mult` prefix of its name (1 if none); no weight decay on
-    `model.no_weight_decay()` (embeddings and norms). timm's `param_groups_weight_decay` would also
-    exempt every bias; the reference decays adapter and classifier biases, so this keeps them decayed."""
-    def under(name: str, prefix: str) -> bool:
-        return name == prefix or name.startswith(prefix + ".")
+    parameter is that of the longest `lr_mult` key that matches its name (1 if none): a key is a name
+    prefix (`backbone`) or, with `*`/`?`, a glob over names and their prefixes (`*.attn.qkv.adapter_in`:
+    every block's q/k/v-input adapter). No weight decay on `model.no_weight_decay()` (embeddings and
+    norms). timm's `param_groups_weight_decay` would also exempt every bias; the reference decays
+    adapter and classifier biases, so this keeps them decayed."""
+    def under(name: str, key: str) -> bool:
+        if any(c in key for c in "*?["):
+            return fnmatch.fnmatchcase(name, key) or fnmatch.fnmatchcase(name, key + ".*")
+        return name == key or name.startswith(key + ".")
 
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     unused = [k for k in lr_mult if not any(under(n, k) for n in names)]
