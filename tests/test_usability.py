@@ -126,6 +126,20 @@ def test_parent_of_split_folders_is_named_as_such(ramps, tmp_path, capsys):
     assert not (tmp_path / "run").exists()  # a run that fails at start-up leaves nothing behind
 
 
+def test_failed_start_removes_the_folders_it_created_and_nothing_else(ramps, tmp_path, capsys):
+    """output runs/a/b where runs/ did not exist: a start-up failure leaves no empty runs/a behind, and
+    never removes a folder another run put beside it meanwhile."""
+    for split in ("train", "val"):
+        (tmp_path / "ds" / split / "a").mkdir(parents=True)
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "runs" / "a" / "b", data__root=None,
+                       data__train_list=str(tmp_path / "ds"))
+    one_line_error(capsys, main(["train", str(cfg)]), "split folders")
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "runs" / "other").mkdir(parents=True)
+    one_line_error(capsys, main(["train", str(cfg)]), "split folders")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["other"]
+
+
 def test_unreadable_validation_stops_the_run(ramps, tmp_path, capsys):
     val_list = junk_videos(tmp_path / "junk", 4, "val.txt", absolute=True)
     cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", **QUICK, data__val_list=str(val_list))

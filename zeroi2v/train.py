@@ -13,6 +13,7 @@ weight decay on embeddings and norms (`ZeroI2V.no_weight_decay`), `train.lr_mult
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import fnmatch
@@ -309,7 +310,10 @@ def train(cfg: Config, progress: bool | None = None) -> dict:
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} exists and is not a directory")
     rank = int(os.environ.get("RANK", 0))
-    created = not out.exists()
+    created = out  # the outermost folder this call creates (runs/ of runs/demo): removed on early failure
+    while not created.parent.exists():
+        created = created.parent
+    created_before = out.exists()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     try:
@@ -328,8 +332,11 @@ def train(cfg: Config, progress: bool | None = None) -> dict:
                                       "".join(f"{p} {label}\n" for p, label in run.train_set.samples))
             return loop(run, progress if progress is not None else (rank == 0 and interactive()))
     except (UserError, KeyboardInterrupt):
-        if rank == 0 and created and not (out / CKPT_DIR).exists():  # failed before any work: leave nothing
+        if rank == 0 and not created_before and not (out / CKPT_DIR).exists():  # failed before any work: leave nothing
             shutil.rmtree(out, ignore_errors=True)
+            for folder in [p for p in out.parents if created in (p, *p.parents)]:  # created above out, if empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # never removes what another run put there meanwhile
         raise
 
 
