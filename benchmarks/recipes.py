@@ -264,8 +264,10 @@ COMMON = """## What every config shares
   epochs, updated every epoch, to 0 — the reference's LinearLR × CosineAnnealingLR.
 - Adapters: ratio 0.25, four per block, down-projection trunc-normal(0.02) with zero bias,
   up-projection zero; classifier normal(0.01), zero bias; head dropout 0.5.
-- `train.lr_mult` maps parameter-name prefixes to multipliers (the longest matching prefix wins; the
+- `train.lr_mult` maps parameter-name prefixes to multipliers (the longest matching key wins; the
   classifier is `head.`, the ViT `backbone.`, the temporal embedding the top-level `temporal_embed`).
+  A key with `*` or `?` is a glob over parameter names: `{"*.attn.qkv.adapter_in": 0.25}` slows the
+  q/k/v-input adapter of every block (what `docs/stability.md` tries against divergence).
   The ViT-L configs set `{backbone: 0.1, temporal_embed: 0.1}`: everything the reference keeps under
   its backbone module (adapters, temporal embedding, final norm) at 0.1× and the classifier at 1×.
   The run logs each group (multiplier, decay, tensor count) when it starts.
