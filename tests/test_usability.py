@@ -226,3 +226,12 @@ def test_bare_model_directory_is_tested_with_its_own_architecture(ramps, tmp_pat
     zeroi2v.save_pretrained(model, tmp_path / "bare")
     assert main(["eval", str(tmp_path / "bare"), "--set", f"data.root={ramps['root']}",
                  f"data.val_list={ramps['val_list']}", "data.sampling=uniform", "train.num_workers=0"]) == 0
+
+
+def test_unknown_option_names_the_verb_and_its_usage(capsys):
+    """`zeroi2v merge RUN --out DIR` (merge takes OUT_DIR positionally): the error is merge's, with its usage."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["merge", "run", "--out", "merged"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "usage: zeroi2v merge" in err
+    assert "zeroi2v merge: error: unrecognized arguments: --out" in err

@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def verb(name, func, help_):
         p = sub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, verb_parser=p)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
@@ -288,7 +288,9 @@ def _run(argv: list[str]) -> int:
     if argv[:1] and argv[0] in PASSTHROUGH:  # verbs with their own argparse get the rest of the line
         args = argparse.Namespace(func=_passthrough(PASSTHROUGH[argv[0]][0]), rest=argv[1:])
     else:
-        args = build_parser().parse_args(argv)
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:  # name the verb and show its usage, not the top-level one
+            (getattr(args, "verb_parser", None) or build_parser()).error(f"unrecognized arguments: {' '.join(extra)}")
         debug = debug or getattr(args, "debug", False)
     try:
         return int(args.func(args) or 0)
