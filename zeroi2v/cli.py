@@ -288,9 +288,10 @@ def _run(argv: list[str]) -> int:
     if argv[:1] and argv[0] in PASSTHROUGH:  # verbs with their own argparse get the rest of the line
         args = argparse.Namespace(func=_passthrough(PASSTHROUGH[argv[0]][0]), rest=argv[1:])
     else:
-        args, extra = build_parser().parse_known_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
         if extra:  # name the verb and show its usage, not the top-level one
-            (getattr(args, "verb_parser", None) or build_parser()).error(f"unrecognized arguments: {' '.join(extra)}")
+            getattr(args, "verb_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
         debug = debug or getattr(args, "debug", False)
     try:
         return int(args.func(args) or 0)

@@ -310,10 +310,7 @@ def train(cfg: Config, progress: bool | None = None) -> dict:
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} exists and is not a directory")
     rank = int(os.environ.get("RANK", 0))
-    created = out  # the outermost folder this call creates (runs/ of runs/demo): removed on early failure
-    while not created.parent.exists():
-        created = created.parent
-    created_before = out.exists()
+    created = [p for p in (out, *out.parents) if not p.exists()]  # out and the parents made for it, innermost first
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     try:
@@ -332,11 +329,11 @@ def train(cfg: Config, progress: bool | None = None) -> dict:
                                       "".join(f"{p} {label}\n" for p, label in run.train_set.samples))
             return loop(run, progress if progress is not None else (rank == 0 and interactive()))
     except (UserError, KeyboardInterrupt):
-        if rank == 0 and not created_before and not (out / CKPT_DIR).exists():  # failed before any work: leave nothing
+        if rank == 0 and created and not (out / CKPT_DIR).exists():  # failed before any work: leave nothing
             shutil.rmtree(out, ignore_errors=True)
-            for folder in [p for p in out.parents if created in (p, *p.parents)]:  # created above out, if empty
+            for folder in created[1:]:  # the parents only if still empty: never what another run put there
                 with contextlib.suppress(OSError):
-                    folder.rmdir()  # never removes what another run put there meanwhile
+                    folder.rmdir()
         raise
 
 
