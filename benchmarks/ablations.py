@@ -151,16 +151,22 @@ def store(cache: Path, key: str, value: dict) -> dict:
 SAME_RESULT = ("data.cache_frames",)  # settings that change how fast a run goes, not what it computes
 
 
-def recipe_id(ignore: tuple[str, ...] = ()) -> str:
+def recipe_id(ignore: tuple[str, ...] = (), backbone=None) -> str:
     """Short hash of configs/demo.yaml's settings (comments aside, and the `section.key` settings in
-    `ignore`, which every run sets itself): results cached for another recipe are never reused."""
+    `ignore`, which every run sets itself) and of the shipped backbone's weights: results cached for
+    another recipe or another image pretraining (`backbone`: default the shipped one) are never reused."""
     import hashlib
 
     import yaml
+
+    from zeroi2v.weights import builtin_weights_path
     settings = yaml.safe_load(RECIPE.read_text())
     for dotted in (*ignore, *SAME_RESULT):
         section, key = dotted.split(".")
         settings.get(section, {}).pop(key, None)
+    weights = Path(backbone) if backbone else builtin_weights_path()
+    if weights.is_file():
+        settings["backbone_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -113,7 +113,7 @@ def main() -> int:
     backbone = Path(args.backbone) if args.backbone else cached_backbone()
     # a row's runs are keyed by the recipe settings it uses: a change to a setting the row overrides
     # (e.g. the recipe's head_offsets, for the peers) keeps its runs
-    recipes = {name: [recipe_id(ignore=("train.lr", "train.seed", *changes)), changes]
+    recipes = {name: [recipe_id(ignore=("train.lr", "train.seed", *changes), backbone=backbone), changes]
                for name, changes in ROWS.items()}
     cache_file = out / "results.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}

@@ -126,6 +126,26 @@ def test_pretraining_saves_a_timm_checkpoint(tmp_path):
         assert torch.equal(vit[key], state[key]), key
 
 
+def test_pretraining_stills_label_the_heading_of_pointers_only():
+    """The heading target is the direction the pointer points on screen (rows down, angle clockwise from
+    +x), in 8 bins; symmetric shapes have none. Checked on the arrow: its tip is its farthest pixel
+    from the centre, at `radius` along the heading."""
+    import numpy as np
+
+    from zeroi2v.data.synthetic import SHAPES, heading_mask
+    from zeroi2v.pretrain import IGNORE, SHAPE_NAMES, random_images
+
+    _, labels, _ = random_images(200, 32, np.random.default_rng(0))
+    pointer = labels[:, 0] >= len(SHAPES)
+    assert pointer.any() and (~pointer).any() and labels[:, 0].max() == len(SHAPE_NAMES) - 1
+    assert (labels[~pointer, 5] == IGNORE).all() and set(labels[pointer, 5]) == set(range(8))
+    for bin_ in range(8):
+        angle = (bin_ + 0.5) * np.pi / 4
+        rows, cols = np.nonzero(heading_mask(64, 0, 32.0, 32.0, 20.0, angle))
+        tip = np.argmax((cols + 0.5 - 32) * np.cos(angle) + (rows + 0.5 - 32) * np.sin(angle))
+        assert np.hypot(cols[tip] + 0.5 - 32 - 20 * np.cos(angle), rows[tip] + 0.5 - 32 - 20 * np.sin(angle)) < 2
+
+
 def test_shipped_backbone_is_small_and_documented():
     from zeroi2v.pretrain import SHIPPED
 

@@ -3,11 +3,15 @@
 ZeroI2V adapts an *image-pretrained* ViT: a frozen ViT with random weights gives linear adapters
 nothing to work with (on the motion task it stays near chance). So the demo's backbone is first
 trained as an ordinary image model on procedurally generated stills from the same visual world as the
-synthetic motion videos (textured backgrounds, shapes of random colour, position, size and brightness),
-never on video. Two kinds of targets, because a video model needs to know both *what* and *where*:
+synthetic motion videos (textured backgrounds, shapes of random colour, position, size, brightness
+and heading), never on video. Two kinds of targets, because a video model needs to know both *what*
+and *where*:
 
 - the classifier head (class token) predicts the object's attributes: shape, x bin, y bin, size bin,
-  brightness bin (one softmax group each);
+  brightness bin and, for the pointer shapes (arrow, key, ell), which of 8 directions it points in
+  (one softmax group each). Real image backbones know orientation; without the heading target this
+  one did not, and ZeroI2V could not tell clockwise from counter-clockwise rotation (chance within
+  the pair), since the sense of a turn is a change of heading between frames;
 - a small dense head on the patch tokens predicts which 2x2-pixel cells of its patch the object covers
   (sigmoid per cell), so every token knows where the object's edges are to within a couple of pixels.
   Without it position is learned ~3x slower and motion of a few pixels per frame is invisible.
@@ -16,7 +20,7 @@ The dense head is dropped; the ViT with its classifier is saved in timm's own la
 loaded through `pretrained=` like any downloaded image checkpoint. Pretraining takes about 20 minutes
 on 2 CPU cores, so the result is shipped in `zeroi2v/assets/` (3.3 MB); regenerate it with
 
-    python -m zeroi2v.pretrain [--steps 4000] [--out zeroi2v/assets/demo_vit.safetensors]
+    python -m zeroi2v.pretrain [--steps 8000] [--out zeroi2v/assets/demo_vit.safetensors]
 """
 from __future__ import annotations
 
@@ -31,28 +35,44 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zeroi2v.data.synthetic import SHAPES, draw_frame, object_mask, scene
+from zeroi2v.data.synthetic import POINTERS, SHAPES, _texture, draw_frame, heading_mask, object_mask, scene
 
 BACKBONE = "vit_tiny_patch16_224"
 TIMM_KWARGS = {"img_size": 32, "patch_size": 8, "embed_dim": 128, "depth": 4, "num_heads": 4}
-TARGETS = {"shape": len(SHAPES), "x": 8, "y": 8, "size": 4, "brightness": 4}  # one softmax group each
+SHAPE_NAMES = SHAPES + POINTERS
+# one softmax group each; heading (8 bins of 45 degrees) only for pointers, which have one
+TARGETS = {"shape": len(SHAPE_NAMES), "x": 8, "y": 8, "size": 4, "brightness": 4, "heading": 8}
 CELLS = 4  # dense target: CELLS x CELLS occupancy cells per patch
+IGNORE = -100  # label of a target the image does not have (a disc has no heading)
 SHIPPED = Path(__file__).parent / "assets" / "demo_vit.safetensors"
 
 
 def random_images(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(n, size, size, 3) uint8 stills, (n, 5) attribute labels and (n, size, size) bool object masks."""
+    """(n, size, size, 3) uint8 stills, (n, 6) attribute labels and (n, size, size) bool object masks.
+
+    Half the objects are symmetric shapes, half pointers (arrow, key, ell) at a random heading; half
+    the backgrounds have the blocky texture, half a multi-scale one.
+    """
     images, labels, masks = [], [], []
     for _ in range(n):
-        shape = int(rng.integers(len(SHAPES)))
+        shape = int(rng.integers(len(SHAPE_NAMES)))
         radius = rng.uniform(0.1, 0.44) * size  # covers the sizes of growing / shrinking videos
         x, y = rng.uniform(0.0, 1.0, 2) * size
         level = rng.uniform(0.0, 1.0)
-        mask = object_mask(size, shape, x, y, radius)
-        images.append(draw_frame(scene(rng, size), mask, level))
+        heading = IGNORE
+        if shape < len(SHAPES):
+            mask = object_mask(size, shape, x, y, radius)
+        else:
+            angle = rng.uniform(0.0, 2 * np.pi)
+            mask = heading_mask(size, shape - len(SHAPES), x, y, radius, angle)
+            heading = min(7, int(angle / (2 * np.pi) * 8))
+        look = scene(rng, size)
+        if rng.random() < 0.5:
+            look["texture"] = _texture(rng, size)
+        images.append(draw_frame(look, mask, level))
         masks.append(mask)
         labels.append([shape, min(7, int(x / size * 8)), min(7, int(y / size * 8)),
-                       min(3, int((radius / size - 0.1) / 0.34 * 4)), min(3, int(level * 4))])
+                       min(3, int((radius / size - 0.1) / 0.34 * 4)), min(3, int(level * 4)), heading])
     return np.stack(images), np.array(labels), np.stack(masks)
 
 
@@ -64,8 +84,8 @@ def dense_targets(masks: np.ndarray, patch: int) -> torch.Tensor:
     return occ.view(n, grid, CELLS, grid, CELLS).permute(0, 1, 3, 2, 4).reshape(n, grid * grid, CELLS * CELLS)
 
 
-def pretrain(out_path, *, steps: int = 4000, batch: int = 64, lr: float = 1e-3, dense_weight: float = 10.0,
-             seed: int = 0, progress: bool = True) -> dict:
+def pretrain(out_path, *, steps: int = 8000, batch: int = 64, lr: float = 1e-3, dense_weight: float = 10.0,
+             seed: int = 0, num_heads: int = TIMM_KWARGS["num_heads"], progress: bool = True) -> dict:
     """Train the demo ViT on random stills; writes `out_path` (timm state dict) and a JSON beside it."""
     import timm
     from tqdm import tqdm
@@ -75,7 +95,8 @@ def pretrain(out_path, *, steps: int = 4000, batch: int = 64, lr: float = 1e-3, 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     size, patch = TIMM_KWARGS["img_size"], TIMM_KWARGS["patch_size"]
-    model = timm.create_model(BACKBONE, pretrained=False, num_classes=sum(TARGETS.values()), **TIMM_KWARGS)
+    timm_kwargs = {**TIMM_KWARGS, "num_heads": num_heads}
+    model = timm.create_model(BACKBONE, pretrained=False, num_classes=sum(TARGETS.values()), **timm_kwargs)
     dense_head = nn.Linear(model.embed_dim, CELLS * CELLS)
     mean = torch.tensor(model.pretrained_cfg["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(model.pretrained_cfg["std"]).view(1, 3, 1, 1)
@@ -97,7 +118,7 @@ def pretrain(out_path, *, steps: int = 4000, batch: int = 64, lr: float = 1e-3, 
         images, labels, masks = random_images(batch, size, rng)
         logits, cells = forward(images)
         y = torch.from_numpy(labels)
-        attr_loss = sum(F.cross_entropy(logits[:, splits[i]:splits[i + 1]], y[:, i]) for i in range(len(TARGETS)))
+        attr_loss = sum(F.cross_entropy(logits[:, splits[i]:splits[i + 1]], y[:, i], ignore_index=IGNORE) for i in range(len(TARGETS)))
         dense_loss = F.binary_cross_entropy_with_logits(cells, dense_targets(masks, patch))
         loss = attr_loss + dense_weight * dense_loss
         optimizer.zero_grad(set_to_none=True)
@@ -110,13 +131,16 @@ def pretrain(out_path, *, steps: int = 4000, batch: int = 64, lr: float = 1e-3, 
     images, labels, masks = random_images(512, size, np.random.default_rng(seed + 1))
     with torch.no_grad():
         logits, cells = forward(images)
-    accuracy = {name: round(float((logits[:, splits[i]:splits[i + 1]].argmax(1).numpy() == labels[:, i]).mean()), 3)
-                for i, name in enumerate(TARGETS)}
+    accuracy = {}
+    for i, name in enumerate(TARGETS):
+        has = labels[:, i] != IGNORE
+        correct = logits[:, splits[i]:splits[i + 1]].argmax(1).numpy() == labels[:, i]
+        accuracy[name] = round(float(correct[has].mean()), 3)
     pred, true = cells > 0, dense_targets(masks, patch) > 0.5
     accuracy["cells_iou"] = round(float((pred & true).sum() / (pred | true).sum()), 3)
     out_path = Path(out_path)
     atomic_save_safetensors(out_path, model.state_dict())
-    info = {"backbone": BACKBONE, "timm_kwargs": TIMM_KWARGS, "targets": TARGETS, "steps": steps, "batch": batch,
+    info = {"backbone": BACKBONE, "timm_kwargs": timm_kwargs, "targets": TARGETS, "steps": steps, "batch": batch,
             "lr": lr, "seed": seed, "seconds": round(time.time() - start, 1), "held_out_accuracy": accuracy}
     atomic_write_json(out_path.with_suffix(".json"), info)
     return info
@@ -141,7 +165,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zeroi2v.pretrain", description="Regenerate the demo's "
                                      "image-pretrained ViT (shipped as zeroi2v/assets/demo_vit.safetensors).")
     parser.add_argument("--out", default=str(SHIPPED))
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

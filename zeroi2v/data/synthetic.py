@@ -18,8 +18,9 @@ Directions are screen directions: image rows grow downward, so "moving up" is to
 Resolution, clip length, speed, pixel noise, shape set and codec (MP4 / AVI / WebM, or a mix of MP4
 and AVI) are arguments, so the same tool emulates data nobody tuned on. The files are real videos
 written with PyAV, with MMAction2 list files, so they go through the normal pipeline. The still-image
-pretraining of the demo backbone (`zeroi2v.pretrain`) draws from the basic renderer, so the image
-model has seen this visual world, never its motion.
+pretraining of the demo backbone (`zeroi2v.pretrain`) draws stills from these renderers (the basic
+shapes, and the complex family's pointers at random headings), so the image model has seen this visual
+world, never its motion; the `--shapes all` extras (triangle, ring, cross) it never saw.
 
     zeroi2v synth OUT_DIR --train-per-class 100 --val-per-class 20
     zeroi2v synth OUT_DIR --family complex --frames 16 --size 48 --codec mixed --noise 6
@@ -89,6 +90,15 @@ def pointer_mask(u: np.ndarray, v: np.ndarray, kind: int, radius: float) -> np.n
         return ((np.abs(v) < 0.22 * radius) & (np.abs(u) < radius)) | ((u - radius) ** 2 + v ** 2 < (0.45 * radius) ** 2)
     return ((np.abs(v) < 0.25 * radius) & (u > -radius) & (u < radius)) | (  # ell
         (u > -radius) & (u < -0.5 * radius) & (v > -0.25 * radius) & (v < 0.9 * radius))
+
+
+def heading_mask(size: int, kind: int, x: float, y: float, radius: float, angle: float) -> np.ndarray:
+    """(size, size) bool mask of pointer `kind` centred at (x, y), heading `angle` radians (clockwise on
+    screen from the +x axis, since rows grow downward)."""
+    py, px = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    u = (px - x) * np.cos(angle) + (py - y) * np.sin(angle)
+    v = -(px - x) * np.sin(angle) + (py - y) * np.cos(angle)
+    return pointer_mask(u, v, kind, radius)
 
 
 def shade(color: np.ndarray, level: float) -> np.ndarray:
@@ -203,10 +213,8 @@ def _render_complex(pair: int, num_frames: int, size: int, rng: np.random.Genera
         start = rng.uniform(0, 2 * np.pi)
         turn = np.deg2rad(min(300.0, rng.uniform(120, 200) * speed))
         for t in np.linspace(0.0, 1.0, num_frames):
-            a = start + turn * t
-            u = (px - cx) * np.cos(a) + (py - cy) * np.sin(a)
-            v = -(px - cx) * np.sin(a) + (py - cy) * np.cos(a)
-            frames.append(np.where(pointer_mask(u, v, kind, radius)[..., None], color, base))
+            mask = heading_mask(size, kind, cx, cy, radius, start + turn * t)
+            frames.append(np.where(mask[..., None], color, base))
         return np.clip(np.stack(frames), 0, 255).astype(np.uint8)
     # diagonal: pair 1 up and left (both coordinates decrease), pair 2 up and right
     travel = min(0.6, rng.uniform(0.3, 0.45) * speed) * size  # per axis
