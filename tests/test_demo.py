@@ -146,6 +146,22 @@ def test_pretraining_stills_label_the_heading_of_pointers_only():
         assert np.hypot(cols[tip] + 0.5 - 32 - 20 * np.cos(angle), rows[tip] + 0.5 - 32 - 20 * np.sin(angle)) < 2
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "-1"], "--steps and --batch must be >= 1"),
+    (["--batch", "0"], "--steps and --batch must be >= 1"),
+    (["--out", "{tmp}"], "is a folder"),
+    (["--out", "{tmp}/file.txt/vit.safetensors"], "cannot create the folder of --out"),
+])
+def test_pretraining_cli_rejects_bad_arguments_before_training(tmp_path, capsys, args, message):
+    from zeroi2v.pretrain import main
+
+    (tmp_path / "file.txt").write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.format(tmp=tmp_path) for a in args])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.glob("**/*.safetensors"))
+
+
 def test_shipped_backbone_is_small_and_documented():
     from zeroi2v.pretrain import SHIPPED
 

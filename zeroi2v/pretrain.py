@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -169,6 +170,17 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.steps < 1 or args.batch < 1:
+        parser.error(f"--steps and --batch must be >= 1, got {args.steps} and {args.batch}")
+    out = Path(args.out)
+    if out.is_dir():
+        parser.error(f"--out {out} is a folder; give the .safetensors file to write")
+    try:  # find out now, not after 20 minutes of training, that the file cannot be written
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"cannot create the folder of --out {out}: {error.strerror or error}")
+    if not os.access(out.parent, os.W_OK):
+        parser.error(f"cannot write into {out.parent} (--out)")
     print(json.dumps(pretrain(args.out, steps=args.steps, batch=args.batch, seed=args.seed), indent=2))
     return 0
 
