@@ -10,8 +10,8 @@ and *where*:
 - the classifier head (class token) predicts the object's attributes: shape, x bin, y bin, size bin,
   brightness bin and, for the pointer shapes (arrow, key, ell), which of 8 directions it points in
   (one softmax group each). Real image backbones know orientation; without the heading target this
-  one did not, and ZeroI2V could not tell clockwise from counter-clockwise rotation (chance within
-  the pair), since the sense of a turn is a change of heading between frames;
+  one hardly did, and ZeroI2V on its features was at chance between clockwise and counter-clockwise
+  rotation of held-out videos: the sense of a turn is a change of heading between frames;
 - a small dense head on the patch tokens predicts which 2x2-pixel cells of its patch the object covers
   (sigmoid per cell), so every token knows where the object's edges are to within a couple of pixels.
   Without it position is learned ~3x slower and motion of a few pixels per frame is invisible.
@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zeroi2v.data.synthetic import POINTERS, SHAPES, _texture, draw_frame, heading_mask, object_mask, scene
+from zeroi2v.data.synthetic import POINTERS, SHAPES, draw_frame, heading_mask, multiscale_texture, object_mask, scene
 
 BACKBONE = "vit_tiny_patch16_224"
 TIMM_KWARGS = {"img_size": 32, "patch_size": 8, "embed_dim": 128, "depth": 4, "num_heads": 4}
@@ -69,7 +69,7 @@ def random_images(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarr
             heading = min(7, int(angle / (2 * np.pi) * 8))
         look = scene(rng, size)
         if rng.random() < 0.5:
-            look["texture"] = _texture(rng, size)
+            look["texture"] = multiscale_texture(rng, size)
         images.append(draw_frame(look, mask, level))
         masks.append(mask)
         labels.append([shape, min(7, int(x / size * 8)), min(7, int(y / size * 8)),

@@ -167,7 +167,7 @@ def _render_basic(pair: int, num_frames: int, size: int, rng: np.random.Generato
     return np.stack(frames)
 
 
-def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
+def multiscale_texture(rng: np.random.Generator, size: int) -> np.ndarray:
     """(size, size, 1) multi-scale blocky texture (blocks of 2, 4 and 8 pixels)."""
     out = np.zeros((size, size, 1), np.float32)
     for block, amp in ((2, 8.0), (4, 12.0), (8, 14.0)):
@@ -181,7 +181,7 @@ def _render_complex(pair: int, num_frames: int, size: int, rng: np.random.Genera
     """Rotation, diagonal motion or a zoom, on a world drawn at 2x resolution and sampled per frame."""
     look = scene(rng, size)
     world_size = 2 * size  # the world is drawn at twice the frame's resolution (the zoom samples it)
-    texture = _texture(rng, world_size)
+    texture = multiscale_texture(rng, world_size)
     background = np.broadcast_to(look["background"], (world_size, world_size, 3)) + texture
     yy, xx = (np.mgrid[0:world_size, 0:world_size].astype(np.float32) + 0.5) / 2  # frame-pixel units
     for _ in range(int(rng.integers(1, 3))):  # static distractors in their own colours
