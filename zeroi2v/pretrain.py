@@ -87,7 +87,7 @@ def dense_targets(masks: np.ndarray, patch: int) -> torch.Tensor:
 
 
 def pretrain(out_path, *, steps: int = 8000, batch: int = 64, lr: float = 1e-3, dense_weight: float = 10.0,
-             seed: int = 0, num_heads: int = TIMM_KWARGS["num_heads"], progress: bool = True) -> dict:
+             seed: int = 0, progress: bool = True) -> dict:
     """Train the demo ViT on random stills; writes `out_path` (timm state dict) and a JSON beside it."""
     import timm
     from tqdm import tqdm
@@ -97,8 +97,7 @@ def pretrain(out_path, *, steps: int = 8000, batch: int = 64, lr: float = 1e-3, 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     size, patch = TIMM_KWARGS["img_size"], TIMM_KWARGS["patch_size"]
-    timm_kwargs = {**TIMM_KWARGS, "num_heads": num_heads}
-    model = timm.create_model(BACKBONE, pretrained=False, num_classes=sum(TARGETS.values()), **timm_kwargs)
+    model = timm.create_model(BACKBONE, pretrained=False, num_classes=sum(TARGETS.values()), **TIMM_KWARGS)
     dense_head = nn.Linear(model.embed_dim, CELLS * CELLS)
     mean = torch.tensor(model.pretrained_cfg["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(model.pretrained_cfg["std"]).view(1, 3, 1, 1)
@@ -120,7 +119,8 @@ def pretrain(out_path, *, steps: int = 8000, batch: int = 64, lr: float = 1e-3, 
         images, labels, masks = random_images(batch, size, rng)
         logits, cells = forward(images)
         y = torch.from_numpy(labels)
-        attr_loss = sum(F.cross_entropy(logits[:, splits[i]:splits[i + 1]], y[:, i], ignore_index=IGNORE) for i in range(len(TARGETS)))
+        attr_loss = sum(F.cross_entropy(logits[:, splits[i]:splits[i + 1]], y[:, i], ignore_index=IGNORE)
+                        for i in range(len(TARGETS)))
         dense_loss = F.binary_cross_entropy_with_logits(cells, dense_targets(masks, patch))
         loss = attr_loss + dense_weight * dense_loss
         optimizer.zero_grad(set_to_none=True)
@@ -142,7 +142,7 @@ def pretrain(out_path, *, steps: int = 8000, batch: int = 64, lr: float = 1e-3, 
     accuracy["cells_iou"] = round(float((pred & true).sum() / (pred | true).sum()), 3)
     out_path = Path(out_path)
     atomic_save_safetensors(out_path, model.state_dict())
-    info = {"backbone": BACKBONE, "timm_kwargs": timm_kwargs, "targets": TARGETS, "steps": steps, "batch": batch,
+    info = {"backbone": BACKBONE, "timm_kwargs": TIMM_KWARGS, "targets": TARGETS, "steps": steps, "batch": batch,
             "lr": lr, "seed": seed, "seconds": round(time.time() - start, 1), "held_out_accuracy": accuracy}
     atomic_write_json(out_path.with_suffix(".json"), info)
     return info
