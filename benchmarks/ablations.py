@@ -20,6 +20,7 @@ different families can run side by side on one cache (one per core, OMP_NUM_THRE
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -154,8 +155,10 @@ def store(cache: Path, key: str, value: dict) -> dict:
 SAME_RESULT = ("data.cache_frames",)  # settings that change how fast a run goes, not what it computes
 
 
+@functools.lru_cache(maxsize=None)
 def backbone_sha256(backbone=None) -> str:
-    """sha256 of the image backbone's weights file (default: the shipped one); '' if there is none."""
+    """sha256 of the image backbone's weights file (default: the shipped one); '' if there is none.
+    Cached: every run key of a study needs it, and the file does not change during one invocation."""
     weights = Path(backbone) if backbone else builtin_weights_path()
     return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else ""
 

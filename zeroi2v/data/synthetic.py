@@ -183,7 +183,6 @@ def _render_complex(pair: int, num_frames: int, size: int, rng: np.random.Genera
     world_size = 2 * size  # the world is drawn at twice the frame's resolution (the zoom samples it)
     texture = multiscale_texture(rng, world_size)
     background = np.broadcast_to(look["background"], (world_size, world_size, 3)) + texture
-    yy, xx = (np.mgrid[0:world_size, 0:world_size].astype(np.float32) + 0.5) / 2  # frame-pixel units
     for _ in range(int(rng.integers(1, 3))):  # static distractors in their own colours
         mask = object_mask(world_size, int(rng.integers(len(SHAPES) + len(EXTRA_SHAPES))),
                            *(rng.uniform(0.1, 0.9, 2) * world_size), rng.uniform(0.06, 0.12) * world_size)
@@ -206,7 +205,6 @@ def _render_complex(pair: int, num_frames: int, size: int, rng: np.random.Genera
             ix = np.clip((sx * 2).astype(int), 0, world_size - 1)
             frames.append(world[iy, ix])
         return np.clip(np.stack(frames), 0, 255).astype(np.uint8)
-    py, px = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     base = np.clip(background[::2, ::2] * 0.5 + background[1::2, 1::2] * 0.5, 0, 255)  # the world at frame size
     if pair == 0:  # rotating clockwise (on screen, rows down): the heading angle increases
         cx, cy = rng.uniform(0.3, 0.7, 2) * size
