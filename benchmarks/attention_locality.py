@@ -102,17 +102,25 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(DOCS / "bench" / "attention_locality.md"))
     args = parser.parse_args(argv)
+    if args.videos < 1:
+        parser.error(f"--videos must be at least 1, got {args.videos}")
     backbone = Path(args.backbone) if args.backbone else cached_backbone()
-    if not backbone.is_file():
-        print(f"error: no backbone weights at {backbone}", file=sys.stderr)
+    try:
+        model = load_backbone(backbone)
+    except Exception as err:  # a missing file, not safetensors, or another architecture's weights
+        print(f"error: cannot load {backbone} as the demo backbone ({BACKBONE}, {TIMM_KWARGS}): "
+              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 2
-    model = load_backbone(backbone)
     images = synthetic_frames(args.family, args.videos, 8, TIMM_KWARGS["img_size"], args.seed)
     table = locality(model, images)
     n_tokens = model.patch_embed.num_patches + model.num_prefix_tokens
     command = "python benchmarks/attention_locality.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
     text = report(table, n_tokens, model.patch_embed.grid_size, backbone, command)
-    atomic_write_text(Path(args.out), text)
+    try:
+        atomic_write_text(Path(args.out), text)
+    except OSError as err:
+        print(f"error: cannot write {args.out}: {err.strerror or err}", file=sys.stderr)
+        return 2
     print(text)
     return 0
 
