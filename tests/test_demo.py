@@ -151,6 +151,7 @@ def test_pretraining_stills_label_the_heading_of_pointers_only():
     (["--batch", "0"], "--steps and --batch must be >= 1"),
     (["--out", "{tmp}"], "is a folder"),
     (["--out", "{tmp}/file.txt/vit.safetensors"], "cannot create the folder of --out"),
+    (["--blank-patches", "1.5"], "--blank-patches must be in [0, 1)"),
 ])
 def test_pretraining_cli_rejects_bad_arguments_before_training(tmp_path, capsys, args, message):
     from zeroi2v.pretrain import main
@@ -160,6 +161,17 @@ def test_pretraining_cli_rejects_bad_arguments_before_training(tmp_path, capsys,
         main([a.format(tmp=tmp_path) for a in args])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not list(tmp_path.glob("**/*.safetensors"))
+
+
+def test_blanked_patches_only_in_the_second_half_of_a_batch(tmp_path):
+    from zeroi2v.pretrain import blank_patch_mask, pretrain
+
+    torch.manual_seed(0)
+    blank = blank_patch_mask(64, 4, 0.3)
+    assert blank.shape == (64, 4, 4) and set(blank.unique().tolist()) <= {0.0, 1.0}
+    assert blank[:32].sum() == 0 and 0.2 < blank[32:].mean() < 0.4
+    info = pretrain(tmp_path / "vit.safetensors", steps=2, batch=8, blank_patches=0.5, progress=False)
+    assert info["blank_patches"] == 0.5 and (tmp_path / "vit.safetensors").is_file()
 
 
 def test_shipped_backbone_is_small_and_documented():

@@ -86,9 +86,23 @@ def dense_targets(masks: np.ndarray, patch: int) -> torch.Tensor:
     return occ.view(n, grid, CELLS, grid, CELLS).permute(0, 1, 3, 2, 4).reshape(n, grid * grid, CELLS * CELLS)
 
 
+def blank_patch_mask(batch: int, grid: int, share: float) -> torch.Tensor:
+    """(batch, grid, grid) float, 1 where a patch is blanked: `share` of the patches of the second half
+    of the batch (the first half stays whole, so the attributes are still learnt from whole images)."""
+    blank = (torch.rand(batch, grid, grid) < share).float()
+    blank[: batch // 2] = 0
+    return blank
+
+
 def pretrain(out_path, *, steps: int = 8000, batch: int = 64, lr: float = 1e-3, dense_weight: float = 10.0,
-             seed: int = 0, progress: bool = True) -> dict:
-    """Train the demo ViT on random stills; writes `out_path` (timm state dict) and a JSON beside it."""
+             seed: int = 0, blank_patches: float = 0.0, progress: bool = True) -> dict:
+    """Train the demo ViT on random stills; writes `out_path` (timm state dict) and a JSON beside it.
+
+    `blank_patches` (experimental, 0: off, as the shipped backbone): blank that share of the patches
+    (the normalised mean colour) in half of each batch, while the dense head must still tell which
+    cells of them the object covers. Only the neighbouring patches can tell, which pulls some heads
+    towards local attention (docs/stability.md, "Why: the demo backbone's attention is flat").
+    """
     import timm
     from tqdm import tqdm
 
@@ -103,8 +117,10 @@ def pretrain(out_path, *, steps: int = 8000, batch: int = 64, lr: float = 1e-3, 
     std = torch.tensor(model.pretrained_cfg["std"]).view(1, 3, 1, 1)
     splits = np.cumsum([0] + list(TARGETS.values()))
 
-    def forward(images: np.ndarray):
+    def forward(images: np.ndarray, blank: torch.Tensor | None = None):
         x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        if blank is not None:
+            x = x * (1 - blank.repeat_interleave(patch, 1).repeat_interleave(patch, 2)[:, None])
         tokens = model.forward_features(x)
         return model.forward_head(tokens), dense_head(tokens[:, model.num_prefix_tokens:])
 
@@ -117,7 +133,8 @@ def pretrain(out_path, *, steps: int = 8000, batch: int = 64, lr: float = 1e-3, 
         for group in optimizer.param_groups:  # warm-up then cosine
             group["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / steps))
         images, labels, masks = random_images(batch, size, rng)
-        logits, cells = forward(images)
+        blank = blank_patch_mask(batch, size // patch, blank_patches) if blank_patches > 0 else None
+        logits, cells = forward(images, blank)
         y = torch.from_numpy(labels)
         attr_loss = sum(F.cross_entropy(logits[:, splits[i]:splits[i + 1]], y[:, i], ignore_index=IGNORE)
                         for i in range(len(TARGETS)))
@@ -143,7 +160,8 @@ def pretrain(out_path, *, steps: int = 8000, batch: int = 64, lr: float = 1e-3, 
     out_path = Path(out_path)
     atomic_save_safetensors(out_path, model.state_dict())
     info = {"backbone": BACKBONE, "timm_kwargs": TIMM_KWARGS, "targets": TARGETS, "steps": steps, "batch": batch,
-            "lr": lr, "seed": seed, "seconds": round(time.time() - start, 1), "held_out_accuracy": accuracy}
+            "lr": lr, "seed": seed, **({"blank_patches": blank_patches} if blank_patches else {}),
+            "seconds": round(time.time() - start, 1), "held_out_accuracy": accuracy}
     atomic_write_json(out_path.with_suffix(".json"), info)
     return info
 
@@ -170,9 +188,13 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--blank-patches", type=float, default=0.0,
+                        help="experimental: share of patches blanked in half of each batch (0: off, as shipped)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch < 1:
         parser.error(f"--steps and --batch must be >= 1, got {args.steps} and {args.batch}")
+    if not 0 <= args.blank_patches < 1:
+        parser.error(f"--blank-patches must be in [0, 1), got {args.blank_patches}")
     out = Path(args.out)
     if out.is_dir():
         parser.error(f"--out {out} is a folder; give the .safetensors file to write")
@@ -182,7 +204,8 @@ def main(argv=None) -> int:
         parser.error(f"cannot create the folder of --out {out}: {error.strerror or error}")
     if not os.access(out.parent, os.W_OK):
         parser.error(f"cannot write into {out.parent} (--out)")
-    print(json.dumps(pretrain(args.out, steps=args.steps, batch=args.batch, seed=args.seed), indent=2))
+    print(json.dumps(pretrain(args.out, steps=args.steps, batch=args.batch, seed=args.seed,
+                              blank_patches=args.blank_patches), indent=2))
     return 0
 
 
