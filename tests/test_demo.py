@@ -152,6 +152,7 @@ def test_pretraining_stills_label_the_heading_of_pointers_only():
     (["--out", "{tmp}"], "is a folder"),
     (["--out", "{tmp}/file.txt/vit.safetensors"], "cannot create the folder of --out"),
     (["--blank-patches", "1.5"], "--blank-patches must be in [0, 1)"),
+    (["--blank-patches", "0.3"], "give --out, so the shipped one stays"),
 ])
 def test_pretraining_cli_rejects_bad_arguments_before_training(tmp_path, capsys, args, message):
     from zeroi2v.pretrain import main

@@ -196,6 +196,8 @@ def main(argv=None) -> int:
     if not 0 <= args.blank_patches < 1:
         parser.error(f"--blank-patches must be in [0, 1), got {args.blank_patches}")
     out = Path(args.out)
+    if args.blank_patches and out.resolve() == SHIPPED.resolve():
+        parser.error("--blank-patches makes an experimental backbone: give --out, so the shipped one stays")
     if out.is_dir():
         parser.error(f"--out {out} is a folder; give the .safetensors file to write")
     try:  # find out now, not after 20 minutes of training, that the file cannot be written
