@@ -16,6 +16,16 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "CI": "true", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_ramp_dataset(root: Path, train_per_class: int = 24, val_per_class: int = 10, frames: int = 8,
                       size: int = 32, seed: int = 0) -> dict:
     """Real H.264 videos of a tinted, noisy picture that brightens (class 0) or darkens (class 1).

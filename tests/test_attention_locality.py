@@ -1,24 +1,19 @@
 """benchmarks/attention_locality.py measures what it says: uniform attention reads as uniform."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import timm
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def locality_module():
-    spec = importlib.util.spec_from_file_location("attention_locality", ROOT / "benchmarks" / "attention_locality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("attention_locality")
 
 
 def test_flat_attention_reads_as_uniform(locality_module):

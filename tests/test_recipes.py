@@ -7,7 +7,6 @@ channels, 16-pixel frames) but keep their parameter names and trainable set, so 
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from zeroi2v.cli import main
 from zeroi2v.config import load_config
 from zeroi2v.data.build import make_dataset
 from zeroi2v.train import setup
+
+from tests.conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "zeroi2v" / "configs"
@@ -188,7 +189,5 @@ def test_convert_official_refuses_an_ssv2_checkpoint_without_preset(tmp_path, ca
 
 
 def test_docs_training_md_is_generated_from_the_configs():
-    spec = importlib.util.spec_from_file_location("recipes", REPO / "benchmarks" / "recipes.py")
-    recipes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipes)
+    recipes = load_benchmark("recipes")
     assert recipes.main(["--check"]) == 0, "run: python benchmarks/recipes.py"
