@@ -283,13 +283,15 @@ def recipe_differences(a: Path, b: Path) -> str:
     return "; ".join(f"{k} {flat[0].get(k)} (now {flat[1].get(k)})" for k in keys) or "nothing"
 
 
-def fmt(values: list[float]) -> str:
+def fmt(values: list[float], wanted: int = 0) -> str:
+    """Mean ± std in %; a cell resting on fewer seeds than the study asked for says how many."""
     if not values:
         return "not run"
     mean = 100 * statistics.mean(values)
-    if len(values) == 1:
-        return f"{mean:.1f} (1 seed)"
-    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}"
+    text = f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}"
+    if len(values) < wanted:
+        return f"{text} ({len(values)} of {wanted} seeds)"
+    return f"{text} (1 seed)" if len(values) == 1 else text
 
 
 def write_doc(path: Path, results: dict, groups: list[str], families: list[str], size: dict, seeds: list[int],
@@ -313,7 +315,7 @@ def write_doc(path: Path, results: dict, groups: list[str], families: list[str],
              f"**What was run:** seeds {', '.join(map(str, seeds))} (mean ± std over the seeds that finished), "
              f"{size['train_per_class']} training and {size['val_per_class']} validation videos per class, "
              f"{epochs} epochs unless the row changes them. Cells read `not run` where this invocation had no "
-             "time for them; the number of seeds behind each cell is in `results.json` of the work folder.", ""]
+             "time for them, and `(n of m seeds)` where it finished only some seeds.", ""]
     shipped = ROOT / "configs" / "demo.yaml"
     if RECIPE.resolve() != shipped.resolve():
         lines += [f"**Recipe:** not the current `configs/demo.yaml` but another file (`--recipe`; here an earlier "
@@ -343,7 +345,7 @@ def write_doc(path: Path, results: dict, groups: list[str], families: list[str],
             for family in families:
                 vals = [r["top1"] for seed in seeds
                         if "top1" in (r := results.get(run_key(family, changes, seed, size), {}))]
-                cells.append(fmt(vals))
+                cells.append(fmt(vals, len(seeds)))
             row = f"| {label} | " + " | ".join(cells) + " |"
             if name == "stability":
                 h = results.get(run_key(families[0], changes, seeds[0], size), {})

@@ -38,7 +38,8 @@ def test_document_reports_seeds_and_missing_cells(ablations, tmp_path):
     results[ablations.run_key("basic", {"model.head_offsets": [1]}, 0, size)] = {"error": ["boom"]}
     text = ablations.write_doc(tmp_path / "a.md", results, ["heads", "blocks"], ["basic", "complex"], size, [0, 1],
                                {"blocks": "no key"}, None, "python benchmarks/ablations.py --quick", 20)
-    assert "| [] (no temporal heads) | 85.0 ± 7.1 | 50.0 (1 seed) |" in text
+    assert "| [] (no temporal heads) | 85.0 ± 7.1 | 50.0 (1 of 2 seeds) |" in text
+    assert ablations.fmt([0.5], 1) == "50.0 (1 seed)" and ablations.fmt([0.5, 0.7], 3) == "60.0 ± 14.1 (2 of 3 seeds)"
     assert "not run" in text and "_Not run: no key_" in text and "Runs that failed" in text
     assert (tmp_path / "a.md").read_text() == text
 
