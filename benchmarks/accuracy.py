@@ -105,6 +105,16 @@ def main() -> int:
     parser.add_argument("--backbone", default=None, help="pretrained demo backbone file (default: the shipped one)")
     parser.add_argument("--docs", default=str(DOCS), help="folder of benchmarks.md (its bench/ gets the section)")
     args = parser.parse_args()
+    # say what is wrong now, in one line, not as a traceback after the videos are written
+    if any(lr <= 0 for lr in args.lrs or []):
+        parser.error(f"--lrs must all be > 0, got {args.lrs}")
+    if any(seed < 0 for seed in args.seeds or []):
+        parser.error(f"--seeds must be >= 0, got {args.seeds}")
+    for flag in ("epochs", "train_per_class", "val_per_class"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.backbone and not Path(args.backbone).is_file():
+        parser.error(f"--backbone {args.backbone}: no such file")
     size = dict(QUICK if args.quick else FULL)
     for key in ("lrs", "seeds", "epochs", "train_per_class", "val_per_class"):
         if getattr(args, key) is not None:

@@ -3,6 +3,7 @@ reports mean ± std, single seeds and missing cells honestly (no training here).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,24 @@ def test_health_of_a_trained_run(ablations, tmp_path, ramps, one_thread):
     h = ablations.health(str(tmp_path / "run"))
     assert len(h["residual_rms"]) == 2 and all(r > 0 for r in h["residual_rms"])
     assert 1.0 <= h["max_adapter_gain"] < 2.0  # one epoch from a zero up-projection: near the identity
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("ablations", ["--epochs", "0"], "--epochs must be >= 1"),
+    ("ablations", ["--seeds", "-1"], "--seeds must be >= 0"),
+    ("ablations", ["--recipe", "/nonexistent.yaml"], "no such file"),
+    ("accuracy", ["--lrs", "0.004", "-1"], "--lrs must all be > 0"),
+    ("accuracy", ["--train-per-class", "0"], "--train-per-class must be >= 1"),
+    ("accuracy", ["--backbone", "/nonexistent.safetensors"], "no such file"),
+])
+def test_study_scripts_refuse_bad_options_in_one_line(script, argv, message, tmp_path, monkeypatch, capsys):
+    """A wrong number is refused before any video is written: usage error (exit 2), no traceback."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # as `python benchmarks/x.py`
+    module = load_benchmark(script)
+    work = ["--work", str(tmp_path / "w")] if script == "ablations" else ["--out", str(tmp_path / "w")]
+    monkeypatch.setattr("sys.argv", [f"{script}.py", *argv, *work])
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv + work) if script == "ablations" else module.main()
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
