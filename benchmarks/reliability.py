@@ -445,7 +445,14 @@ def fixtures(tmp: Path) -> SimpleNamespace:
     return fx
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])  # --help answers, not a 5-minute run
+    parser.add_argument("--out", default=str(REPO / "docs" / "reliability.md"), help="the report to write")
+    args = parser.parse_args(argv)
+    if not os.access(Path(args.out).resolve().parent, os.W_OK):
+        parser.error(f"cannot write {args.out} (--out): its folder is missing or read-only")
     os.umask(0o022)  # a shared cluster's usual umask; every run below inherits it
     start = time.time()
     tmp = Path(tempfile.mkdtemp(prefix="zeroi2v_reliability_"))
@@ -460,7 +467,7 @@ def main() -> int:
     table.run(merge_cases(fx))
 
     report = table.markdown(time.time() - start)
-    (REPO / "docs" / "reliability.md").write_text(report)
+    Path(args.out).write_text(report)
     print(report)
     for failure in table.failures:
         print("FAILED:", failure.replace(str(tmp), "TMP"), file=sys.stderr)

@@ -108,15 +108,17 @@ def test_health_of_a_trained_run(ablations, tmp_path, ramps, one_thread):
     ("accuracy", ["--lrs", "0.004", "-1"], "--lrs must all be > 0"),
     ("accuracy", ["--train-per-class", "0"], "--train-per-class must be >= 1"),
     ("accuracy", ["--backbone", "/nonexistent.safetensors"], "no such file"),
+    ("reliability", ["--bogus"], "unrecognized arguments"),
+    ("reliability", ["--out", "/nonexistent/reliability.md"], "cannot write"),
 ])
 def test_study_scripts_refuse_bad_options_in_one_line(script, argv, message, tmp_path, monkeypatch, capsys):
-    """A wrong number is refused before any video is written: usage error (exit 2), no traceback."""
+    """A wrong option is refused before any video is written or any run starts: usage error (exit 2), one line."""
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # as `python benchmarks/x.py`
     module = load_benchmark(script)
-    work = ["--work", str(tmp_path / "w")] if script == "ablations" else ["--out", str(tmp_path / "w")]
+    work = {"ablations": ["--work", str(tmp_path / "w")], "accuracy": ["--out", str(tmp_path / "w")]}.get(script, [])
     monkeypatch.setattr("sys.argv", [f"{script}.py", *argv, *work])
     with pytest.raises(SystemExit) as exit_info:
-        module.main(argv + work) if script == "ablations" else module.main()
+        module.main() if script == "accuracy" else module.main(argv + work)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
