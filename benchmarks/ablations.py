@@ -373,6 +373,16 @@ def write_doc(path: Path, results: dict, groups: list[str], families: list[str],
     return text
 
 
+def check_study_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One-line usage errors for the size options this study and benchmarks/accuracy.py share, before any
+    video is written (a 0 would otherwise silently read as "the default")."""
+    if any(seed < 0 for seed in args.seeds or []):
+        parser.error(f"--seeds must be >= 0, got {args.seeds}")
+    for flag in ("epochs", "train_per_class", "val_per_class"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--gelu-train"]:
@@ -391,11 +401,7 @@ def main(argv=None) -> int:
     parser.add_argument("--report-only", action="store_true", help="rewrite the document from the cache")
     parser.add_argument("--recipe", default=None, help="another recipe file to study (default: configs/demo.yaml)")
     args = parser.parse_args(argv)
-    if any(seed < 0 for seed in args.seeds or []):
-        parser.error(f"--seeds must be >= 0, got {args.seeds}")
-    for flag in ("epochs", "train_per_class", "val_per_class"):  # 0 would silently mean "the default"
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    check_study_options(parser, args)
     if args.recipe and not Path(args.recipe).is_file():
         parser.error(f"--recipe {args.recipe}: no such file")
     if args.recipe:

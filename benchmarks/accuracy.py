@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from ablations import backbone_sha256, recipe_id, store  # the shared cache of benchmarks/ablations.py
+from ablations import backbone_sha256, check_study_options, recipe_id, store  # the shared cache of benchmarks/ablations.py
 from zeroi2v.data.synthetic import make_motion_dataset
 from zeroi2v.demo import RECIPE, run_config
 from zeroi2v.fileio import atomic_write_json, atomic_write_text
@@ -105,14 +105,9 @@ def main() -> int:
     parser.add_argument("--backbone", default=None, help="pretrained demo backbone file (default: the shipped one)")
     parser.add_argument("--docs", default=str(DOCS), help="folder of benchmarks.md (its bench/ gets the section)")
     args = parser.parse_args()
-    # say what is wrong now, in one line, not as a traceback after the videos are written
+    check_study_options(parser, args)  # and, below, what only this sweep has
     if any(lr <= 0 for lr in args.lrs or []):
         parser.error(f"--lrs must all be > 0, got {args.lrs}")
-    if any(seed < 0 for seed in args.seeds or []):
-        parser.error(f"--seeds must be >= 0, got {args.seeds}")
-    for flag in ("epochs", "train_per_class", "val_per_class"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.backbone and not Path(args.backbone).is_file():
         parser.error(f"--backbone {args.backbone}: no such file")
     size = dict(QUICK if args.quick else FULL)
