@@ -402,9 +402,9 @@ def main(argv=None) -> int:
     parser.add_argument("--recipe", default=None, help="another recipe file to study (default: configs/demo.yaml)")
     args = parser.parse_args(argv)
     check_study_options(parser, args)
-    if args.recipe and not Path(args.recipe).is_file():
-        parser.error(f"--recipe {args.recipe}: no such file")
     if args.recipe:
+        if not Path(args.recipe).is_file():
+            parser.error(f"--recipe {args.recipe}: no such file")
         global RECIPE
         RECIPE = Path(args.recipe).resolve()
     size = dict(QUICK if args.quick else FULL)

@@ -9,6 +9,7 @@ helper, `interrupted_run` (start training, wait for a file, send a signal, run t
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -446,8 +447,6 @@ def fixtures(tmp: Path) -> SimpleNamespace:
 
 
 def main(argv=None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])  # --help answers, not a 5-minute run
     parser.add_argument("--out", default=str(REPO / "docs" / "reliability.md"), help="the report to write")
     args = parser.parse_args(argv)
