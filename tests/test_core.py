@@ -391,6 +391,26 @@ def test_lean_training_keeps_numbers_and_keys_with_less_memory(kind):
     assert bytes_b < (0.95 if kind == "joint" else 0.9) * bytes_a, (bytes_a, bytes_b)
 
 
+def test_lean_training_leaves_blocks_with_adapters_it_does_not_restate():
+    """An adapter after qkv or fc1 (not a ZeroI2V position; a user's extension) must keep training: the
+    lean block would skip it, so lean_training leaves that block plain and the outputs stay equal."""
+    import copy
+
+    from zeroi2v.adapters import LinearAdapter
+
+    model = randomize_adapters(make("clip", head_offsets=(-1, 1), head_dropout=0.0)).eval()
+    blocks = model.backbone.blocks
+    blocks[0].attn.qkv.adapter_out = LinearAdapter(blocks[0].attn.qkv.out_features)
+    blocks[1].mlp.fc1.adapter_out = LinearAdapter(blocks[1].mlp.fc1.out_features)
+    for adapter in (blocks[0].attn.qkv.adapter_out, blocks[1].mlp.fc1.adapter_out):
+        torch.nn.init.normal_(adapter.up.weight, std=0.1)
+    lean = lean_training(copy.deepcopy(model))
+    assert not any(isinstance(b, LeanBlock) for b in lean.backbone.blocks)
+    x = clip_for(model)
+    with torch.no_grad():
+        assert torch.equal(lean(x), model(x))
+
+
 def test_stdha_blocks_choose_which_blocks_have_temporal_heads():
     model = make("clip", num_frames=4, head_offsets=(-1, 1), stdha_blocks=[-1])
     assert [b.attn.head_offsets for b in model.backbone.blocks] == [(), (-1, 1)]
