@@ -267,7 +267,7 @@ def inference_cost() -> dict:
     plain = create_model(BACKBONE, num_frames=frames, num_classes=8, head_offsets=(), adapter_ratio=0.0,
                          temporal_embedding=False, **TIMM_KWARGS).eval()
     clip = torch.randn(16, 3, frames, TIMM_KWARGS["img_size"], TIMM_KWARGS["img_size"])
-    speeds = paired_speeds({"plain": plain, "linear": merged, "gelu": model}, clip, rounds=5, repeats=3)
+    speeds = paired_speeds({"plain": plain, "linear": merged, "gelu": model}, clip, rounds=15, repeats=5)
     return {name: {"params": count_params(m), "flops": count_flops(m), "speed_ratio": speeds[name]["ratio"],
                    "speed_range": [speeds[name]["ratio_min"], speeds[name]["ratio_max"]]}
             for name, m in (("plain", plain), ("linear", merged), ("gelu", model))}
