@@ -94,8 +94,8 @@ class LeanBlock(nn.Module):
 
 def _can_lean(block: nn.Module) -> bool:
     """Exactly timm's Block (whose forward LeanBlock restates) with STDHA, a plain Mlp and an adapted qkv,
-    and no adapter LeanBlock does not restate: one after qkv or after fc1 (not a ZeroI2V position, but
-    a user may add one) would be skipped in training, so such a block stays as it is."""
+    and only the adapters LeanBlock restates: one after qkv or after fc1 (not a ZeroI2V position, but a
+    user may add one) would be skipped in training, so such a block stays as it is."""
     return (type(block) is Block and type(block.mlp) is Mlp and type(block.attn) is STDHAttention
             and isinstance(block.attn.qkv, AdaptedLinear)
             and block.attn.qkv.adapter_out is None and getattr(block.mlp.fc1, "adapter_out", None) is None
