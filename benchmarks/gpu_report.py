@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     parser.add_argument("dir")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--small", default="0")
-    parser.add_argument("--budget", type=int, default=470)
+    parser.add_argument("--budget", type=int, default=540)
     parser.add_argument("--seconds", type=int, default=0)
     parser.add_argument("--out", default="docs/benchmarks.md")
     args = parser.parse_args(argv)
