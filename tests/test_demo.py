@@ -14,8 +14,31 @@ from zeroi2v.cli import main as cli_main
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
+    for run in ("mine", "zeroi2v"):  # a user's run beside the demo's, and a stale demo run
+        (out / "runs" / run).mkdir(parents=True)
+        (out / "runs" / run / "old.txt").write_text("x")
     assert cli_main(["demo", "--tiny", "--probe", "--out", str(out)]) == 0
     return out
+
+
+def test_demo_starts_its_own_runs_over_and_leaves_other_runs_alone(demo):
+    assert (demo / "runs" / "mine" / "old.txt").is_file()
+    assert not (demo / "runs" / "zeroi2v" / "old.txt").exists()
+    assert (demo / "runs" / "zeroi2v" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "{tmp}/file.txt"], "is a file"),
+    (["--out", "{tmp}/file.txt/sub"], "cannot create --out"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--train-per-class", "0"], "--train-per-class >= 2"),
+])
+def test_demo_rejects_bad_arguments_in_one_line(tmp_path, capsys, args, message):
+    (tmp_path / "file.txt").write_text("not a folder")
+    code = cli_main(["demo", "--tiny", "--out", str(tmp_path / "d"), *[a.format(tmp=tmp_path) for a in args]])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "d" / "runs").exists()
 
 
 def test_report_and_artifacts(demo):

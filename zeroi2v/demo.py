@@ -115,17 +115,23 @@ def main(argv=None) -> int:
 
     size = dict(SIZES["tiny" if args.tiny else "default"])
     recipe = load_config(RECIPE)
-    size["epochs"] = args.epochs or size["epochs"] or recipe.train.epochs
-    size["train_per_class"] = args.train_per_class or size["train_per_class"]
+    size["epochs"] = args.epochs if args.epochs is not None else size["epochs"] or recipe.train.epochs
+    size["train_per_class"] = args.train_per_class if args.train_per_class is not None else size["train_per_class"]
     size["frames"] = recipe.model.num_frames
     size["recipe"] = str(RECIPE)
     if size["epochs"] < 1 or size["train_per_class"] < 2:
         raise UserError("--epochs must be >= 1 and --train-per-class >= 2")
     t0 = time.time()
     out = Path(args.out)
-    if (out / "runs").exists():
-        shutil.rmtree(out / "runs")  # a demo always starts over
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --out {out}: {e.strerror}") from None
+    for slug in (*ROWS, PROBE_ROW[0], FULL_ROW[0]):  # a demo always starts over: its own runs only, since
+        if (out / "runs" / slug).exists():         # --out may be a folder that holds the user's runs/
+            shutil.rmtree(out / "runs" / slug)
 
     print(f"[1/5] synthetic motion videos -> {out / 'data'}", flush=True)
     data = make_motion_dataset(out / "data", train_per_class=size["train_per_class"],
