@@ -148,3 +148,16 @@ def test_compile_markdown():
     text = compile_markdown(env, [{"model": "vit_small_patch16_224", "frames": 8, "device": "cpu", "dtype": "float32",
                                    "rows": [row]}])
     assert "## torch.compile" in text and "**1.25×**" in text and "fullgraph=True" in text
+
+
+def test_bench_refuses_counts_below_one_in_one_line(tmp_path, capsys):
+    from zeroi2v.cli import main as cli_main
+
+    for args, message in [(["--batch", "0"], "--batch must be >= 1"), (["--repeats", "0"], "--repeats must be >= 1"),
+                          (["--frames", "8", "0"], "--frames must be >= 1"),
+                          (["--train-batch", "0", "--loader-seconds", "0"], "--train-batch must be >= 1; --loader-seconds"),
+                          (["--loader-workers", "-1"], "--loader-workers must be >= 0")]:
+        assert cli_main(["bench", "--tiny", "--device", "cpu", "--out", str(tmp_path / "b.md"), *args]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not list(tmp_path.iterdir())
