@@ -979,8 +979,11 @@ def parse_args(argv):
     args.argv = argv
     counts = ["batch", "repeats", "train_batch", "train_steps", "img_size", "loader_videos", "loader_short_side",
               "loader_clips", "loader_rounds", "frames", "joint_frames"]
-    given = {n: [] if v is None else v if isinstance(v, list) else [v] for n in counts for v in [getattr(args, n)]}
-    bad = [f"--{n.replace('_', '-')} must be >= 1" for n, values in given.items() if any(v < 1 for v in values)]
+    bad = []
+    for name in counts:
+        value = getattr(args, name)
+        if any(v is not None and v < 1 for v in (value if isinstance(value, list) else [value])):
+            bad.append(f"--{name.replace('_', '-')} must be >= 1")
     bad += ["--loader-seconds must be > 0"] * (args.loader_seconds <= 0)
     bad += ["--loader-workers must be >= 0"] * any(w < 0 for w in args.loader_workers or [])
     if bad:
