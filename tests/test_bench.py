@@ -148,6 +148,10 @@ def test_compile_markdown():
     text = compile_markdown(env, [{"model": "vit_small_patch16_224", "frames": 8, "device": "cpu", "dtype": "float32",
                                    "rows": [row]}])
     assert "## torch.compile" in text and "**1.25×**" in text and "fullgraph=True" in text
+    assert "vs the plain image model" not in text  # a section generated before that measurement existed
+    text = compile_markdown(env, [{"model": "vit_small_patch16_224", "frames": 8, "device": "cpu", "dtype": "float32",
+                                   "rows": [{**row, "vs_image_model": {"eager": 0.97, "compiled": 0.91}}]}])
+    assert "eager **0.970×**, compiled (both compiled) **0.910×**" in text
 
 
 def test_bench_refuses_counts_below_one_in_one_line(tmp_path, capsys):

@@ -397,27 +397,38 @@ def train_table(backbone, frames, batch, device, steps, timm_kwargs) -> list[dic
 
 # --- torch.compile on/off ------------------------------------------------------------------------------
 def compile_table(backbone, frames, batch, train_batch, device, dtype, repeats, timm_kwargs) -> dict:
-    """Eager vs `torch.compile(fullgraph=True)` (Inductor), interleaved: the merged model's inference and
-    the unmerged model's training step (AdamW; bf16 autocast when `dtype` is bf16)."""
+    """Eager vs `torch.compile(fullgraph=True)` (Inductor), interleaved: the merged model's and the plain image
+    model's inference, and the unmerged model's training step (AdamW; bf16 autocast when `dtype` is bf16)."""
     device = torch.device(device)
     rows = []
     for part in (_compile_inference, _compile_training):
         torch._dynamo.reset()
-        rows.append(part(backbone, frames, batch, train_batch, device, dtype, repeats, timm_kwargs))
+        rows += part(backbone, frames, batch, train_batch, device, dtype, repeats, timm_kwargs)
     torch._dynamo.reset()
     return {"backbone": backbone, "model": model_label(backbone, timm_kwargs), "frames": frames,
             "device": str(device), "dtype": str(dtype).replace("torch.", ""), "rows": rows}
 
 
-def _compile_inference(backbone, frames, batch, train_batch, device, dtype, repeats, timm_kwargs) -> dict:
+def _compile_inference(backbone, frames, batch, train_batch, device, dtype, repeats, timm_kwargs) -> list[dict]:
+    """The merged model and the plain image model (on the same clips' frames), each eager and compiled, all four
+    in the same interleaved rounds: the merged model's speed relative to the image model, eager and compiled."""
     merged = build("ZeroI2V merged", backbone, frames, timm_kwargs, device=device).eval().to(dtype=dtype)
+    image = build("plain image model", backbone, frames, timm_kwargs, device=device).eval().to(dtype=dtype)
     x = random_clips(batch, frames, timm_kwargs.get("img_size") or model_img(merged), device, dtype)
-    compiled = torch.compile(merged, fullgraph=True, dynamic=False)
+    pairs = {}
+    for name, model in (("ZeroI2V merged", merged), ("plain image model", image)):
+        compiled = torch.compile(model, fullgraph=True, dynamic=False)
+        pairs[f"inference, {name}"] = (batch, lambda m=model, n=name: run(m, n, x),
+                                       lambda c=compiled, n=name: run(c, n, x))
     with torch.no_grad():
-        return _compare("inference, ZeroI2V merged", batch, lambda: merged(x), lambda: compiled(x), repeats, device)
+        rows, times = _compare(pairs, repeats, device)
+    rows[0]["vs_image_model"] = {mode: paired_ratio(times[f"inference, plain image model/{mode}"],
+                                                    times[f"inference, ZeroI2V merged/{mode}"])
+                                 for mode in ("eager", "compiled")}
+    return rows
 
 
-def _compile_training(backbone, frames, batch, train_batch, device, dtype, repeats, timm_kwargs) -> dict:
+def _compile_training(backbone, frames, batch, train_batch, device, dtype, repeats, timm_kwargs) -> list[dict]:
     """Two identical copies of the unmerged model, each with its own AdamW state; one compiled."""
     from zeroi2v.memory import lean_training
     from zeroi2v.train import param_groups
@@ -433,23 +444,31 @@ def _compile_training(backbone, frames, batch, train_batch, device, dtype, repea
     steps = [training_step(m, torch.optim.AdamW(param_groups(m, 0.05, {}), lr=1e-4), x, y, amp, forward=f)
              for m, f in ((eager, None), (twin, torch.compile(twin, fullgraph=True, dynamic=False)))]
     name = f"training step (AdamW{', bf16 autocast' if amp == 'bf16' else ''}), ZeroI2V unmerged"
-    return _compare(name, train_batch, steps[0], steps[1], max(3, repeats // 2), device)
+    rows, _ = _compare({name: (train_batch, steps[0], steps[1])}, max(3, repeats // 2), device)
+    return rows
 
 
-def _compare(name, clips, eager, compiled, rounds, device) -> dict:
-    """Times `eager` and `compiled` (first compiled call = compile time), checks their outputs agree."""
-    sync(device)
-    start = time.perf_counter()
-    first_compiled = compiled()
-    sync(device)
-    compile_s = time.perf_counter() - start
-    first_eager = eager()
-    difference = (first_compiled.float() - first_eager.float()).abs().max().item()
-    times = interleaved_times({"eager": eager, "compiled": compiled}, rounds, device, warmup=1)
-    e, c = statistics.median(times["eager"]), statistics.median(times["compiled"])
-    return {"part": name, "batch": clips, "eager_ms": 1000 * e, "compiled_ms": 1000 * c,
-            "speedup": paired_ratio(times["eager"], times["compiled"]), "eager_clips_per_s": clips / e,
-            "compiled_clips_per_s": clips / c, "compile_s": compile_s - c, "max_abs_difference": difference}
+def _compare(pairs: dict, rounds, device) -> tuple[list[dict], dict]:
+    """`pairs`: name -> (clips, eager, compiled). Compiles each (first compiled call = compile time), checks
+    compiled and eager outputs agree, then times every function in the same interleaved rounds. Returns
+    one row per pair and the raw times ("name/eager", "name/compiled")."""
+    runs, rows = {}, []
+    for name, (clips, eager, compiled) in pairs.items():
+        sync(device)
+        start = time.perf_counter()
+        first_compiled = compiled()
+        sync(device)
+        compile_s = time.perf_counter() - start
+        difference = (first_compiled.float() - eager().float()).abs().max().item()
+        runs.update({f"{name}/eager": eager, f"{name}/compiled": compiled})
+        rows.append({"part": name, "batch": clips, "compile_s": compile_s, "max_abs_difference": difference})
+    times = interleaved_times(runs, rounds, device, warmup=1)
+    for row in rows:
+        e, c = times[f"{row['part']}/eager"], times[f"{row['part']}/compiled"]
+        me, mc, clips = statistics.median(e), statistics.median(c), row["batch"]
+        row.update(eager_ms=1000 * me, compiled_ms=1000 * mc, speedup=paired_ratio(e, c), eager_clips_per_s=clips / me,
+                   compiled_clips_per_s=clips / mc, compile_s=row["compile_s"] - mc)
+    return rows, times
 
 
 # --- loader vs model ---------------------------------------------------------------------------------------
@@ -793,7 +812,7 @@ def compile_markdown(env, tables) -> str:
              "`torch.compile(model, fullgraph=True)` (Inductor, default mode; one graph: a graph break would fail), "
              "timed in interleaved rounds; speed-up = median over rounds of eager time / compiled time in the same "
              "round. Compile time = the first compiled call minus a compiled call. Inference runs the merged "
-             "(deployed) model; the training step is the unmerged model's forward, backward (with the training-memory "
+             "(deployed) model and the plain image model on the same clips' frames, all four in the same rounds; the training step is the unmerged model's forward, backward (with the training-memory "
              "savers) and AdamW step, from two identical copies. Max abs difference: compiled vs eager outputs "
              "(inference logits; the first step's loss).", "", *env_lines(env)]
     if env["device"] == "cpu":
@@ -807,6 +826,10 @@ def compile_markdown(env, tables) -> str:
                   f"{r['eager_clips_per_s']:.2f} | {r['compiled_clips_per_s']:.2f} | {r['compile_s']:.0f} | "
                   f"{r['max_abs_difference']:.1e} |" for r in t["rows"]]
         lines.append("")
+        ratio = next((r["vs_image_model"] for r in t["rows"] if "vs_image_model" in r), None)
+        if ratio:  # sections generated before this measurement existed have no such row
+            lines += [f"Merged ZeroI2V throughput vs the plain image model in the same rounds: eager "
+                      f"**{ratio['eager']:.3f}×**, compiled (both compiled) **{ratio['compiled']:.3f}×**.", ""]
     return "\n".join(lines) + "\n"
 
 
