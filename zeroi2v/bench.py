@@ -812,8 +812,9 @@ def compile_markdown(env, tables) -> str:
              "`torch.compile(model, fullgraph=True)` (Inductor, default mode; one graph: a graph break would fail), "
              "timed in interleaved rounds; speed-up = median over rounds of eager time / compiled time in the same "
              "round. Compile time = the first compiled call minus a compiled call. Inference runs the merged "
-             "(deployed) model and the plain image model on the same clips' frames, all four in the same rounds; the training step is the unmerged model's forward, backward (with the training-memory "
-             "savers) and AdamW step, from two identical copies. Max abs difference: compiled vs eager outputs "
+             "(deployed) model and the plain image model on the same clips' frames, all four in the same rounds; "
+             "the training step is the unmerged model's forward, backward (with the training-memory savers) and "
+             "AdamW step, from two identical copies. Max abs difference: compiled vs eager outputs "
              "(inference logits; the first step's loss).", "", *env_lines(env)]
     if env["device"] == "cpu":
         lines += ["CPU numbers at a small size (2 shared cores here); the GPU check (`benchmarks/gpu_check.sh`) "
