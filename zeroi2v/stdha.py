@@ -82,6 +82,8 @@ class STDHAttention(nn.Module):
         # compiled inference gathers K/V out of place: Inductor turned the in-place shift into copies of the
         # whole qkv output (merged ViT-B/16, H100 bf16: 0.85x the compiled image model, 0.91x gathered);
         # eager keeps the in-place shift (0.975x the image model, gathered 0.85x)
+        if self.temporal and BT % self.num_frames:
+            raise UserError(f"STDHA expects batches of whole clips of {self.num_frames} frames, got {BT} frames")
         gather = self.temporal and torch.compiler.is_compiling() and not torch.is_grad_enabled()
         if self.temporal and not gather:
             self.shift_kv(qkv)
@@ -102,8 +104,6 @@ class STDHAttention(nn.Module):
         """
         BT, N, _, H, d = qkv.shape
         T, k_t = self.num_frames, self.num_temporal
-        if BT % T:
-            raise UserError(f"STDHA expects batches of whole clips of {T} frames, got {BT} frames")
         kv = qkv.view(BT // T, T, N, 3, H, d)[:, :, :, 1:, :k_t]  # (B, T, N, 2, k_t, d), a view
         source = kv.clone()
         for h, dt in enumerate(self.head_offsets[:k_t]):
@@ -119,10 +119,8 @@ class STDHAttention(nn.Module):
         """Out of place on (B·T, H, N, d): head h of frame t gets frame t+Δt_h's (the same rule as `shift_kv`)."""
         BT, H = x.shape[:2]
         T = self.num_frames
-        if BT % T:
-            raise UserError(f"STDHA expects batches of whole clips of {T} frames, got {BT} frames")
         frame = torch.arange(T, device=x.device)[:, None]
-        offsets = list(self.head_offsets[:H]) + [0] * (H - len(self.head_offsets[:H]))
+        offsets = list(self.head_offsets) + [0] * (H - len(self.head_offsets))
         source = frame + torch.tensor(offsets, device=x.device)[None, :]  # (T, H)
         inside = (source >= 0) & (source < T)
         out = x.view(BT // T, T, *x.shape[1:])[:, torch.where(inside, source, frame), torch.arange(H, device=x.device)]
