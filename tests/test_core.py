@@ -69,6 +69,30 @@ def test_merge_is_exact_with_random_adapters(kind, offsets):
     assert err <= 1e-4
 
 
+def test_qkv_out_adapter_gives_q_k_v_their_own_maps_and_folds_exactly():
+    # the optional fifth position: after the QKV projection, a bottleneck as narrow as the others
+    positions = ("qkv_out", "attn_out", "mlp_in", "mlp_out")
+    model = randomize_adapters(make("clip", head_offsets=(-1, 1), adapter_positions=positions, adapter_scale=1.0,
+                                    num_classes=0), std=0.1).eval()
+    qkv = model.backbone.blocks[0].attn.qkv
+    assert qkv.adapter_in is None and qkv.adapter_out.down.out_features == model.embed_dim // 4
+    assert qkv.adapter_out.up.out_features == 3 * model.embed_dim
+    m, _ = qkv.adapter_out.affine()
+    d = model.embed_dim
+    assert not torch.allclose(m[:d, :d], m[d:2 * d, d:2 * d])  # queries and keys are mapped differently
+    merged = zeroi2v.reparameterize(model)
+    x = clip_for(model)
+    with torch.no_grad():
+        ref, out = model(x), merged(x)
+    plain = make("clip", head_offsets=(-1, 1), num_classes=0).eval()
+    with torch.no_grad():
+        assert (plain(x) - ref).abs().max() > 0.1
+    assert (ref - out).abs().max() <= 1e-4
+    name, timm_kwargs = BACKBONES["clip"]
+    image = timm.create_model(name, pretrained=False, num_classes=0, **timm_kwargs)
+    assert count_params(merged) == count_params(image) + model.num_frames * d  # the image model + T·D
+
+
 def test_merge_changes_nothing_but_adapters_and_reports_error():
     model = randomize_adapters(make("clip", head_offsets=(-1, 1)))
     model.train()

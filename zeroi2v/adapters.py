@@ -12,7 +12,10 @@ Dropout between W1 and W2 is a training-time identity at eval, so it does not af
 
 ZeroI2V places four adapters per block, each next to a linear layer of the frozen ViT:
 `attn_in` before the QKV projection, `attn_out` after the attention output projection, `mlp_in`
-before fc1, `mlp_out` after fc2. `AdaptedLinear` is an `nn.Linear` (same weight/bias names as the
+before fc1, `mlp_out` after fc2. One more position folds the same way but is not the paper's:
+`qkv_out`, after the QKV projection, where one adapter gives queries, keys and values different
+maps (`attn_in` multiplies all three by one map, so the attention logits grow with the square of
+its gain). `AdaptedLinear` is an `nn.Linear` (same weight/bias names as the
 layer it replaces, so image checkpoints load unchanged) carrying optional adapters on either side.
 """
 from __future__ import annotations
@@ -33,9 +36,10 @@ class LinearAdapter(nn.Module):
     (c = 0), so folding creates no bias and the merged layer keeps the image model's parameters.
     """
 
-    def __init__(self, dim: int, ratio: float = 0.25, scale: float = 0.5, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, dim: int, ratio: float = 0.25, scale: float = 0.5, dropout: float = 0.0, bias: bool = True,
+                 hidden: int | None = None):
         super().__init__()
-        hidden = max(1, int(round(dim * ratio)))
+        hidden = hidden or max(1, int(round(dim * ratio)))  # `hidden` overrides the ratio of `dim`
         self.scale = float(scale)
         self.down = nn.Linear(dim, hidden, bias=bias)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -109,9 +113,11 @@ class AdaptedLinear(nn.Linear):
 
 def add_adapters(block: nn.Module, positions=ADAPTER_POSITIONS, ratio: float = 0.25, scale: float = 0.5,
                  dropout: float = 0.0) -> None:
-    """Wrap a timm `Block`'s qkv, proj, fc1 and fc2 in `AdaptedLinear` with adapters at `positions`."""
-    def make(dim: int, bias: bool) -> LinearAdapter:
-        return LinearAdapter(dim, ratio, scale, dropout, bias=bias)
+    """Wrap a timm `Block`'s qkv, proj, fc1 and fc2 in `AdaptedLinear` with adapters at `positions`.
+
+    Every bottleneck is `ratio` × the block's width, also `qkv_out`'s (its input is 3 × wider)."""
+    def make(dim: int, bias: bool, width: int) -> LinearAdapter:
+        return LinearAdapter(dim, ratio, scale, dropout, bias=bias, hidden=max(1, int(round(width * ratio))))
 
     attn, mlp = block.attn, block.mlp
     slots = {  # position -> (parent module, attribute, side)
@@ -119,6 +125,7 @@ def add_adapters(block: nn.Module, positions=ADAPTER_POSITIONS, ratio: float = 0
         "attn_out": (attn, "proj", "out"),
         "mlp_in": (mlp, "fc1", "in"),
         "mlp_out": (mlp, "fc2", "out"),
+        "qkv_out": (attn, "qkv", "out"),
     }
     for pos in positions:
         parent, name, side = slots[pos]
@@ -130,10 +137,11 @@ def add_adapters(block: nn.Module, positions=ADAPTER_POSITIONS, ratio: float = 0
             layer = AdaptedLinear(layer)
             setattr(parent, name, layer)
         bias = layer.bias is not None  # no bias beside a bias-free layer: folding must not add one
+        width = min(layer.in_features, layer.out_features)  # the block's width beside qkv, proj, fc1 and fc2
         if side == "in":
-            layer.adapter_in = make(layer.in_features, bias)
+            layer.adapter_in = make(layer.in_features, bias, width)
         else:
-            layer.adapter_out = make(layer.out_features, bias)
+            layer.adapter_out = make(layer.out_features, bias, width)
 
 
 def fold_adapters(module: nn.Module) -> int:

@@ -27,7 +27,8 @@ import yaml
 from zeroi2v.errors import UserError
 
 METHODS = ("zeroi2v", "aim", "st_adapter", "joint")  # built by zeroi2v.build
-ADAPTER_POSITIONS = ("attn_in", "attn_out", "mlp_in", "mlp_out")
+ADAPTER_POSITIONS = ("attn_in", "attn_out", "mlp_in", "mlp_out")  # the method's four (the default)
+EXTRA_ADAPTER_POSITIONS = ("qkv_out",)  # also zero-cost (folds into the QKV projection), not in the paper
 BOUNDARY_MODES = ("keep", "zero")
 BUILTIN_WEIGHTS = "builtin:demo_vit"  # the image ViT shipped in the package (zeroi2v/assets)
 SHIPPED_CONFIGS = Path(__file__).parent / "configs"  # ready configs (the repository's configs/ links here)
@@ -66,7 +67,8 @@ class ModelConfig:
     adapter_ratio: float = opt(0.25, "adapter bottleneck width / embedding width; 0: no adapters", low=0, high=16)
     adapter_scale: float = opt(0.5, "adapter residual scale s in x + s·up(down(x))")
     adapter_positions: list[str] = opt(list(ADAPTER_POSITIONS), "where adapters sit: attn_in, attn_out, mlp_in, "
-                                                                "mlp_out")
+                                                                "mlp_out (the method's); qkv_out: after the QKV "
+                                                                "projection, a separate map for q, k and v")
     adapter_dropout: float = opt(0.0, "dropout between the adapter's two layers (training only)", low=0, high=1,
                                  open_high=True)
     temporal_embedding: bool = opt(True, "learned per-frame embedding added to every token")
@@ -86,10 +88,10 @@ class ModelConfig:
         bad = [o for o in self.head_offsets if abs(o) >= self.num_frames]
         if bad:
             raise UserError(f"{key}head_offsets: |Δt| must be < {name}num_frames={self.num_frames}, got {bad}")
-        unknown = [p for p in self.adapter_positions if p not in ADAPTER_POSITIONS]
+        unknown = [p for p in self.adapter_positions if p not in ADAPTER_POSITIONS + EXTRA_ADAPTER_POSITIONS]
         if unknown:
             raise UserError(f"{key}adapter_positions: unknown adapter positions {unknown}; "
-                            f"choose from {list(ADAPTER_POSITIONS)}")
+                            f"choose from {list(ADAPTER_POSITIONS + EXTRA_ADAPTER_POSITIONS)}")
         clash = sorted({"num_classes", "drop_path_rate", "pretrained"} & set(self.timm_kwargs))
         if clash:
             raise UserError(f"{key}timm_kwargs: {clash} are zeroi2v's own arguments (create_model / model.* config "
