@@ -172,7 +172,7 @@ def test_every_shipped_config_is_valid():
     (["--set", "model.num_classes=1"], "model.num_classes=1 but the data names 2 classes"),
     (["--set", "data.root=/no/such/root"], "data.root not found: /no/such/root"),
     (["--set", "train.accum_steps=3"], "train.batch_size=8 (global) must be a multiple of processes"),
-    (["--set", "train.batch_size=1000"], "fewer than one batch of 1000"),
+    (["--set", "train.batch_size=1000"], "fewer than one batch of 1000; set train.batch_size to at most"),
 ])
 def test_user_mistakes_are_one_line_errors(ramps, tmp_path, args, message, capsys):
     cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run")

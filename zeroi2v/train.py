@@ -268,7 +268,10 @@ def setup(cfg: Config) -> Run:
     val_set = make_dataset(cfg, model, "val", val_ann.samples) if val_ann else None
     steps_per_epoch = (len(train_set) // world) // per_step // t.accum_steps
     if steps_per_epoch < 1:
-        raise UserError(f"{len(train_set)} training videos are fewer than one batch of {t.batch_size}")
+        unit = world * t.accum_steps  # the batch splits evenly over processes and accumulation steps
+        fits = (len(train_set) // world) * world // unit * unit
+        fix = f"set train.batch_size to at most {fits}" if fits else "add training videos"
+        raise UserError(f"{len(train_set)} training videos are fewer than one batch of {t.batch_size}; {fix}")
     if t.warmup_epochs > t.epochs:
         notes.append(f"train.warmup_epochs={t.warmup_epochs} is longer than the run: warm-up capped at "
                      f"{t.epochs} epoch(s)")
