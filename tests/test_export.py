@@ -61,4 +61,15 @@ def test_export_rejects_bad_inputs(tmp_path, unmerged_dir):
         export_model(unmerged_dir, tmp_path / "x.bin", fmt="tflite")
     with pytest.raises(zeroi2v.UserError, match="is a directory"):
         export_model(unmerged_dir, tmp_path)
+    with pytest.raises(zeroi2v.UserError, match="name it OUT.onnx or OUT.pt2"):
+        export_model(unmerged_dir, tmp_path / "model.bin")
+    weights = unmerged_dir / "model.safetensors"
+    before = weights.read_bytes()
+    for fmt in (None, "onnx"):  # the model's own files, with or without --format
+        with pytest.raises(zeroi2v.UserError, match="refusing to overwrite"):
+            export_model(unmerged_dir, weights, fmt=fmt)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(zeroi2v.UserError, match="not a .onnx file; refusing to overwrite"):
+        export_model(unmerged_dir, tmp_path / "notes.txt", fmt="onnx")
+    assert weights.read_bytes() == before and (tmp_path / "notes.txt").read_text() == "mine"
     assert not list(tmp_path.glob(".*tmp*"))  # nothing half-written left behind

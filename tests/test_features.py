@@ -125,3 +125,12 @@ def test_bad_input(run, videos, tmp_path):
         assert words in one_line_error(excinfo), one_line_error(excinfo)
     assert not (tmp_path / "out.safetensors").exists()
     assert np.all([not p.name.endswith(".tmp") for p in tmp_path.iterdir()])
+
+
+def test_out_never_overwrites_the_models_own_files(run, videos):
+    weights = Path(run) / "model.safetensors"
+    before = weights.read_bytes()
+    with pytest.raises(UserError) as excinfo:
+        extract_features(run, [str(videos[0])], weights, progress=False)
+    assert "refusing to overwrite" in one_line_error(excinfo)
+    assert weights.read_bytes() == before

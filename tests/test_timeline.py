@@ -212,6 +212,12 @@ def test_unwritable_outputs(run, long_video, tmp_path, monkeypatch):
     with pytest.raises(UserError) as excinfo:
         timeline(run, long_video, out_prefix=tmp_path / "a_file" / "x", progress=False)
     assert "not a directory" in one_line_error(excinfo)
+    model_json = Path(run) / "model.json"
+    before = model_json.read_bytes()
+    with pytest.raises(UserError) as excinfo:  # PREFIX.json would be the model's own model.json
+        timeline(run, long_video, out_prefix=Path(run) / "model", progress=False)
+    assert "refusing to overwrite" in one_line_error(excinfo)
+    assert model_json.read_bytes() == before
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)

@@ -17,7 +17,7 @@ from zeroi2v import __version__
 from zeroi2v.build import load_pretrained
 from zeroi2v.errors import UserError
 from zeroi2v.eval import class_names
-from zeroi2v.fileio import atomic_write, check_writable
+from zeroi2v.fileio import atomic_write, check_writable, model_files
 from zeroi2v.model import ZeroI2V, count_params
 from zeroi2v.reparam import random_clip, reparameterize
 
@@ -87,10 +87,14 @@ def metadata(model: ZeroI2V, classes: list[str]) -> dict[str, str]:
 
 def export_model(model_dir, out_path, fmt: str | None = None) -> dict:
     """`zeroi2v export`: merge (if needed), export, verify; returns the numbers it printed."""
-    out_path = check_writable(out_path, "export to")
-    fmt = fmt or ("pt2" if out_path.suffix == ".pt2" else "onnx")
+    out_path = check_writable(out_path, "export to", model_files(model_dir))
+    if fmt is None and out_path.suffix not in (".onnx", ".pt2"):
+        raise UserError(f"export to {out_path}: name it OUT.onnx or OUT.pt2 (or pass --format)")
+    fmt = fmt or out_path.suffix[1:]
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose from {list(FORMATS)}")
+    if out_path.exists() and out_path.suffix != f".{fmt}":  # an export replaces an earlier export, nothing else
+        raise UserError(f"export to {out_path}: the file exists and is not a .{fmt} file; refusing to overwrite it")
     if fmt == "onnx" and onnx is None:
         raise UserError("ONNX export needs the onnx packages: pip install 'zeroi2v[onnx]'")
     model = _merged_model(model_dir)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from zeroi2v.errors import UserError
-from zeroi2v.fileio import atomic_save_safetensors
+from zeroi2v.fileio import atomic_save_safetensors, check_writable, model_files
 from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
@@ -34,7 +34,6 @@ from zeroi2v.build import load_pretrained
 from zeroi2v.data import VideoDecodeError, load_views
 from zeroi2v.data.annotations import read_text
 from zeroi2v.dist import interactive, setup_distributed
-from zeroi2v.fileio import check_writable
 from zeroi2v.reparam import reparameterize
 from zeroi2v.timeline import data_settings, one_line
 
@@ -105,7 +104,7 @@ def extract_features(directory, videos, out, *, merged: bool = True, root=None, 
     model = load_pretrained(directory)
     s = data_settings(directory, overrides, model)
     entries = read_video_list(videos, root if root is not None else s["root"])
-    check_writable(out, "--out", [e["path"] for e in entries] + [Path(v) for v in videos])
+    check_writable(out, "--out", [e["path"] for e in entries] + [Path(v) for v in videos] + model_files(directory))
 
     note = None
     if merged and not model.merged:

@@ -101,3 +101,10 @@ def check_writable(path, what: str, sources=()) -> Path:
     elif not os.access(ancestor, os.W_OK | os.X_OK):
         raise UserError(f"{what} {path}: cannot create folders in {ancestor} (permission denied)")
     return path
+
+
+def model_files(directory) -> list[Path]:
+    """Every file of a model or run directory (weights, config, metrics, checkpoints): what an output
+    path given to export / features / predict must never overwrite. Empty for a non-directory."""
+    directory = Path(directory) if isinstance(directory, (str, os.PathLike)) else None
+    return [f for f in directory.rglob("*") if f.is_file()] if directory is not None and directory.is_dir() else []

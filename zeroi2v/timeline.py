@@ -54,7 +54,7 @@ from zeroi2v.data.transforms import test_transform
 from zeroi2v.dist import interactive, setup_distributed
 from zeroi2v.errors import UserError
 from zeroi2v.eval import class_names as read_classes, config_for_test
-from zeroi2v.fileio import atomic_write, atomic_write_json, atomic_write_text, check_writable
+from zeroi2v.fileio import atomic_write, atomic_write_json, atomic_write_text, check_writable, model_files
 from zeroi2v.plots import timeline_chart
 
 WINDOW_BATCH = 8  # windows decoded and classified together (bounds the frames held in memory)
@@ -142,10 +142,11 @@ def timeline(directory, video, *, stride: int | None = None, window: int | None 
     if not video.is_file():
         raise UserError(f"no such video: {video}")
     prefix = Path(out_prefix) if out_prefix is not None else Path.cwd() / f"{video.stem}.timeline"
-    paths = {ext: check_writable(prefix.with_name(prefix.name + "." + ext), "timeline output", [video])
+    inputs = [video] + model_files(directory)
+    paths = {ext: check_writable(prefix.with_name(prefix.name + "." + ext), "timeline output", inputs)
              for ext in ("json", "csv", "png")}
     if annotate is not None:
-        annotate = paths["annotate"] = check_writable(annotate, "--annotate", [video])
+        annotate = paths["annotate"] = check_writable(annotate, "--annotate", inputs)
         if annotate.suffix.lower() not in ANNOTATE_FORMATS:
             raise UserError(f"--annotate {annotate}: the annotated video is written as "
                             f"{', '.join(ANNOTATE_FORMATS)}; got {annotate.suffix or 'no extension'}")
