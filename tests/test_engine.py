@@ -182,6 +182,22 @@ def test_user_mistakes_are_one_line_errors(ramps, tmp_path, args, message, capsy
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("kind", ["project", "data_root", "merged_model"])
+def test_train_never_writes_over_a_folder_that_is_not_a_run(ramps, tmp_path, kind, capsys):
+    out = tmp_path / kind
+    out.mkdir()
+    mine = {"project": {"config.yaml": "# my own notes\n"},  # output: . in a project with its own config.yaml
+            "data_root": {"classes.txt": "0 up\n1 down\n", "train.txt": "a.mp4 0\n"},
+            "merged_model": {"model.json": '{"format": "zeroi2v", "merged": true}', "model.safetensors": "x"}}[kind]
+    for name, text in mine.items():
+        (out / name).write_text(text)
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, out)
+    assert main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert ("merged model" if kind == "merged_model" else "is not a zeroi2v run") in err and "Traceback" not in err
+    assert {p.name: p.read_text() for p in out.iterdir()} == mine  # untouched, nothing added
+
+
 def test_cli_errors_for_paths_and_help(tmp_path, capsys):
     for args, message in ((["eval", str(tmp_path)], "not a zeroi2v model directory"),
                           (["merge", str(tmp_path / "none"), str(tmp_path / "out")], "not a directory"),

@@ -198,6 +198,27 @@ def _absolute(cfg: Config) -> Config:
                                model=dataclasses.replace(cfg.model, pretrained=pretrained))
 
 
+RUN_FILES = ("config.yaml", CONFIG_FILE, "classes.txt", "model.safetensors", "metrics.jsonl", "training_curves.png",
+             "few_shot_train.txt")  # what a run writes at its top level (and its folders CKPT_DIR, best/)
+
+
+def _check_output_is_a_run(out: Path) -> None:
+    """Refuse an output folder whose files a run would overwrite but that is not a zeroi2v run (a data
+    root, a project folder with its own config.yaml, a merged model): training must not clobber them."""
+    try:
+        ours = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        ours = None
+    if isinstance(ours, dict) and ours.get("format") == "zeroi2v":
+        if ours.get("merged"):
+            raise UserError(f"output {out} holds a merged model, not a run; choose another output directory")
+        return
+    clash = [name for name in RUN_FILES if (out / name).exists()]
+    if clash:
+        raise UserError(f"output {out} is not a zeroi2v run but holds {', '.join(clash)}, which training would "
+                        f"overwrite; choose a new or empty output directory")
+
+
 def _check_resumable(out: Path, cfg: Config) -> None:
     """A run directory with a checkpoint resumes only with the same settings (keys that cannot change
     the result excepted)."""
@@ -319,6 +340,7 @@ def train(cfg: Config, progress: bool | None = None) -> dict:
     try:
         with RunLock(out) if rank == 0 else nullcontext():
             if rank == 0:
+                _check_output_is_a_run(out)
                 _check_resumable(out, cfg)
             run = setup(cfg)
             if rank == 0:
