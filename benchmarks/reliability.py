@@ -107,6 +107,11 @@ def bad_input_cases(fx) -> list[Case]:
         ("classes.txt not UTF-8", ["train", cfg, "--set", f"data.train_list={fx.latin_list}"], "not a UTF-8"),
         ("backbone with non-standard attention", ["train", cfg, "--set", "model.backbone=vit_dwee_patch16_reg1_gap_256",
                                                   "model.timm_kwargs={depth: 1}"], "not timm's standard Attention"),
+        ("output is the data root (holds classes.txt)", ["train", cfg, "--set", f"output={fx.data_root}"],
+         "is not a zeroi2v run"),
+        ("output is a project folder with its own config.yaml", ["train", cfg, "--set", f"output={tmp / 'project'}"],
+         "is not a zeroi2v run"),
+        ("synth into a dataset's folder (its own train.txt)", ["synth", tmp / "dataset"], "did not write"),
         ("not a model directory", ["eval", tmp / "empty_dir"], "not a zeroi2v model directory"),
         ("export of a non-model", ["export", tmp / "empty_dir", tmp / "x.onnx"], "not a zeroi2v model directory"),
     ]]
@@ -174,6 +179,10 @@ def trained_model_cases(fx) -> list[Case]:
     """Mistakes with a finished run (`ref`) and a run stopped in epoch 2 (`unfinished`)."""
     ref, tmp, video = fx.ref, fx.tmp, fx.video
     cuda = torch.cuda.is_available()
+    before = snapshot(ref)
+
+    def untouched(r):
+        return snapshot(ref) == before
     cases = [
         refused("trained model", "eval --set model.num_frames=32", ["eval", ref, "--set", "model.num_frames=32"],
                 "model.num_frames"),
@@ -185,6 +194,15 @@ def trained_model_cases(fx) -> list[Case]:
         refused("trained model", "predict --topk -1", ["predict", ref, video, "--topk", "-1"], "--topk"),
         refused("trained model", "export RUN to an existing folder", ["export", ref, fx.tmp / "empty_dir"],
                 "is a directory"),
+        refused("trained model", "export RUN RUN/model.safetensors (the run's own weights)",
+                ["export", ref, ref / "model.safetensors"], "refusing to overwrite", also=untouched,
+                more="; the run's bytes unchanged"),
+        refused("trained model", "features RUN VIDEO --out RUN/model.safetensors",
+                ["features", ref, video, "--out", ref / "model.safetensors"], "refusing to overwrite", also=untouched,
+                more="; the run's bytes unchanged"),
+        refused("trained model", "predict --timeline --out RUN/model (would write RUN/model.json)",
+                ["predict", ref, video, "--timeline", "--out", ref / "model"], "refusing to overwrite",
+                also=untouched, more="; the run's bytes unchanged"),
         Case("trained model", "predict on a non-video file among good ones", ["predict", ref, tmp / "text.pth", video],
              "names the bad file, predicts the others, exit 1",
              lambda r: r.returncode == 1 and "unreadable" in r.stderr and str(video) in r.stdout and clean(r)),
@@ -389,6 +407,10 @@ def fixtures(tmp: Path) -> SimpleNamespace:
     data = make_motion_dataset(tmp / "data", train_per_class=8, val_per_class=2, num_frames=8, size=32,
                                num_classes=4, progress=False)
     root = Path(data["root"])
+    (tmp / "project").mkdir()
+    (tmp / "project" / "config.yaml").write_text("# a project's own config\n")
+    (tmp / "dataset").mkdir()
+    (tmp / "dataset" / "train.txt").write_text("clips/a.mp4 0\n")
     base = {"output": str(tmp / "run"),  # never created: every run below names its own output
             "model": {"backbone": "vit_tiny_patch16_224", "num_frames": 4, "head_dropout": 0.0, "freeze": False,
                       "timm_kwargs": {"patch_size": 8, "depth": 2, "num_heads": 3, "embed_dim": 96}},
@@ -399,7 +421,7 @@ def fixtures(tmp: Path) -> SimpleNamespace:
                          ref=tmp / "ref", unfinished=tmp / "unfinished", evil=tmp / "evil.pth", junk=tmp / "junk",
                          latin_list=tmp / "latin_list" / "list.txt", no_classes_list=tmp / "no_classes" / "list.txt",
                          with_broken=tmp / "with_broken.txt",
-                         bad_val=tmp / "bad_val.txt", trees=tmp / "trees")
+                         bad_val=tmp / "bad_val.txt", trees=tmp / "trees", data_root=root)
     fx.cfg.write_text(yaml.safe_dump(base))
     del base["train"]["warmup_epochs"]
     fx.cfg_default_warmup.write_text(yaml.safe_dump(base))

@@ -2,6 +2,7 @@
 classes that only temporal order tells apart (each odd class is its even partner played backwards)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,19 @@ def test_cli(tmp_path, capsys):
                      "--val-per-class", "0", "--classes", "2", "--frames", "16", "--size", "24",
                      "--codec", "mjpeg", "--noise", "3", "--speed", "0.7"]) == 0
     assert (tmp_path / "cx" / "classes.txt").read_text().splitlines() == FAMILIES["complex"][:2]
+
+
+def test_never_overwrites_lists_it_did_not_write(tmp_path, capsys):
+    small = ["--train-per-class", "1", "--val-per-class", "1", "--classes", "2", "--frames", "4", "--size", "16"]
+    real = tmp_path / "my_dataset"  # a real dataset's folder, given by mistake
+    real.mkdir()
+    (real / "train.txt").write_text("clips/a.mp4 0\n")
+    (real / "classes.txt").write_text("archery\n")
+    assert cli_main(["synth", str(real), *small]) == 2
+    err = capsys.readouterr().err
+    assert "did not write" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert (real / "train.txt").read_text() == "clips/a.mp4 0\n" and not (real / "train").exists()
+    assert cli_main(["synth", str(real), *small, "--force"]) == 0
+    assert json.loads((real / "synth.json").read_text())["num_classes"] == 2
+    again = tmp_path / "again"  # its own output: regenerated without --force
+    assert cli_main(["synth", str(again), *small]) == 0 and cli_main(["synth", str(again), *small]) == 0

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from zeroi2v.dist import interactive
 from zeroi2v.errors import UserError
-from zeroi2v.fileio import atomic_write, atomic_write_text
+from zeroi2v.fileio import atomic_write, atomic_write_json, atomic_write_text
 
 FAMILIES = {
     "basic": ["moving up", "moving down", "moving left", "moving right", "growing", "shrinking",
@@ -248,8 +248,11 @@ def write_video(path, frames: np.ndarray, fps: int = 8, codec: str = "libx264") 
 def make_motion_dataset(out_dir, *, train_per_class: int = 100, val_per_class: int = 20, num_frames: int = 16,
                         size: int = 32, num_classes: int = len(CLASSES), fps: int = 8, seed: int = 0,
                         codec: str = "libx264", family: str = "basic", speed: float = 1.0, noise: float | None = None,
-                        shapes: str = "basic", progress: bool | None = None) -> dict:
+                        shapes: str = "basic", progress: bool | None = None, force: bool = False) -> dict:
     """Write `train/`, `val/` videos, `train.txt`, `val.txt` (MMAction2 lists) and `classes.txt`.
+
+    `synth.json` records the arguments. A folder whose lists this function did not write (a real
+    dataset's, given by mistake) is refused unless `force`: its annotations are never overwritten.
 
     `codec="mixed"` alternates MP4 (H.264) and AVI (MJPEG) files. `noise=None`: 0 for the basic
     family, 4 for the complex one. Returns {"root", "train_list", "val_list", "classes_file", "classes"}
@@ -276,6 +279,15 @@ def make_motion_dataset(out_dir, *, train_per_class: int = 100, val_per_class: i
     if not 0 < speed <= 4 or not 0 <= noise <= 64:
         raise UserError(f"speed must be in (0, 4] and noise in [0, 64], got {speed}, {noise}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder")
+    theirs = [name for name in ("train.txt", "val.txt", "classes.txt") if (out / name).exists()]
+    if theirs and not force and not (out / "synth.json").is_file():
+        raise UserError(f"{out} holds {', '.join(theirs)} that zeroi2v synth did not write; refusing to overwrite "
+                        "them (choose a new or empty folder; zeroi2v synth --force overwrites them)")
+    settings = dict(family=family, train_per_class=int(train_per_class), val_per_class=int(val_per_class),
+                    num_frames=int(num_frames), size=int(size), num_classes=int(num_classes), fps=int(fps),
+                    codec=codec, speed=float(speed), noise=noise, shapes=shapes, seed=int(seed))
     rng = np.random.default_rng(seed)
     jobs = [(split, label, i) for split, n in (("train", train_per_class), ("val", val_per_class))
             for i in range(n) for label in range(num_classes)]
@@ -290,6 +302,7 @@ def make_motion_dataset(out_dir, *, train_per_class: int = 100, val_per_class: i
     for split, lines in lists.items():
         atomic_write_text(out / f"{split}.txt", "".join(line + "\n" for line in lines))
     atomic_write_text(out / "classes.txt", "".join(name + "\n" for name in names[:num_classes]))
+    atomic_write_json(out / "synth.json", {"written_by": "zeroi2v synth", **settings})
     return {"root": str(out), "train_list": str(out / "train.txt"), "val_list": str(out / "val.txt"),
             "classes_file": str(out / "classes.txt"), "classes": names[:num_classes]}
 
@@ -315,11 +328,13 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", default="basic", choices=("basic", "all"),
                         help="all: also shapes the demo backbone never saw (triangle, ring, cross)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite train.txt / val.txt / classes.txt that zeroi2v synth did not write")
     args = parser.parse_args(argv)
     info = make_motion_dataset(args.out_dir, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
                                num_frames=args.frames, size=args.size, num_classes=args.classes, fps=args.fps,
                                codec=args.codec, family=args.family, speed=args.speed, noise=args.noise,
-                               shapes=args.shapes, seed=args.seed)
+                               shapes=args.shapes, seed=args.seed, force=args.force)
     print(f"wrote {args.out_dir}: {info['train_list']}, {info['val_list']}, {info['classes_file']} "
           f"({len(info['classes'])} classes)")
     return 0
