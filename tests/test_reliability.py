@@ -1,6 +1,7 @@
 """Fault injection: broken videos, non-finite losses, failed writes, kills at random moments."""
 import errno
 import json
+import os
 import random
 import signal
 import subprocess
@@ -114,6 +115,58 @@ def test_failed_write_leaves_previous_checkpoint_loadable(motion, tmp_path, caps
     monkeypatch.undo()
     assert main(["train", str(cfg)]) == 0  # and the run resumes from it
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_stop_after_an_epochs_last_step_resumes_exactly(motion, tmp_path, monkeypatch):
+    # SIGTERM during the last step of epoch 2: the checkpoint holds a finished step loop but an unfinished
+    # epoch (no validation, no metrics yet); the resume must do only the epoch's end (it crashed before)
+    assert main(["train", str(write_config(tmp_path / "ref.yaml", motion, tmp_path / "ref", train__epochs=3))]) == 0
+    cfg = write_config(tmp_path / "cfg.yaml", motion, tmp_path / "run", train__epochs=3)
+    import zeroi2v.train as train_mod
+
+    real_factor = train_mod.lr_factor
+
+    def signal_at_last_step_of_epoch_2(step, steps_per_epoch, t):
+        if step == 2 * steps_per_epoch - 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # the loop's handler turns it into a checkpoint after this step
+        return real_factor(step, steps_per_epoch, t)
+
+    monkeypatch.setattr(train_mod, "lr_factor", signal_at_last_step_of_epoch_2)
+    assert main(["train", str(cfg)]) == 143
+    monkeypatch.undo()
+    resume = torch.load(tmp_path / "run" / "checkpoint" / json.loads(
+        (tmp_path / "run" / "checkpoint" / "last.json").read_text())["state"], weights_only=True)
+    assert resume["epoch"] == 1 and resume["step"] > 0  # epoch 2's step loop done, its end not
+    assert main(["train", str(cfg)]) == 0
+    assert max_diff(final_weights(tmp_path / "ref"), final_weights(tmp_path / "run")) <= 1e-5
+    ref, run = ([json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("ref", "run"))
+    assert [m["epoch"] for m in run] == [1, 2, 3]
+    assert [(m["lr"], round(m["train_loss"], 5)) for m in run] == [(m["lr"], round(m["train_loss"], 5)) for m in ref]
+
+
+CTRL_C_IN_AN_IMPORT = """
+import importlib.abc, os, signal, sys, time
+
+class CtrlCWhileImportingTimm(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "timm":
+            try:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while torch/timm load...
+                time.sleep(0.2)
+            except:  # ...inside a library's bare except (or C++ code): lost, or an abort
+                pass
+        return None
+
+sys.meta_path.insert(0, CtrlCWhileImportingTimm())
+from zeroi2v.cli import main
+sys.exit(main(["merge", sys.argv[1], sys.argv[2]]))
+"""
+
+
+def test_ctrl_c_while_torch_and_timm_load_still_interrupts(tmp_path):
+    result = subprocess.run([sys.executable, "-c", CTRL_C_IN_AN_IMPORT, str(tmp_path / "none"), str(tmp_path / "out")],
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 130 and result.stderr.strip() == "zeroi2v: interrupted", result.stderr
 
 
 def test_sigkill_at_random_moments_then_resume_is_exact(motion, tmp_path):

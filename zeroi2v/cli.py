@@ -294,6 +294,8 @@ def _run(argv: list[str]) -> int:
             getattr(args, "verb_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
         debug = debug or getattr(args, "debug", False)
     try:
+        if not {"-h", "--help"} & set(argv):
+            _import_deferring_ctrl_c()
         return int(args.func(args) or 0)
     except UserError as e:
         if debug:
@@ -310,6 +312,22 @@ def _run(argv: list[str]) -> int:
             raise
         print(f"zeroi2v: error: {e.strerror}: {e.filename or ''} (the last complete checkpoint is kept)", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def _import_deferring_ctrl_c() -> None:
+    """Import torch and timm with Ctrl-C held back until they are loaded: a KeyboardInterrupt raised
+    inside their import can land in C++ code (the process aborts with "what(): KeyboardInterrupt") or in
+    a library's bare `except` (the Ctrl-C is lost and the command runs on). Raised here instead."""
+    import signal
+
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        import timm  # noqa: F401  (imports torch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:

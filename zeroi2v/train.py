@@ -398,6 +398,8 @@ def loop(run: Run, show: bool) -> dict:
             sums = partial or {"loss": 0.0, "seen": 0.0, "skipped": 0.0, "seconds": 0.0}
             partial = None
             tick = time.time()
+            # the epoch's last lr, for its metrics even when no step is left (stopped after its last step)
+            lr = t.lr * lr_factor((epoch + 1) * run.steps_per_epoch - 1, run.steps_per_epoch, t)
             bar = tqdm(total=run.steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{t.epochs}",
                        disable=not show, dynamic_ncols=True)
             for step in range(start_step, run.steps_per_epoch):
