@@ -350,3 +350,9 @@ def test_convert_official_cli_takes_the_reference_stdha_cfg(tmp_path, capsys):
     assert "head_offsets=[-1, -1, 1, 1, -2]" in capsys.readouterr().out
     assert main(["convert-official", str(path), str(tmp_path / "out2"), "--set", "stdha_cfg={shift_div: 5}"]) == 2
     assert "not whole heads" in capsys.readouterr().err
+    weights = (tmp_path / "out" / "model.safetensors").read_bytes()  # a second conversion into a model directory
+    assert main(["convert-official", str(path), str(tmp_path / "out"), "--set", "stdha_cfg={shift_div: 3}"]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == weights
+    assert main(["convert-official", str(path), str(tmp_path / "out"), "--force", "--set",
+                 "stdha_cfg={shift_div: 3}"]) == 0

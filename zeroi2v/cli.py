@@ -56,16 +56,21 @@ def _eval(args) -> int:
     return 0
 
 
+def _check_new_model_dir(out: Path, force: bool) -> None:
+    """A model directory a verb writes: a new or empty folder, or any folder with --force."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UserError(f"{out} already exists and is not empty; pass --force to overwrite it")
+
+
 def _merge(args) -> int:
     src, out = Path(args.directory), Path(args.out_dir)
     if out.resolve() == src.resolve():
         raise UserError(f"{out} is the source model's own directory; choose a new output directory")
     if src.resolve() in out.resolve().parents:
         raise UserError(f"{out} is inside the source directory {src}; choose a directory outside it")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise UserError(f"{out} already exists and is not empty; pass --force to overwrite it")
+    _check_new_model_dir(out, args.force)
 
     from zeroi2v.build import load_pretrained, save_pretrained
     from zeroi2v.model import count_flops, count_params
@@ -175,6 +180,7 @@ def _convert(args) -> int:
         key, value = parse_override(text)
         overrides[key.removeprefix("model.")] = value
     preset = config_path(args.preset) if args.preset else None
+    _check_new_model_dir(Path(args.out_dir), args.force)
     info = convert_official(args.checkpoint, args.out_dir, overrides, merge=args.merge, preset=preset)
     cfg = info["config"]
     print(f"converted {args.checkpoint}: {cfg.backbone} {cfg.timm_kwargs}, {cfg.num_frames} frames, "
@@ -266,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the setting the checkpoint was trained with (e.g. ssv2_vitl14_u32): offsets, adapter "
                         "scale, frames, classes from that config")
     p.add_argument("--merge", action="store_true", help="also fold the adapters")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
     sets(p, "model keys")
     for name, (module, help_) in PASSTHROUGH.items():
         p = sub.add_parser(name, help=help_, add_help=False)
