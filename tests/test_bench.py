@@ -165,3 +165,16 @@ def test_bench_refuses_counts_below_one_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and message in err, err
     assert not list(tmp_path.iterdir())
+
+
+def test_bench_never_overwrites_a_markdown_file_it_did_not_write(tmp_path, capsys):
+    from zeroi2v.cli import main as cli_main
+
+    mine = tmp_path / "docs" / "benchmarks.md"  # a project's own page, where `zeroi2v bench` writes by default
+    mine.parent.mkdir()
+    mine.write_text("# Our numbers\n")
+    for out, message in ((mine, "not a file zeroi2v bench wrote"), (tmp_path, "a directory")):
+        assert cli_main(["bench", "--tiny", "--device", "cpu", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert mine.read_text() == "# Our numbers\n" and not (mine.parent / "bench").exists()

@@ -939,10 +939,13 @@ SECTIONS = ("bench/cost.md", "bench/compile.md", "bench/loader.md", "bench/gpu/g
             "benchmarks_decode.md")
 
 
+ASSEMBLED_MARK = "Assembled from generated sections (never edited by hand)"  # how bench knows its own file
+
+
 def assemble(out: str | os.PathLike) -> str:
     """Write `out` (docs/benchmarks.md) from the generated sections beside it; missing ones are listed."""
     out = Path(out)
-    parts = ["# Benchmarks", "", "Assembled from generated sections (never edited by hand): cost and speed "
+    parts = ["# Benchmarks", "", f"{ASSEMBLED_MARK}: cost and speed "
              "(`zeroi2v bench`), `torch.compile` (`zeroi2v bench --compile`), loader vs model (`zeroi2v bench "
              "--loader`), the GPU check (`benchmarks/gpu_check.sh`), accuracy at equal budget "
              "(`python benchmarks/accuracy.py`), video decoding (`python benchmarks/decode.py`). Rerun a script to "
@@ -1028,6 +1031,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     section_dir = Path(args.section_dir) if args.section_dir else out.parent / "bench"
+    if out.is_dir() or out.is_file() and ASSEMBLED_MARK not in out.read_text(encoding="utf-8", errors="replace")[:2000]:
+        from zeroi2v.errors import UserError  # e.g. `zeroi2v bench` run in a project with its own docs/benchmarks.md
+        raise UserError(f"--out {out} is {'a directory' if out.is_dir() else 'not a file zeroi2v bench wrote'}; "
+                        "refusing to overwrite it (give --out another Markdown file)")
     if args.render:
         return render(out, section_dir)
     device = torch.device(args.device)
