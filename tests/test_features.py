@@ -134,3 +134,16 @@ def test_out_never_overwrites_the_models_own_files(run, videos):
         extract_features(run, [str(videos[0])], weights, progress=False)
     assert "refusing to overwrite" in one_line_error(excinfo)
     assert weights.read_bytes() == before
+
+
+def test_out_replaces_only_an_earlier_features_file(run, videos, tmp_path):
+    other = tmp_path / "vit.safetensors"  # someone's weights, named by a typo in --out
+    other.write_bytes((Path(run) / "model.safetensors").read_bytes())
+    with pytest.raises(UserError) as excinfo:
+        extract_features(run, [str(videos[0])], other, progress=False)
+    assert "not a zeroi2v features file; refusing to overwrite" in one_line_error(excinfo)
+    assert other.read_bytes() == (Path(run) / "model.safetensors").read_bytes()
+    out = tmp_path / "feats.safetensors"
+    extract_features(run, [str(videos[0])], out, progress=False)
+    extract_features(run, [str(videos[0]), str(videos[1])], out, progress=False)  # an earlier one is replaced
+    assert load_features(out)["features"].shape[0] == 2

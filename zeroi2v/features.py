@@ -105,6 +105,11 @@ def extract_features(directory, videos, out, *, merged: bool = True, root=None, 
     s = data_settings(directory, overrides, model)
     entries = read_video_list(videos, root if root is not None else s["root"])
     check_writable(out, "--out", [e["path"] for e in entries] + [Path(v) for v in videos] + model_files(directory))
+    if out.is_file():  # replace an earlier features file, never other weights (a typo in --out)
+        try:
+            load_features(out)
+        except UserError:
+            raise UserError(f"--out {out} exists and is not a zeroi2v features file; refusing to overwrite it") from None
 
     note = None
     if merged and not model.merged:
