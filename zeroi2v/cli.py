@@ -326,7 +326,11 @@ def _import_deferring_ctrl_c() -> None:
     inside their import can land in C++ code (the process aborts with "what(): KeyboardInterrupt") or in
     a library's bare `except` (the Ctrl-C is lost and the command runs on). Raised here instead."""
     import signal
+    import threading
 
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        import timm  # noqa: F401
+        return
     caught = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
