@@ -14,6 +14,7 @@ from zeroi2v.cli import main as cli_main
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
+    (out / ".zeroi2v-demo").write_text("")  # a previous demo's folder: its runs start over
     for run in ("mine", "zeroi2v"):  # a user's run beside the demo's, and a stale demo run
         (out / "runs" / run).mkdir(parents=True)
         (out / "runs" / run / "old.txt").write_text("x")
@@ -25,6 +26,19 @@ def test_demo_starts_its_own_runs_over_and_leaves_other_runs_alone(demo):
     assert (demo / "runs" / "mine" / "old.txt").is_file()
     assert not (demo / "runs" / "zeroi2v" / "old.txt").exists()
     assert (demo / "runs" / "zeroi2v" / "model.safetensors").is_file()
+
+
+def test_demo_never_writes_over_a_folder_no_demo_wrote(tmp_path, capsys):
+    # `zeroi2v demo --out .` in a project: its own run named like a demo row, its own export
+    (tmp_path / "runs" / "zeroi2v").mkdir(parents=True)
+    (tmp_path / "runs" / "zeroi2v" / "model.safetensors").write_text("my weights")
+    (tmp_path / "model.onnx").write_text("my export")
+    assert cli_main(["demo", "--tiny", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "that no demo wrote; refusing to overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "runs" / "zeroi2v" / "model.safetensors").read_text() == "my weights"
+    assert (tmp_path / "model.onnx").read_text() == "my export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "runs"]
 
 
 @pytest.mark.parametrize("args, message", [

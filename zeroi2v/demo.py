@@ -54,6 +54,21 @@ TIMING = {"rounds": 7, "repeats": 5}
 RECIPE = SHIPPED_CONFIGS / "demo.yaml"  # the demo's recipe (configs/demo.yaml in the repository)
 
 
+DEMO_MARK = ".zeroi2v-demo"  # written first into --out: the folder is a demo's, which a rerun may overwrite
+DEMO_OUTPUTS = ("merged", "model.onnx", "report.md", "summary.json", "accuracy.png", "frame_strip.png",
+                "confusion_matrix.png")  # and curves_*.png, runs/<row>, data/
+
+
+def is_demo_output(out: Path) -> bool:
+    """A folder a demo wrote: its marker, or the summary.json of a demo from before the marker existed."""
+    if (out / DEMO_MARK).is_file():
+        return True
+    try:
+        return "predictions_identical" in json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def run_config(out: Path, data: dict, backbone_file: Path, name: str, changes: dict, epochs: int | None = None,
                frames: int | None = None):
     """configs/demo.yaml with the demo's data, the backbone file and one row's changes, validated (the
@@ -103,7 +118,8 @@ def paired_speeds(models: dict, clip: torch.Tensor, rounds: int = 7, repeats: in
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="zeroi2v demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="demo_output", help="output directory (default: demo_output)")
+    parser.add_argument("--out", default="demo_output", help="output directory: new, empty or a previous demo's "
+                        "(default: demo_output)")
     parser.add_argument("--tiny", action="store_true", help="toy size for smoke tests (seconds; accuracy meaningless)")
     parser.add_argument("--full", action="store_true", help="also train the full fine-tuning reference row")
     parser.add_argument("--probe", action="store_true", help="also train a linear probe row (no adapters)")
@@ -129,13 +145,22 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create --out {out}: {e.strerror}") from None
-    for slug in (*ROWS, PROBE_ROW[0], FULL_ROW[0]):  # a demo always starts over: its own runs only, since
-        if (out / "runs" / slug).exists():         # --out may be a folder that holds the user's runs/
+    slugs = (*ROWS, PROBE_ROW[0], FULL_ROW[0])
+    ours = is_demo_output(out)
+    if not ours:  # --out may be a folder with the user's own files (`--out .`): never write over them
+        theirs = [name for name in DEMO_OUTPUTS if (out / name).exists()] + sorted(
+            p.name for p in out.glob("curves_*.png")) + [f"runs/{slug}" for slug in slugs if (out / "runs" / slug).exists()]
+        if theirs:
+            raise UserError(f"--out {out} holds {', '.join(theirs[:4])} that no demo wrote; refusing to overwrite "
+                            "(choose a new or empty folder)")
+    atomic_write_text(out / DEMO_MARK, "zeroi2v demo output: a rerun replaces what the demo wrote here\n")
+    for slug in slugs:  # a demo always starts over: its own runs only (other runs under runs/ stay)
+        if (out / "runs" / slug).exists():
             shutil.rmtree(out / "runs" / slug)
 
     print(f"[1/5] synthetic motion videos -> {out / 'data'}", flush=True)
     data = make_motion_dataset(out / "data", train_per_class=size["train_per_class"],
-                               val_per_class=size["val_per_class"], num_frames=16, size=32)
+                               val_per_class=size["val_per_class"], num_frames=16, size=32, force=ours)
     print(f"      {len(data['classes'])} classes in time-reversed pairs: {', '.join(data['classes'])}")
     print("[2/5] image-pretrained backbone (no downloads)", flush=True)
     if args.pretrain or (args.tiny and not SHIPPED.is_file()):
