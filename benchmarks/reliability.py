@@ -112,6 +112,11 @@ def bad_input_cases(fx) -> list[Case]:
         ("output is a project folder with its own config.yaml", ["train", cfg, "--set", f"output={tmp / 'project'}"],
          "is not a zeroi2v run"),
         ("synth into a dataset's folder (its own train.txt)", ["synth", tmp / "dataset"], "did not write"),
+        ("demo --out a project folder (its own report.md)", ["demo", "--tiny", "--out", tmp / "project_docs"],
+         "that no demo wrote"),
+        ("bench --out a project's own docs/benchmarks.md", ["bench", "--tiny", "--out",
+                                                            tmp / "project_docs" / "benchmarks.md"],
+         "not a file zeroi2v bench wrote"),
         ("not a model directory", ["eval", tmp / "empty_dir"], "not a zeroi2v model directory"),
         ("export of a non-model", ["export", tmp / "empty_dir", tmp / "x.onnx"], "not a zeroi2v model directory"),
     ]]
@@ -200,6 +205,8 @@ def trained_model_cases(fx) -> list[Case]:
         refused("trained model", "features RUN VIDEO --out RUN/model.safetensors",
                 ["features", ref, video, "--out", ref / "model.safetensors"], "refusing to overwrite", also=untouched,
                 more="; the run's bytes unchanged"),
+        refused("trained model", "features RUN VIDEO --out other.safetensors (someone's weights)",
+                ["features", ref, video, "--out", tmp / "truncated.safetensors"], "not a zeroi2v features file"),
         refused("trained model", "predict --timeline --out RUN/model (would write RUN/model.json)",
                 ["predict", ref, video, "--timeline", "--out", ref / "model"], "refusing to overwrite",
                 also=untouched, more="; the run's bytes unchanged"),
@@ -410,6 +417,9 @@ def fixtures(tmp: Path) -> SimpleNamespace:
     (tmp / "project").mkdir()
     (tmp / "project" / "config.yaml").write_text("# a project's own config\n")
     (tmp / "dataset").mkdir()
+    (tmp / "project_docs").mkdir()
+    (tmp / "project_docs" / "report.md").write_text("# our report\n")
+    (tmp / "project_docs" / "benchmarks.md").write_text("# our numbers\n")
     (tmp / "dataset" / "train.txt").write_text("clips/a.mp4 0\n")
     base = {"output": str(tmp / "run"),  # never created: every run below names its own output
             "model": {"backbone": "vit_tiny_patch16_224", "num_frames": 4, "head_dropout": 0.0, "freeze": False,
