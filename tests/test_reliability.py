@@ -147,23 +147,23 @@ def test_stop_after_an_epochs_last_step_resumes_exactly(motion, tmp_path, monkey
 CTRL_C_IN_AN_IMPORT = """
 import importlib.abc, os, signal, sys, time
 
-class CtrlCWhileImportingTimm(importlib.abc.MetaPathFinder):
+class CtrlCWhileImportingTorchvision(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name == "timm":
+        if name == "torchvision":
             try:
-                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while torch/timm load...
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while torch/torchvision load...
                 time.sleep(0.2)
             except:  # ...inside a library's bare except (or C++ code): lost, or an abort
                 pass
         return None
 
-sys.meta_path.insert(0, CtrlCWhileImportingTimm())
+sys.meta_path.insert(0, CtrlCWhileImportingTorchvision())
 from zeroi2v.cli import main
 sys.exit(main(["merge", sys.argv[1], sys.argv[2]]))
 """
 
 
-def test_ctrl_c_while_torch_and_timm_load_still_interrupts(tmp_path):
+def test_ctrl_c_while_torch_and_torchvision_load_still_interrupts(tmp_path):
     result = subprocess.run([sys.executable, "-c", CTRL_C_IN_AN_IMPORT, str(tmp_path / "none"), str(tmp_path / "out")],
                             env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 130 and result.stderr.strip() == "zeroi2v: interrupted", result.stderr

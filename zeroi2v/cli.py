@@ -322,19 +322,20 @@ def _run(argv: list[str]) -> int:
 
 
 def _import_deferring_ctrl_c() -> None:
-    """Import torch and timm with Ctrl-C held back until they are loaded: a KeyboardInterrupt raised
-    inside their import can land in C++ code (the process aborts with "what(): KeyboardInterrupt") or in
-    a library's bare `except` (the Ctrl-C is lost and the command runs on). Raised here instead."""
+    """Import torch and torchvision (every verb loads both; ~3.5 s) with Ctrl-C held back until they
+    are loaded: a KeyboardInterrupt raised inside their import can land in C++ code (the process aborts
+    with "what(): KeyboardInterrupt") or in a library's bare `except` (the Ctrl-C is lost and the
+    command runs on). Raised here instead."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        import timm  # noqa: F401
+        import torchvision  # noqa: F401
         return
     caught = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
-        import timm  # noqa: F401  (imports torch)
+        import torchvision  # noqa: F401  (imports torch)
     finally:
         signal.signal(signal.SIGINT, previous)
     if caught:

@@ -88,7 +88,7 @@ def metadata(model: ZeroI2V, classes: list[str]) -> dict[str, str]:
 def export_model(model_dir, out_path, fmt: str | None = None) -> dict:
     """`zeroi2v export`: merge (if needed), export, verify; returns the numbers it printed."""
     out_path = check_writable(out_path, "export to", model_files(model_dir))
-    if fmt is None and out_path.suffix not in (".onnx", ".pt2"):
+    if fmt is None and out_path.suffix[1:] not in FORMATS:
         raise UserError(f"export to {out_path}: name it OUT.onnx or OUT.pt2 (or pass --format)")
     fmt = fmt or out_path.suffix[1:]
     if fmt not in FORMATS:

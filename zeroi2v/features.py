@@ -105,11 +105,8 @@ def extract_features(directory, videos, out, *, merged: bool = True, root=None, 
     s = data_settings(directory, overrides, model)
     entries = read_video_list(videos, root if root is not None else s["root"])
     check_writable(out, "--out", [e["path"] for e in entries] + [Path(v) for v in videos] + model_files(directory))
-    if out.is_file():  # replace an earlier features file, never other weights (a typo in --out)
-        try:
-            load_features(out)
-        except UserError:
-            raise UserError(f"--out {out} exists and is not a zeroi2v features file; refusing to overwrite it") from None
+    if out.is_file() and not is_features_file(out):  # replace an earlier features file, never other weights
+        raise UserError(f"--out {out} exists and is not a zeroi2v features file; refusing to overwrite it")
 
     note = None
     if merged and not model.merged:
@@ -148,6 +145,19 @@ def extract_features(directory, videos, out, *, merged: bool = True, root=None, 
             "views": views, "videos": names, "features": features, "labels": labels, "note": note}
 
 
+def _is_features(metadata: dict, names) -> bool:
+    return metadata.get("format") == FORMAT and "features" in names
+
+
+def is_features_file(path) -> bool:
+    """Whether `path` is a zeroi2v features file (its header only: no tensor is read)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return _is_features(dict(f.metadata() or {}), f.keys())
+    except (SafetensorError, OSError):
+        return False
+
+
 def load_features(path) -> dict:
     """{"features": (N, D), "labels": (N,) or None, "videos": [names], "metadata": {...}} from a features file."""
 
@@ -157,7 +167,7 @@ def load_features(path) -> dict:
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError) as e:
         raise UserError(f"cannot read {path}: {one_line(e)}") from None
-    if metadata.get("format") != FORMAT or "features" not in tensors:
+    if not _is_features(metadata, tensors):
         raise UserError(f"{path} is not a zeroi2v features file")
     return {"features": tensors["features"], "labels": tensors.get("labels"),
             "videos": json.loads(metadata.get("videos", "[]")), "metadata": metadata}
