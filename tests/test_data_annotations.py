@@ -133,8 +133,10 @@ def test_hmdb51_split_files(tmp_path):
 
 
 def test_missing_paths_are_one_line_errors(tmp_path):
+    (tmp_path / "file.txt").write_text("")
     for call, message in [(lambda: load_annotations(tmp_path, tmp_path / "nope.txt"), "not found"),
                           (lambda: load_annotations(tmp_path / "nowhere"), "data root not found"),
+                          (lambda: load_annotations(tmp_path / "file.txt"), "is a file, not a folder"),
                           (lambda: load_annotations(tmp_path), "no videos"),
                           (lambda: load_annotations(tmp_path, str(tmp_path / "*_test_split9.txt")), "no HMDB51")]:
         with pytest.raises(UserError, match=message) as info:

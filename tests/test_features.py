@@ -108,6 +108,7 @@ def test_bad_input(run, videos, tmp_path):
     cases = [
         (([str(videos[0])], tmp_path / "out.npy"), ".safetensors"),
         (([str(tmp_path / "missing.mp4")], tmp_path / "out.safetensors"), "no such video"),
+        (([str(tmp_path)], tmp_path / "out.safetensors"), "is a directory, not a video file"),
         (([str(videos[0])], tmp_path / "a_file" / "out.safetensors"), "not a directory"),
         (([str(tmp_path / "missing.txt")], tmp_path / "out.safetensors"), "not found"),
         (([], tmp_path / "out.safetensors"), "no videos"),

@@ -230,6 +230,9 @@ def test_bad_video(run, tmp_path):
     with pytest.raises(UserError) as excinfo:
         timeline(run, tmp_path / "missing.mp4", out_prefix=tmp_path / "x", progress=False)
     assert "no such video" in one_line_error(excinfo)
+    with pytest.raises(UserError) as excinfo:
+        timeline(run, tmp_path, out_prefix=tmp_path / "x", progress=False)
+    assert "is a directory, not a video file" in one_line_error(excinfo)
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video at all\n" * 10)
     with pytest.raises(UserError) as excinfo:

@@ -71,6 +71,8 @@ def read_video_list(videos, root=None) -> list[dict]:
         raise UserError("no videos given")
     for entry in entries:
         if not entry["path"].is_file():
+            if entry["path"].is_dir():
+                raise UserError(f"{entry['path']} is a directory, not a video file (give the videos or a list file)")
             raise UserError(f"no such video: {entry['path']}")
     return entries
 

@@ -140,7 +140,7 @@ def timeline(directory, video, *, stride: int | None = None, window: int | None 
     if window is not None:
         window = _positive_int(window, "--window")
     if not video.is_file():
-        raise UserError(f"no such video: {video}")
+        raise UserError(f"{video} is a directory, not a video file" if video.is_dir() else f"no such video: {video}")
     prefix = Path(out_prefix) if out_prefix is not None else Path.cwd() / f"{video.stem}.timeline"
     inputs = [video] + model_files(directory)
     paths = {ext: check_writable(prefix.with_name(prefix.name + "." + ext), "timeline output", inputs)

@@ -109,7 +109,7 @@ SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testi
 
 def _folder_tree(root: Path) -> Annotations:
     if not root.is_dir():
-        raise UserError(f"data root not found: {root}")
+        raise UserError(f"data root {root} is a file, not a folder" if root.exists() else f"data root not found: {root}")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     splits = [c for c in classes if c.lower() in SPLIT_NAMES]
     if len(splits) >= 2 or (splits and len(classes) == len(splits)):

@@ -23,6 +23,8 @@ def load_split(cfg, split: str) -> Annotations:
     if split != "train" and not source:
         raise UserError("no data.val_list to evaluate on: pass --set data.val_list=PATH data.root=DIR")
     if d.root and not os.path.isdir(d.root):
+        if os.path.exists(d.root):
+            raise UserError(f"data.root {d.root} is a file, not a folder (the list files go in data.train_list / data.val_list)")
         raise UserError(f"data.root not found: {d.root}")
     ann = load_annotations(d.root, source, split="train" if split == "train" else "val")
     check_some_exist(d.root, ann.samples, source or d.root)
