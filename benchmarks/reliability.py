@@ -268,19 +268,24 @@ class Interrupted:
 
 def interrupted_run(cfg, out: Path, wait_for: str | None, sig: int, extra_args=(), delay: float = 0.0,
                     during: Callable | None = None, before_rerun: Callable | None = None, rerun: bool = True,
-                    timeout: float = 300) -> Interrupted:
+                    timeout: float = 300, group: bool = False) -> Interrupted:
     """`zeroi2v train CFG --set output=OUT EXTRA...`, sent `sig` once OUT/wait_for exists (then `delay` seconds;
     wait_for=None: `delay` seconds after the start); `during()` runs just before the signal, `before_rerun()`
-    after the run stopped; then the same command runs again (unless rerun=False)."""
+    after the run stopped; then the same command runs again (unless rerun=False). group=True: the run gets
+    its own process group and the signal goes to all of it (its DataLoader workers too), as a scheduler's
+    preemption or a terminal's Ctrl-C does."""
     args = ["train", cfg, "--set", f"output={out}", *extra_args]
     proc = subprocess.Popen([*ZEROI2V, *map(str, args)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=group)
     deadline = time.time() + timeout
     while wait_for and not (out / wait_for).is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(delay)
     seen = during() if during else None
-    proc.send_signal(sig)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=timeout)
     stopped = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     if before_rerun:
@@ -305,6 +310,13 @@ def interruptions(fx, table) -> None:
     table.add("interruption", "SIGTERM inside epoch 2 (preemption)", run.stopped,
               f"checkpoint at that step, exit 143; rerun resumes exactly (max abs diff {diff:.1e})",
               run.stopped.returncode == 143 and diff <= 1e-5)
+
+    run = interrupted_run(cfg, tmp / "group_terminated", "checkpoint/last.json", signal.SIGTERM, ["train.num_workers=2"],
+                          delay=0.3, group=True)
+    diff = same_as_ref(run.rerun, tmp / "group_terminated")
+    table.add("interruption", "SIGTERM to the whole process group inside epoch 2, 2 DataLoader workers (SLURM, `timeout`)",
+              run.stopped, f"checkpoint at that step, exit 143, no traceback; rerun resumes exactly (max abs diff {diff:.1e})",
+              run.stopped.returncode == 143 and clean(run.stopped) and diff <= 1e-5)
 
     def damage():  # a finished epoch's checkpoint whose resume state was then damaged
         for state in (tmp / "damaged" / "checkpoint").glob("state-*.pt"):

@@ -1,6 +1,7 @@
 """Training engine end to end on generated videos: train, eval, merge, predict, export; exact resume
 after SIGKILL and SIGTERM; 2-process torchrun (gloo); frame order reaching the model; CLI errors."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -115,6 +116,24 @@ def test_sigterm_mid_epoch_checkpoints_and_resumes_exactly(reference_run, ramps,
     new_lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     drop = lambda line: {k: v for k, v in json.loads(line).items() if k != "epoch_seconds"}  # noqa: E731
     assert [drop(x) for x in ref_lines] == [drop(x) for x in new_lines]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_the_whole_process_group_with_workers_checkpoints(ramps, tmp_path, signum):
+    """Preemption (SLURM, `timeout`) and Ctrl-C in a terminal signal every process of the group,
+    DataLoader workers included: the run still checkpoints and exits cleanly (without the fix torch
+    raised "DataLoader worker ... is killed by signal" in the main process: a traceback, no checkpoint)."""
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", **REFERENCE, train__num_workers=2)
+    proc = subprocess.Popen([sys.executable, "-m", "zeroi2v", "train", str(cfg)], env=ENV, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pointer = tmp_path / "run" / "checkpoint" / "last.json"
+    assert wait_for(pointer.is_file)  # first epoch done; now signal the group inside the second
+    time.sleep(0.5)
+    os.killpg(proc.pid, signum)
+    out, err = proc.communicate(timeout=120)
+    name = signal.Signals(signum).name
+    assert proc.returncode == (143 if signum == signal.SIGTERM else 130), err[-2000:]
+    assert f"{name}: checkpoint saved" in out and "Traceback" not in err, err[-2000:]
 
 
 def test_torchrun_two_processes_match_single_process(ramps, tmp_path):

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from zeroi2v.build import last_checkpoint, load_pretrained
 from zeroi2v.config import Config, load_config, parse_override
-from zeroi2v.data import VideoDecodeError, collate
+from zeroi2v.data import VideoDecodeError, collate, worker_init
 from zeroi2v.data.annotations import read_text
 from zeroi2v.data.build import make_dataset
 from zeroi2v.dist import interactive, setup_distributed
@@ -41,7 +41,7 @@ def evaluate_dataset(model, dataset, device, rank: int = 0, world: int = 1, batc
     """Probabilities for every video of a test-mode dataset, gathered on all ranks, and metrics."""
     indices = list(range(rank, len(dataset), world))  # each video on exactly one rank
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
-                                         num_workers=num_workers, collate_fn=collate)
+                                         num_workers=num_workers, collate_fn=collate, worker_init_fn=worker_init)
     was_training = model.training
     model.eval()
     probs, labels, order, broken = [], [], [], []

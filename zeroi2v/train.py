@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from zeroi2v.build import CKPT_DIR, CONFIG_FILE, build_model, save_pretrained
 from zeroi2v.config import Config, dump_config, flatten
-from zeroi2v.data import collate, few_shot, flip_label_map
+from zeroi2v.data import collate, few_shot, flip_label_map, worker_init
 from zeroi2v.data.build import load_split, make_dataset
 from zeroi2v.dist import all_sum, interactive, setup_distributed
 from zeroi2v.errors import UserError
@@ -393,7 +393,7 @@ def loop(run: Run, show: bool) -> dict:
                                    start=start_step * run.per_step * t.accum_steps)
             batches = iter(torch.utils.data.DataLoader(
                 run.train_set, batch_size=run.per_step, sampler=sampler, num_workers=t.num_workers,
-                collate_fn=collate, drop_last=True, pin_memory=run.device.type == "cuda"))
+                collate_fn=collate, worker_init_fn=worker_init, drop_last=True, pin_memory=run.device.type == "cuda"))
             run.step_model.train()
             sums = partial or {"loss": 0.0, "seen": 0.0, "skipped": 0.0, "seconds": 0.0}
             partial = None

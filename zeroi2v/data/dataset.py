@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 import numpy as np
 import torch
@@ -167,6 +168,18 @@ def collate(batch: list[dict]) -> dict:
         "broken": torch.tensor([b["broken"] for b in batch], dtype=torch.bool),
         "skipped": [p for b in batch for p in b["skipped"]],
     }
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: workers leave SIGTERM and SIGINT to the main process.
+
+    Preemption (SLURM, `timeout`, Ctrl-C in a terminal) signals the whole process group. A worker
+    killed by it makes torch raise "DataLoader worker ... is killed by signal" in the main process, a
+    traceback before the main process can save its checkpoint. Ignoring them here lets the main
+    process stop at the next step and shut its workers down (they also exit when it dies).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def load_views(path, *, num_frames: int, sampling: str, frame_interval: int, img_size: int, mean, std,
