@@ -121,8 +121,9 @@ def test_sigterm_mid_epoch_checkpoints_and_resumes_exactly(reference_run, ramps,
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_to_the_whole_process_group_with_workers_checkpoints(ramps, tmp_path, signum):
     """Preemption (SLURM, `timeout`) and Ctrl-C in a terminal signal every process of the group,
-    DataLoader workers included: the run still checkpoints and exits cleanly (without the fix torch
-    raised "DataLoader worker ... is killed by signal" in the main process: a traceback, no checkpoint)."""
+    DataLoader workers included: the run still checkpoints and exits cleanly. Without the fix, SIGTERM
+    made torch raise "DataLoader worker ... is killed by signal" in the main process (a traceback, exit 1,
+    no checkpoint); SIGINT is here so that ignoring it in the workers keeps working."""
     cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", **REFERENCE, train__num_workers=2)
     proc = subprocess.Popen([sys.executable, "-m", "zeroi2v", "train", str(cfg)], env=ENV, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
