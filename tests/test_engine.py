@@ -137,6 +137,17 @@ def test_signal_to_the_whole_process_group_with_workers_checkpoints(ramps, tmp_p
     assert f"{name}: checkpoint saved" in out and "Traceback" not in err, err[-2000:]
 
 
+def test_a_process_that_leaves_a_loader_open_still_exits():
+    """Python's exit terminates daemonic DataLoader workers with SIGTERM and waits for them: the workers'
+    SIGTERM handling (worker_init) must not make that wait forever (ignoring SIGTERM did)."""
+    script = ("import torch\nfrom zeroi2v.data import worker_init\n"
+              "data = torch.utils.data.TensorDataset(torch.arange(100.0))\n"
+              "it = iter(torch.utils.data.DataLoader(data, batch_size=2, num_workers=2, worker_init_fn=worker_init))\n"
+              "next(it)\n")
+    result = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
 def test_torchrun_two_processes_match_single_process(ramps, tmp_path):
     """Same global batch on 1 and 2 processes (gloo): the same run up to float rounding, which Adam
     amplifies over steps, so this compares a short run (2 epochs, 12 steps)."""

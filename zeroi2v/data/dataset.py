@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 
 import numpy as np
 import torch
@@ -170,16 +171,30 @@ def collate(batch: list[dict]) -> dict:
     }
 
 
-def worker_init(worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: workers leave SIGTERM and SIGINT to the main process.
+WORKER_STOP_GRACE_S = 10.0  # how long a worker keeps serving after a SIGTERM
 
-    Preemption (SLURM, `timeout`, Ctrl-C in a terminal) signals the whole process group. A worker
-    killed by it makes torch raise "DataLoader worker ... is killed by signal" in the main process, a
-    traceback before the main process can save its checkpoint. Ignoring them here lets the main
-    process stop at the next step and shut its workers down (they also exit when it dies).
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: a SIGTERM does not kill a worker before the main process has stopped.
+
+    Preemption (SLURM, `timeout`) signals every process of the job, the workers too. A worker killed by
+    it makes torch raise "DataLoader worker ... is killed by signal" in the main process: a traceback
+    before the main process, which got the signal as well, can save its checkpoint. So a worker answers
+    SIGTERM by exiting with status 0 (which torch does not report) after WORKER_STOP_GRACE_S seconds of
+    still serving the batch the main process may be waiting for, or at once on a second SIGTERM; the main
+    process normally shuts it down before that. (Ignoring SIGTERM instead would hang the exit of a process
+    that leaves an iterator open: Python's exit terminates daemonic workers with SIGTERM and then waits
+    for them.) Ctrl-C (SIGINT) is left to the main process.
     """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_after_grace)
+
+
+def _exit_after_grace(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    timer = threading.Timer(WORKER_STOP_GRACE_S, os._exit, (0,))
+    timer.daemon = True
+    timer.start()
 
 
 def load_views(path, *, num_frames: int, sampling: str, frame_interval: int, img_size: int, mean, std,
