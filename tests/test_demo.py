@@ -4,11 +4,17 @@ pretraining that produces the shipped backbone."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from zeroi2v.cli import main as cli_main
+
+from tests.conftest import ENV, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +59,20 @@ def test_demo_rejects_bad_arguments_in_one_line(tmp_path, capsys, args, message)
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert not (tmp_path / "d" / "runs").exists()
+
+
+def test_ctrl_c_in_a_row_stops_the_whole_demo(tmp_path):
+    """Ctrl-C while a row trains stops the demo (exit 130, the line saying a rerun starts over), not only
+    that row: the demo used to go on and fail with "... is an unfinished run" (exit 2)."""
+    out = tmp_path / "d"
+    proc = subprocess.Popen([sys.executable, "-m", "zeroi2v", "demo", "--tiny", "--epochs", "300", "--out", str(out)],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert wait_for((out / "runs" / "zeroi2v" / "checkpoint" / "last.json").is_file, timeout=300)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "a rerun of the demo starts over" in stdout and "Traceback" not in stderr, stderr[-2000:]
+    assert not (out / "runs" / "averaging").exists()  # the next row never started
 
 
 def test_report_and_artifacts(demo):

@@ -183,7 +183,10 @@ def main(argv=None) -> int:
         cfg = run_config(out, data, backbone, slug, changes, size["epochs"])
         run_dir = str(cfg.output)
         start = time.time()
-        metrics = train(cfg)
+        metrics = train(cfg, resume_hint=f"a rerun of the demo starts over (this row alone resumes with "
+                                         f"`zeroi2v train {run_dir}/config.yaml`)")
+        if "interrupted" in metrics:  # Ctrl-C / SIGTERM in a row's training: stop the demo, not only the row
+            return 143 if metrics["interrupted"] == "SIGTERM" else 130
         trainable = count_params(load_pretrained(run_dir), trainable_only=True)
         history = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
         results[slug] = {"name": name, "top1": metrics.get("val_top1", 0.0), "top5": metrics.get("val_top5", 0.0),

@@ -327,8 +327,9 @@ def setup(cfg: Config) -> Run:
 
 
 # --- the loop --------------------------------------------------------------------------------------
-def train(cfg: Config, progress: bool | None = None) -> dict:
-    """Train (or resume) the run described by `cfg`; returns the last epoch's metrics."""
+def train(cfg: Config, progress: bool | None = None, resume_hint: str = "rerun the same command to resume") -> dict:
+    """Train (or resume) the run described by `cfg`; returns the last epoch's metrics, or {"interrupted": SIGNAL}
+    after a SIGTERM/SIGINT checkpoint (`resume_hint` ends the line that says so)."""
     cfg = _absolute(cfg)
     out = Path(cfg.output)
     if out.exists() and not out.is_dir():
@@ -352,7 +353,7 @@ def train(cfg: Config, progress: bool | None = None) -> dict:
                 if cfg.data.shots:
                     atomic_write_text(out / "few_shot_train.txt",
                                       "".join(f"{p} {label}\n" for p, label in run.train_set.samples))
-            return loop(run, progress if progress is not None else (rank == 0 and interactive()))
+            return loop(run, progress if progress is not None else (rank == 0 and interactive()), resume_hint)
     except (UserError, KeyboardInterrupt):
         if rank == 0 and created and not (out / CKPT_DIR).exists():  # failed before any work: leave nothing
             shutil.rmtree(out, ignore_errors=True)
@@ -362,7 +363,7 @@ def train(cfg: Config, progress: bool | None = None) -> dict:
         raise
 
 
-def loop(run: Run, show: bool) -> dict:
+def loop(run: Run, show: bool, resume_hint: str = "rerun the same command to resume") -> dict:
     cfg, t, out, model, optimizer, scaler = run.cfg, run.cfg.train, run.out, run.model, run.optimizer, run.scaler
     resume = load_checkpoint(out, model, optimizer, scaler)
     epoch, start_step = (resume["epoch"], resume["step"]) if resume else (0, 0)
@@ -449,7 +450,7 @@ def loop(run: Run, show: bool) -> dict:
                             partial_sums=sums))
                         name = signal.Signals(stop["signal"] or signal.SIGTERM).name
                         print(f"{name}: checkpoint saved in epoch {epoch + 1} after step {step + 1}/{run.steps_per_epoch} "
-                              f"({path.relative_to(out)}); rerun the same command to resume")
+                              f"({path.relative_to(out)}); {resume_hint}")
                     return {"interrupted": signal.Signals(stop["signal"] or signal.SIGTERM).name}
             bar.close()
             sums["seconds"] += time.time() - tick
