@@ -331,6 +331,20 @@ def interruptions(fx, table) -> None:
               "exit 130, 'zeroi2v: interrupted', no traceback",
               r.returncode == 130 and last_line(r.stderr) == "zeroi2v: interrupted" and clean(r))
 
+    demo_out = tmp / "demo_interrupted"  # Ctrl-C in a terminal: SIGINT to the group, while the first row trains
+    proc = subprocess.Popen([*ZEROI2V, "demo", "--tiny", "--epochs", "300", "--out", str(demo_out)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    pointer, deadline = demo_out / "runs" / "zeroi2v" / "checkpoint" / "last.json", time.time() + 300
+    while not pointer.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    table.add("interruption", "Ctrl-C while `demo` trains its first row", r,
+              "exit 130; says a rerun of the demo starts over; the next row never starts; no traceback",
+              r.returncode == 130 and "a rerun of the demo starts over" in stdout and clean(r)
+              and not (demo_out / "runs" / "averaging").exists())
+
     out = tmp / "locked"
     run = interrupted_run(cfg, out, ".lock", signal.SIGKILL, ["train.epochs=50"], rerun=False,
                           during=lambda: cli("train", cfg, "--set", f"output={out}", "train.epochs=50"))
