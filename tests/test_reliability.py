@@ -144,6 +144,37 @@ def test_stop_after_an_epochs_last_step_resumes_exactly(motion, tmp_path, monkey
     assert [(m["lr"], round(m["train_loss"], 5)) for m in run] == [(m["lr"], round(m["train_loss"], 5)) for m in ref]
 
 
+def test_stop_during_an_evaluation_keeps_the_epochs_steps_and_resumes_exactly(motion, tmp_path, monkeypatch, capsys):
+    # SIGTERM while epoch 2 is evaluated: the evaluation stops at its next batch and the checkpoint keeps
+    # epoch 2's steps; the resume only evaluates. (The signal used to wait for the whole evaluation:
+    # minutes on a large validation set, longer than a scheduler waits before SIGKILL.)
+    assert main(["train", str(write_config(tmp_path / "ref.yaml", motion, tmp_path / "ref", train__epochs=3))]) == 0
+    cfg = write_config(tmp_path / "cfg.yaml", motion, tmp_path / "run", train__epochs=3)
+    import zeroi2v.train as train_mod
+
+    real_evaluate, calls = train_mod.evaluate_dataset, []
+
+    def signal_in_the_evaluation_of_epoch_2(*args, **kwargs):
+        calls.append(len(calls) + 1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the loop's handler: the evaluation stops at its next batch
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate_dataset", signal_in_the_evaluation_of_epoch_2)
+    capsys.readouterr()
+    assert main(["train", str(cfg)]) == 143
+    assert "before its evaluation" in capsys.readouterr().out
+    monkeypatch.undo()
+    resume = torch.load(tmp_path / "run" / "checkpoint" / json.loads(
+        (tmp_path / "run" / "checkpoint" / "last.json").read_text())["state"], weights_only=True)
+    assert resume["epoch"] == 1 and resume["step"] > 0  # epoch 2's steps kept, its evaluation not done
+    assert main(["train", str(cfg)]) == 0
+    assert max_diff(final_weights(tmp_path / "ref"), final_weights(tmp_path / "run")) <= 1e-5
+    ref, run = ([json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("ref", "run"))
+    drop = lambda m: {k: v for k, v in m.items() if k != "epoch_seconds"}  # noqa: E731
+    assert [drop(m) for m in run] == [drop(m) for m in ref]
+
+
 CTRL_C_IN_AN_IMPORT = """
 import importlib.abc, os, signal, sys, time
 

@@ -37,8 +37,10 @@ def accuracy_metrics(probs: np.ndarray, labels: np.ndarray, num_classes: int) ->
 
 @torch.no_grad()
 def evaluate_dataset(model, dataset, device, rank: int = 0, world: int = 1, batch_size: int = 8,
-                     num_workers: int = 2, autocast=nullcontext, progress: bool = True) -> dict:
-    """Probabilities for every video of a test-mode dataset, gathered on all ranks, and metrics."""
+                     num_workers: int = 2, autocast=nullcontext, progress: bool = True, should_stop=None) -> dict | None:
+    """Probabilities for every video of a test-mode dataset, gathered on all ranks, and metrics. None when
+    `should_stop()` (checked before each batch; single process only) turned true: a signal in training's
+    evaluation, which then keeps the epoch's steps in a checkpoint instead of waiting for the evaluation."""
     indices = list(range(rank, len(dataset), world))  # each video on exactly one rank
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
                                          num_workers=num_workers, collate_fn=collate, worker_init_fn=worker_init)
@@ -46,6 +48,9 @@ def evaluate_dataset(model, dataset, device, rank: int = 0, world: int = 1, batc
     model.eval()
     probs, labels, order, broken = [], [], [], []
     for batch in tqdm(loader, desc="evaluating", disable=not progress, dynamic_ncols=True, leave=False):
+        if should_stop is not None and should_stop():
+            model.train(was_training)
+            return None
         video = batch["video"].to(device)  # (B, V, 3, T, H, W)
         B, V = video.shape[:2]
         with autocast():

@@ -384,6 +384,16 @@ def loop(run: Run, show: bool, resume_hint: str = "rerun the same command to res
     def on_signal(signum, frame):
         stop["signal"] = signum
 
+    def stop_here(epoch: int, step: int, sums: dict, when: str = "") -> dict:
+        """Checkpoint after `step` steps of `epoch` because of the signal, say so, return the interruption."""
+        name = signal.Signals(stop["signal"] or signal.SIGTERM).name
+        if run.rank == 0:
+            path = save_checkpoint(out, model, optimizer, scaler, dict(
+                epoch=epoch, step=step, history=history, best_top1=best, bad_steps=bad_steps, partial_sums=sums))
+            print(f"{name}: checkpoint saved in epoch {epoch + 1} after step {step}/{run.steps_per_epoch}{when} "
+                  f"({path.relative_to(out)}); {resume_hint}", flush=True)
+        return {"interrupted": name}
+
     handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     metrics = history[-1] if history else {}
     bar = None
@@ -444,14 +454,7 @@ def loop(run: Run, show: bool, resume_hint: str = "rerun the same command to res
                     writer.add_scalar("train/lr", lr, global_step + 1)
                 if stopping:
                     bar.close()
-                    if run.rank == 0:
-                        path = save_checkpoint(out, model, optimizer, scaler, dict(
-                            epoch=epoch, step=step + 1, history=history, best_top1=best, bad_steps=bad_steps,
-                            partial_sums=sums))
-                        name = signal.Signals(stop["signal"] or signal.SIGTERM).name
-                        print(f"{name}: checkpoint saved in epoch {epoch + 1} after step {step + 1}/{run.steps_per_epoch} "
-                              f"({path.relative_to(out)}); {resume_hint}")
-                    return {"interrupted": signal.Signals(stop["signal"] or signal.SIGTERM).name}
+                    return stop_here(epoch, step + 1, sums)
             bar.close()
             sums["seconds"] += time.time() - tick
             loss_sum, seen, skipped, seconds = all_sum([sums[k] for k in ("loss", "seen", "skipped", "seconds")],
@@ -463,7 +466,10 @@ def loop(run: Run, show: bool, resume_hint: str = "rerun the same command to res
                        "skipped_videos": int(skipped), "epoch_seconds": round(sums["seconds"], 2)}
             if run.val_set is not None and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
                 result = evaluate_dataset(model, run.val_set, run.device, run.rank, run.world, batch_size=run.per_step,
-                                          num_workers=t.num_workers, autocast=run.autocast, progress=show)
+                                          num_workers=t.num_workers, autocast=run.autocast, progress=show,
+                                          should_stop=(lambda: stop["signal"] is not None) if run.world == 1 else None)
+                if result is None:  # a signal during the evaluation: keep the epoch's steps, evaluate on resume
+                    return stop_here(epoch, run.steps_per_epoch, sums, ", before its evaluation")
                 if result["metrics"]["num_videos"] == 0:
                     raise UserError(f"none of the {len(run.val_set)} validation videos could be read (e.g. "
                                     f"{run.val_set.path(0)}); check data.val_list and data.root")
