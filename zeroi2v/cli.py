@@ -36,12 +36,10 @@ def config_path(name: str) -> Path:
 
 def _train(args) -> int:
     from zeroi2v.config import load_config
-    from zeroi2v.train import train
+    from zeroi2v.train import exit_code, train
 
     result = train(load_config(config_path(args.config), args.set))
-    if "interrupted" in result:
-        return 143 if result["interrupted"] == "SIGTERM" else 130
-    return 0
+    return exit_code(result["interrupted"]) if "interrupted" in result else 0
 
 
 def _eval(args) -> int:

@@ -37,7 +37,7 @@ from zeroi2v.model import count_flops, count_params, create_model
 from zeroi2v.plots import accuracy_bars, plt, training_curves
 from zeroi2v.pretrain import BACKBONE, SHIPPED, TIMM_KWARGS, cached_backbone
 from zeroi2v.reparam import reparameterize
-from zeroi2v.train import train
+from zeroi2v.train import exit_code, train
 
 FRAMES = 8  # sampled from the 16-frame videos (uniform segments); configs/demo.yaml's model.num_frames
 ROWS = {  # slug -> (name, config changes on top of configs/demo.yaml); the backbone is frozen in every row
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
         metrics = train(cfg, resume_hint=f"a rerun of the demo starts over (this row alone resumes with "
                                          f"`zeroi2v train {run_dir}/config.yaml`)")
         if "interrupted" in metrics:  # Ctrl-C / SIGTERM in a row's training: stop the demo, not only the row
-            return 143 if metrics["interrupted"] == "SIGTERM" else 130
+            return exit_code(metrics["interrupted"])
         trainable = count_params(load_pretrained(run_dir), trainable_only=True)
         history = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
         results[slug] = {"name": name, "top1": metrics.get("val_top1", 0.0), "top5": metrics.get("val_top5", 0.0),

@@ -327,7 +327,15 @@ def setup(cfg: Config) -> Run:
 
 
 # --- the loop --------------------------------------------------------------------------------------
-def train(cfg: Config, progress: bool | None = None, resume_hint: str = "rerun the same command to resume") -> dict:
+RESUME_HINT = "rerun the same command to resume"  # ends the line of a SIGTERM/SIGINT checkpoint
+
+
+def exit_code(interrupted: str) -> int:
+    """A command's exit status after training stopped on signal `interrupted` ('SIGTERM' -> 143, 'SIGINT' -> 130)."""
+    return 128 + signal.Signals[interrupted].value
+
+
+def train(cfg: Config, progress: bool | None = None, resume_hint: str = RESUME_HINT) -> dict:
     """Train (or resume) the run described by `cfg`; returns the last epoch's metrics, or {"interrupted": SIGNAL}
     after a SIGTERM/SIGINT checkpoint (`resume_hint` ends the line that says so)."""
     cfg = _absolute(cfg)
@@ -363,7 +371,7 @@ def train(cfg: Config, progress: bool | None = None, resume_hint: str = "rerun t
         raise
 
 
-def loop(run: Run, show: bool, resume_hint: str = "rerun the same command to resume") -> dict:
+def loop(run: Run, show: bool, resume_hint: str = RESUME_HINT) -> dict:
     cfg, t, out, model, optimizer, scaler = run.cfg, run.cfg.train, run.out, run.model, run.optimizer, run.scaler
     resume = load_checkpoint(out, model, optimizer, scaler)
     epoch, start_step = (resume["epoch"], resume["step"]) if resume else (0, 0)
