@@ -350,7 +350,8 @@ runs/k400_vitb16_8x16x1/
 - Rerunning the same `zeroi2v train` command on an unfinished run resumes it exactly (model,
   optimizer, scaler, RNG, epoch and position inside the epoch). SIGTERM/SIGINT (preemption) save a
   checkpoint at the next step (during an evaluation: at its next batch, keeping the epoch's steps;
-  single-process runs) and exit with code 143/130, also when the signal reaches the whole
+  under torchrun every process stops at the same step or batch, even when the signal reached only
+  one of them) and exit with code 143/130, also when the signal reaches the whole
   process group, as SLURM, `timeout` and a terminal's Ctrl-C send it: DataLoader workers leave it to
   the main process (on SIGTERM a worker keeps serving for up to 10 s, then exits). A second run on the
   same output directory is refused. Ctrl-C in `zeroi2v demo` stops the whole demo; a rerun starts over.

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from zeroi2v.cli import main
 from zeroi2v.config import load_config
@@ -164,6 +165,53 @@ def test_torchrun_two_processes_match_single_process(ramps, tmp_path):
     diff = max_diff(final_weights(tmp_path / "single"), final_weights(tmp_path / "ddp"))
     print(f"2-process DDP vs 1 process at the same global batch: max abs weight difference {diff:.2e}")
     assert diff <= 1e-4
+
+
+SIGNAL_ONE_RANK_IN_EPOCH_2_EVALUATION = """
+import os, signal, sys
+import zeroi2v.train as train_mod
+from zeroi2v.cli import main
+
+real_evaluate, calls = train_mod.evaluate_dataset, []
+
+def evaluate(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2 and os.environ["RANK"] == "1":  # a signal that reached one rank only, mid-evaluation
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real_evaluate(*args, **kwargs)
+
+train_mod.evaluate_dataset = evaluate
+sys.exit(main(["train", sys.argv[1]]))
+"""
+
+
+def test_torchrun_signal_during_an_evaluation_stops_every_rank_there_and_resumes_exactly(ramps, tmp_path):
+    """Under torchrun a signal during training's evaluation stops it at the next batch on every rank (they
+    agree per batch) and keeps the epoch's steps, as with one process; without the agreement, DDP runs
+    finished the whole evaluation first (past a scheduler's grace before SIGKILL on a large validation set).
+    The resumed run, metrics included (the interrupted epoch's loss sums come from both ranks), equals an
+    uninterrupted one."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    ref = write_config(tmp_path / "ref.yaml", ramps, tmp_path / "ref", train__epochs=3)
+    result = subprocess.run([*torchrun, "-m", "zeroi2v", "train", str(ref)], env=ENV, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", train__epochs=3)
+    script = tmp_path / "signal_rank_1.py"
+    script.write_text(SIGNAL_ONE_RANK_IN_EPOCH_2_EVALUATION)
+    result = subprocess.run([*torchrun, str(script), str(cfg)], env=ENV, capture_output=True, text=True, timeout=600)
+    assert "before its evaluation" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
+    pointer = json.loads((tmp_path / "run" / "checkpoint" / "last.json").read_text())
+    state = torch.load(tmp_path / "run" / "checkpoint" / pointer["state"], weights_only=True)
+    assert state["epoch"] == 1 and state["step"] > 0  # epoch 2's steps kept, its evaluation not done
+    result = subprocess.run([*torchrun, "-m", "zeroi2v", "train", str(cfg)], env=ENV, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert max_diff(final_weights(tmp_path / "ref"), final_weights(tmp_path / "run")) <= 1e-5
+    ref_lines, run_lines = ([json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+                            for d in ("ref", "run"))
+    drop = lambda m: {k: v for k, v in m.items() if k != "epoch_seconds"}  # noqa: E731
+    assert [drop(m) for m in run_lines] == [drop(m) for m in ref_lines]
 
 
 def test_second_run_on_same_output_is_refused(ramps, tmp_path, capsys):

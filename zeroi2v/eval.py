@@ -7,6 +7,7 @@ processes each video is evaluated by exactly one rank (no sampler padding duplic
 """
 from __future__ import annotations
 
+import math
 import os
 from contextlib import nullcontext
 from pathlib import Path
@@ -21,7 +22,7 @@ from zeroi2v.config import Config, load_config, parse_override
 from zeroi2v.data import VideoDecodeError, collate, worker_init
 from zeroi2v.data.annotations import read_text
 from zeroi2v.data.build import make_dataset
-from zeroi2v.dist import interactive, setup_distributed
+from zeroi2v.dist import all_sum, interactive, setup_distributed
 from zeroi2v.errors import UserError
 from zeroi2v.fileio import atomic_write, atomic_write_json
 from zeroi2v.plots import confusion_matrix
@@ -39,16 +40,22 @@ def accuracy_metrics(probs: np.ndarray, labels: np.ndarray, num_classes: int) ->
 def evaluate_dataset(model, dataset, device, rank: int = 0, world: int = 1, batch_size: int = 8,
                      num_workers: int = 2, autocast=nullcontext, progress: bool = True, should_stop=None) -> dict | None:
     """Probabilities for every video of a test-mode dataset, gathered on all ranks, and metrics. None when
-    `should_stop()` (checked before each batch; single process only) turned true: a signal in training's
-    evaluation, which then keeps the epoch's steps in a checkpoint instead of waiting for the evaluation."""
+    `should_stop()` (checked before each batch) turned true: a signal in training's evaluation, which then
+    keeps the epoch's steps in a checkpoint instead of waiting for the evaluation. With several processes
+    the ranks agree on it (one collective per batch, over the batches every rank has), so all stop at the
+    same batch even when the signal reached only one of them."""
     indices = list(range(rank, len(dataset), world))  # each video on exactly one rank
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
                                          num_workers=num_workers, collate_fn=collate, worker_init_fn=worker_init)
+    distributed = dist.is_initialized() and world > 1
+    # ranks hold at most one video more than another, so at most one batch more: that one is not agreed on
+    common = min(math.ceil(len(range(r, len(dataset), world)) / batch_size) for r in range(world))
     was_training = model.training
     model.eval()
     probs, labels, order, broken = [], [], [], []
-    for batch in tqdm(loader, desc="evaluating", disable=not progress, dynamic_ncols=True, leave=False):
-        if should_stop is not None and should_stop():
+    for i, batch in enumerate(tqdm(loader, desc="evaluating", disable=not progress, dynamic_ncols=True, leave=False)):
+        if should_stop is not None and i < common and (all_sum([float(should_stop())], device)[0] > 0 if distributed
+                                                        else should_stop()):
             model.train(was_training)
             return None
         video = batch["video"].to(device)  # (B, V, 3, T, H, W)

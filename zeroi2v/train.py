@@ -377,7 +377,8 @@ def loop(run: Run, show: bool, resume_hint: str = RESUME_HINT) -> dict:
     epoch, start_step = (resume["epoch"], resume["step"]) if resume else (0, 0)
     history, best = (resume["history"], resume["best_top1"]) if resume else ([], -1.0)
     bad_steps = resume["bad_steps"] if resume else 0
-    partial = resume.get("partial_sums") if resume else None  # this epoch's sums before an interruption
+    # this epoch's sums before an interruption, over all ranks: rank 0 carries them, the others start from 0
+    partial = resume.get("partial_sums") if resume and run.rank == 0 else None
     if run.rank == 0:
         for note in run.notes:
             print(note, file=sys.stderr if note.startswith("WARNING") else sys.stdout, flush=True)
@@ -395,9 +396,10 @@ def loop(run: Run, show: bool, resume_hint: str = RESUME_HINT) -> dict:
     def stop_here(epoch: int, step: int, sums: dict, when: str = "") -> dict:
         """Checkpoint after `step` steps of `epoch` because of the signal, say so, return the interruption."""
         name = signal.Signals(stop["signal"] or signal.SIGTERM).name
+        totals = dict(zip(sums, all_sum(list(sums.values()), run.device)))  # the ranks stop together: one collective
         if run.rank == 0:
             path = save_checkpoint(out, model, optimizer, scaler, dict(
-                epoch=epoch, step=step, history=history, best_top1=best, bad_steps=bad_steps, partial_sums=sums))
+                epoch=epoch, step=step, history=history, best_top1=best, bad_steps=bad_steps, partial_sums=totals))
             print(f"{name}: checkpoint saved in epoch {epoch + 1} after step {step}/{run.steps_per_epoch}{when} "
                   f"({path.relative_to(out)}); {resume_hint}", flush=True)
         return {"interrupted": name}
@@ -475,7 +477,7 @@ def loop(run: Run, show: bool, resume_hint: str = RESUME_HINT) -> dict:
             if run.val_set is not None and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
                 result = evaluate_dataset(model, run.val_set, run.device, run.rank, run.world, batch_size=run.per_step,
                                           num_workers=t.num_workers, autocast=run.autocast, progress=show,
-                                          should_stop=(lambda: stop["signal"] is not None) if run.world == 1 else None)
+                                          should_stop=lambda: stop["signal"] is not None)
                 if result is None:  # a signal during the evaluation: keep the epoch's steps, evaluate on resume
                     return stop_here(epoch, run.steps_per_epoch, sums, ", before its evaluation")
                 if result["metrics"]["num_videos"] == 0:
