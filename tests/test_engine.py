@@ -2,6 +2,7 @@
 after SIGKILL and SIGTERM; 2-process torchrun (gloo); frame order reaching the model; CLI errors."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,6 +65,15 @@ def test_train_eval_merge_predict_export(reference_run, ramps, tmp_path, capsys)
     assert main(["predict", str(tmp_path / "merged"), *videos, "--topk", "2"]) == 0
     merged_out = capsys.readouterr().out
     assert unmerged_out == merged_out and "brightening" in unmerged_out
+    folder = tmp_path / "to_predict"  # a folder stands for the videos under it, at any depth, in sorted order
+    (folder / "more").mkdir(parents=True)
+    shutil.copy(videos[0], folder / "b.mp4")
+    shutil.copy(videos[1], folder / "more" / "a.mp4")
+    (folder / "notes.txt").write_text("not a video")
+    assert main(["predict", str(run), str(folder), "--topk", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [str(folder / "b.mp4"), str(folder / "more" / "a.mp4")]
+    assert [line.split(":", 1)[1] for line in lines] == [line.split(":", 1)[1] for line in unmerged_out.splitlines()[:2]]
     assert main(["export", str(tmp_path / "merged"), str(tmp_path / "m.onnx")]) == 0
 
 

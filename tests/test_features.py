@@ -2,6 +2,7 @@
 by default (equal to the unmerged model's within float rounding), list files, safetensors metadata,
 bad input as one-line errors."""
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,19 @@ def test_features_match_forward_features(run, videos, tmp_path):
     assert meta["views"] == f"{CLIPS}x{CROPS}" and meta["feature_dim"] == "64"
 
 
+def test_a_folder_stands_for_the_videos_under_it(run, videos, tmp_path):
+    folder = tmp_path / "folder"
+    (folder / "more").mkdir(parents=True)
+    shutil.copy(videos[1], folder / "b.mp4")
+    shutil.copy(videos[0], folder / "more" / "a.mp4")
+    (folder / "notes.txt").write_text("not a video")
+    result = extract_features(run, [str(folder)], tmp_path / "f.safetensors", merged=False, progress=False)
+    assert result["videos"] == [str(folder / "b.mp4"), str(folder / "more" / "a.mp4")]
+    each = extract_features(run, [str(videos[1]), str(videos[0])], tmp_path / "e.safetensors", merged=False,
+                            progress=False)
+    assert torch.equal(result["features"], each["features"])
+
+
 def test_list_file(run, videos, tmp_path):
     folder = videos[0].parent
     listing = folder / "list.txt"
@@ -108,12 +122,13 @@ def test_bad_input(run, videos, tmp_path):
     cases = [
         (([str(videos[0])], tmp_path / "out.npy"), ".safetensors"),
         (([str(tmp_path / "missing.mp4")], tmp_path / "out.safetensors"), "no such video"),
-        (([str(tmp_path)], tmp_path / "out.safetensors"), "is a directory, not a video file"),
+        (([str(tmp_path / "empty")], tmp_path / "out.safetensors"), "no videos (.mp4, .avi, .webm, ...) in folder"),
         (([str(videos[0])], tmp_path / "a_file" / "out.safetensors"), "not a directory"),
         (([str(tmp_path / "missing.txt")], tmp_path / "out.safetensors"), "not found"),
         (([], tmp_path / "out.safetensors"), "no videos"),
     ]
     (tmp_path / "a_file").write_text("")
+    (tmp_path / "empty").mkdir()
     bad_list = tmp_path / "bad.txt"
     bad_list.write_text("nowhere.mp4 3\n")
     cases.append((([str(bad_list)], tmp_path / "out.safetensors"), "bad.txt:1"))

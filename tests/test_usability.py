@@ -168,8 +168,9 @@ def test_listed_mistakes_are_one_line(run, ramps, tmp_path, capsys):
         cases.append((["eval", str(run), "--device", "cuda"], "no CUDA GPU"))
     for args, needle in cases:
         one_line_error(capsys, main(args), needle)
-    assert main(["predict", str(run), str(tmp_path)]) == 1
-    assert "is a directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(run), str(tmp_path / "empty")]) == 1
+    assert "no videos (.mp4, .avi, .webm, ...) in this folder" in capsys.readouterr().err
 
 
 def test_unfinished_run_says_so_and_offers_its_checkpoint(run, tmp_path, capsys):

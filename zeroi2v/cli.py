@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["onnx", "pt2"], default=None)
     p = verb("predict", _predict, "top-k classes for each video (--timeline: sliding windows over one long video)")
     p.add_argument("directory")
-    p.add_argument("videos", nargs="+")
+    p.add_argument("videos", nargs="+", help="video files, or folders of them")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--timeline", action="store_true", help="classify sliding windows; writes JSON, CSV and a PNG")
     p.add_argument("--stride", type=int, default=None, help="timeline: source frames between window starts "
@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     test_options(p)
     p = verb("features", _features, "clip features (one row per video) to a safetensors file")
     p.add_argument("directory")
-    p.add_argument("videos", nargs="+", help="video files, or list files of videos")
+    p.add_argument("videos", nargs="+", help="video files, folders of them, or list files of videos")
     p.add_argument("--out", required=True, metavar="FILE.safetensors")
     p.add_argument("--unmerged", action="store_true", help="use the model with its adapters (default: merged)")
     p.add_argument("--root", default=None, help="folder of relative paths in list files (default: data.root, "

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from zeroi2v.build import last_checkpoint, load_pretrained
 from zeroi2v.config import Config, load_config, parse_override
 from zeroi2v.data import VideoDecodeError, collate, worker_init
-from zeroi2v.data.annotations import read_text
+from zeroi2v.data.annotations import VIDEO_EXTENSIONS, read_text, videos_in
 from zeroi2v.data.build import make_dataset
 from zeroi2v.dist import all_sum, interactive, setup_distributed
 from zeroi2v.errors import UserError
@@ -169,10 +169,15 @@ def evaluate(directory, overrides=(), device: str | None = None, progress: bool 
     return metrics
 
 
+def expand_folders(videos) -> list:
+    """Each folder in `videos` replaced by the video files under it (sorted); a folder without any stays."""
+    return [found for item in videos for found in ((videos_in(item) or [item]) if os.path.isdir(item) else [item])]
+
+
 @torch.no_grad()
 def predict(directory, videos, topk: int = 5, overrides=(), device: str | None = None,
             checkpoint: bool = False, compile: bool = False) -> list[dict]:
-    """Top-k (class, probability) for each video file, with the model's own test views."""
+    """Top-k (class, probability) for each video file (or each video in a folder), with the model's own test views."""
     directory = Path(directory)
     if topk < 1:
         raise UserError(f"--topk must be >= 1, got {topk}")
@@ -180,9 +185,9 @@ def predict(directory, videos, topk: int = 5, overrides=(), device: str | None =
     cfg = config_for_test(directory, overrides, model)
     classes = class_names(directory, model.num_classes)
     results = []
-    for path in videos:
+    for path in expand_folders(videos):
         if os.path.isdir(path):
-            results.append({"video": str(path), "error": "is a directory, not a video file"})
+            results.append({"video": str(path), "error": f"no videos ({', '.join(VIDEO_EXTENSIONS[:3])}, ...) in this folder"})
             continue
         if not os.path.exists(path):
             results.append({"video": str(path), "error": "no such file"})

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from zeroi2v.build import load_pretrained
 from zeroi2v.data import VideoDecodeError, load_views
-from zeroi2v.data.annotations import read_text
+from zeroi2v.data.annotations import VIDEO_EXTENSIONS, read_text, videos_in
 from zeroi2v.dist import interactive, setup_distributed
 from zeroi2v.reparam import reparameterize
 from zeroi2v.timeline import data_settings, one_line
@@ -42,11 +42,18 @@ FORMAT = "zeroi2v-features"
 
 
 def read_video_list(videos, root=None) -> list[dict]:
-    """[{"name", "path", "label"}] from video paths and list files, in order; missing files are errors."""
+    """[{"name", "path", "label"}] from video paths, folders of videos and list files, in order; missing
+    files are errors."""
 
     entries = []
     for item in videos:
         item_path = Path(item)
+        if item_path.is_dir():
+            found = videos_in(item_path)
+            if not found:
+                raise UserError(f"no videos ({', '.join(VIDEO_EXTENSIONS[:3])}, ...) in folder {item_path}")
+            entries += [{"name": str(path), "path": path, "label": None} for path in found]
+            continue
         if item_path.suffix.lower() not in LIST_SUFFIXES:
             entries.append({"name": str(item), "path": item_path, "label": None})
             continue

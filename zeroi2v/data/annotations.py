@@ -107,6 +107,11 @@ def _read_classes(path: Path) -> list[str]:
 SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
 
 
+def videos_in(folder: Path) -> list[Path]:
+    """The video files under `folder` (any depth, by extension), sorted: a folder given where videos go."""
+    return sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file())
+
+
 def _folder_tree(root: Path) -> Annotations:
     if not root.is_dir():
         raise UserError(f"data root {root} is a file, not a folder" if root.exists() else f"data root not found: {root}")
@@ -115,11 +120,7 @@ def _folder_tree(root: Path) -> Annotations:
     if len(splits) >= 2 or (splits and len(classes) == len(splits)):
         raise UserError(f"{root} holds split folders ({', '.join(splits)}), not class folders: point "
                         f"data.train_list / data.val_list at {root / splits[0]} and the other split")
-    samples = []
-    for label, name in enumerate(classes):
-        for file in sorted((root / name).rglob("*")):
-            if file.suffix.lower() in VIDEO_EXTENSIONS:
-                samples.append((str(file.resolve()), label))
+    samples = [(str(file.resolve()), label) for label, name in enumerate(classes) for file in videos_in(root / name)]
     if not samples:
         raise UserError(f"no videos ({', '.join(VIDEO_EXTENSIONS[:3])}, ...) in class folders under {root}")
     return Annotations(samples, classes)
