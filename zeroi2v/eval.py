@@ -20,7 +20,7 @@ from tqdm import tqdm
 from zeroi2v.build import last_checkpoint, load_pretrained
 from zeroi2v.config import Config, load_config, parse_override
 from zeroi2v.data import VideoDecodeError, collate, worker_init
-from zeroi2v.data.annotations import VIDEO_EXTENSIONS, read_text, videos_in
+from zeroi2v.data.annotations import NO_VIDEOS, read_text, videos_in
 from zeroi2v.data.build import make_dataset
 from zeroi2v.dist import all_sum, interactive, setup_distributed
 from zeroi2v.errors import UserError
@@ -187,7 +187,7 @@ def predict(directory, videos, topk: int = 5, overrides=(), device: str | None =
     results = []
     for path in expand_folders(videos):
         if os.path.isdir(path):
-            results.append({"video": str(path), "error": f"no videos ({', '.join(VIDEO_EXTENSIONS[:3])}, ...) in this folder"})
+            results.append({"video": str(path), "error": f"{NO_VIDEOS} in this folder"})
             continue
         if not os.path.exists(path):
             results.append({"video": str(path), "error": "no such file"})

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from zeroi2v.build import load_pretrained
 from zeroi2v.data import VideoDecodeError, load_views
-from zeroi2v.data.annotations import VIDEO_EXTENSIONS, read_text, videos_in
+from zeroi2v.data.annotations import NO_VIDEOS, read_text, videos_in
 from zeroi2v.dist import interactive, setup_distributed
 from zeroi2v.reparam import reparameterize
 from zeroi2v.timeline import data_settings, one_line
@@ -51,7 +51,7 @@ def read_video_list(videos, root=None) -> list[dict]:
         if item_path.is_dir():
             found = videos_in(item_path)
             if not found:
-                raise UserError(f"no videos ({', '.join(VIDEO_EXTENSIONS[:3])}, ...) in folder {item_path}")
+                raise UserError(f"{NO_VIDEOS} in folder {item_path}")
             entries += [{"name": str(path), "path": path, "label": None} for path in found]
             continue
         if item_path.suffix.lower() not in LIST_SUFFIXES:

@@ -107,6 +107,9 @@ def _read_classes(path: Path) -> list[str]:
 SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
 
 
+NO_VIDEOS = f"no videos ({', '.join(VIDEO_EXTENSIONS[:3])}, ...)"  # where a folder was given for videos
+
+
 def videos_in(folder: Path) -> list[Path]:
     """The video files under `folder` (any depth, by extension), sorted: a folder given where videos go."""
     return sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file())
@@ -122,7 +125,7 @@ def _folder_tree(root: Path) -> Annotations:
                         f"data.train_list / data.val_list at {root / splits[0]} and the other split")
     samples = [(str(file.resolve()), label) for label, name in enumerate(classes) for file in videos_in(root / name)]
     if not samples:
-        raise UserError(f"no videos ({', '.join(VIDEO_EXTENSIONS[:3])}, ...) in class folders under {root}")
+        raise UserError(f"{NO_VIDEOS} in class folders under {root}")
     return Annotations(samples, classes)
 
 
