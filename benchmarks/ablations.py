@@ -17,6 +17,7 @@ different families can run side by side on one cache (one per core, OMP_NUM_THRE
     python benchmarks/ablations.py --quick              # 1 seed, fewer epochs and videos (smoke-sized)
     python benchmarks/ablations.py --groups heads lr --seeds 0 1 --max-minutes 60
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,81 +39,126 @@ RECIPE = ROOT / "configs" / "demo.yaml"
 DOCS = ROOT / "docs"
 
 GROUPS = {  # name -> (title, [(row label, {config key: value}), ...]); {} is the recipe itself
-    "heads": ("Temporal heads: Δt of heads 0, 1, ... (the backbone has 4 heads; heads not listed stay spatial)", [
-        ("[] (no temporal heads)", {"model.head_offsets": []}),
-        ("[1]", {"model.head_offsets": [1]}),
-        ("[-1, 1]", {"model.head_offsets": [-1, 1]}),
-        ("[-1, 1, -2, 2]", {"model.head_offsets": [-1, 1, -2, 2]}),
-        ("[-1, -1, 1, 1]", {"model.head_offsets": [-1, -1, 1, 1]}),
-        ("[-2, 2, -4, 4] (recipe)", {}),
-    ]),
-    "blocks": ("Which blocks carry the temporal heads (4 blocks)", [
-        ("all (recipe)", {}),
-        ("early: blocks 0, 1", {"model.stdha_blocks": [0, 1]}),
-        ("late: blocks 2, 3", {"model.stdha_blocks": [2, 3]}),
-    ]),
-    "positions": ("Adapter positions (linear adapters; all four are folded after training)", [
-        ("attn_in only", {"model.adapter_positions": ["attn_in"]}),
-        ("attn_out only", {"model.adapter_positions": ["attn_out"]}),
-        ("mlp_in only", {"model.adapter_positions": ["mlp_in"]}),
-        ("mlp_out only", {"model.adapter_positions": ["mlp_out"]}),
-        ("all four (recipe)", {}),
-    ]),
-    "ratio": ("Adapter bottleneck ratio", [
-        ("0.125", {"model.adapter_ratio": 0.125}),
-        ("0.25 (recipe)", {}),
-        ("0.5", {"model.adapter_ratio": 0.5}),
-    ]),
-    "scale": ("Adapter scale s", [
-        ("0.25", {"model.adapter_scale": 0.25}),
-        ("0.5 (recipe)", {}),
-        ("1.0", {"model.adapter_scale": 1.0}),
-    ]),
-    "stability": ("Stability at high lr: what diverges, and where (adapter gains and residual stream of the trained run)", [
-        ("recipe (s 0.5, warm-up 3 epochs, lr 4e-3)", {}),
-        ("lr 8e-3", {"train.lr": 8e-3}),
-        ("warm-up 1 epoch, lr 8e-3", {"train.lr": 8e-3, "train.warmup_epochs": 1}),
-        ("warm-up 1 epoch, no q/k/v-input adapter, lr 8e-3", {"train.lr": 8e-3, "train.warmup_epochs": 1,
-                                                            "model.adapter_positions": ["attn_out", "mlp_in", "mlp_out"]}),
-        ("s 1.0, warm-up 1 epoch, lr 8e-3", {"train.lr": 8e-3, "train.warmup_epochs": 1, "model.adapter_scale": 1.0}),
-        ("lr 1.6e-2", {"train.lr": 1.6e-2}),
-        ("lr 8e-3, q/k/v-input adapters at 0.25× lr", {"train.lr": 8e-3, "train.lr_mult": {"*.attn.qkv.adapter_in": 0.25}}),
-        ("lr 1.6e-2, q/k/v-input adapters at 0.25× lr", {"train.lr": 1.6e-2,
-                                                        "train.lr_mult": {"*.attn.qkv.adapter_in": 0.25}}),
-    ]),
-    "temporal_embedding": ("Temporal embedding", [
-        ("on (recipe)", {}),
-        ("off", {"model.temporal_embedding": False}),
-    ]),
-    "lr": ("Learning rate (batch 16, AdamW, the recipe's warm-up, cosine)", [
-        ("1e-3", {"train.lr": 1e-3}),
-        ("2e-3", {"train.lr": 2e-3}),
-        ("4e-3 (recipe)", {}),
-        ("8e-3", {"train.lr": 8e-3}),
-    ]),
-    "epochs": ("Epochs", [
-        ("5", {"train.epochs": 5}),
-        ("10", {"train.epochs": 10}),
-        ("20 (recipe)", {"train.epochs": 20}),
-    ]),
-    "adapter_kind": ("Linear vs GELU adapters (GELU between down and up: cannot be merged)", [
-        ("linear (recipe; merged at deployment)", {}),
-        ("GELU (stays at inference)", {"_gelu": True}),
-    ]),
+    "heads": (
+        "Temporal heads: Δt of heads 0, 1, ... (the backbone has 4 heads; heads not listed stay spatial)",
+        [
+            ("[] (no temporal heads)", {"model.head_offsets": []}),
+            ("[1]", {"model.head_offsets": [1]}),
+            ("[-1, 1]", {"model.head_offsets": [-1, 1]}),
+            ("[-1, 1, -2, 2]", {"model.head_offsets": [-1, 1, -2, 2]}),
+            ("[-1, -1, 1, 1]", {"model.head_offsets": [-1, -1, 1, 1]}),
+            ("[-2, 2, -4, 4] (recipe)", {}),
+        ],
+    ),
+    "blocks": (
+        "Which blocks carry the temporal heads (4 blocks)",
+        [
+            ("all (recipe)", {}),
+            ("early: blocks 0, 1", {"model.stdha_blocks": [0, 1]}),
+            ("late: blocks 2, 3", {"model.stdha_blocks": [2, 3]}),
+        ],
+    ),
+    "positions": (
+        "Adapter positions (linear adapters; all four are folded after training)",
+        [
+            ("attn_in only", {"model.adapter_positions": ["attn_in"]}),
+            ("attn_out only", {"model.adapter_positions": ["attn_out"]}),
+            ("mlp_in only", {"model.adapter_positions": ["mlp_in"]}),
+            ("mlp_out only", {"model.adapter_positions": ["mlp_out"]}),
+            ("all four (recipe)", {}),
+        ],
+    ),
+    "ratio": (
+        "Adapter bottleneck ratio",
+        [
+            ("0.125", {"model.adapter_ratio": 0.125}),
+            ("0.25 (recipe)", {}),
+            ("0.5", {"model.adapter_ratio": 0.5}),
+        ],
+    ),
+    "scale": (
+        "Adapter scale s",
+        [
+            ("0.25", {"model.adapter_scale": 0.25}),
+            ("0.5 (recipe)", {}),
+            ("1.0", {"model.adapter_scale": 1.0}),
+        ],
+    ),
+    "stability": (
+        "Stability at high lr: what diverges, and where (adapter gains and residual stream of the trained run)",
+        [
+            ("recipe (s 0.5, warm-up 3 epochs, lr 4e-3)", {}),
+            ("lr 8e-3", {"train.lr": 8e-3}),
+            ("warm-up 1 epoch, lr 8e-3", {"train.lr": 8e-3, "train.warmup_epochs": 1}),
+            (
+                "warm-up 1 epoch, no q/k/v-input adapter, lr 8e-3",
+                {
+                    "train.lr": 8e-3,
+                    "train.warmup_epochs": 1,
+                    "model.adapter_positions": ["attn_out", "mlp_in", "mlp_out"],
+                },
+            ),
+            (
+                "s 1.0, warm-up 1 epoch, lr 8e-3",
+                {"train.lr": 8e-3, "train.warmup_epochs": 1, "model.adapter_scale": 1.0},
+            ),
+            ("lr 1.6e-2", {"train.lr": 1.6e-2}),
+            (
+                "lr 8e-3, q/k/v-input adapters at 0.25× lr",
+                {"train.lr": 8e-3, "train.lr_mult": {"*.attn.qkv.adapter_in": 0.25}},
+            ),
+            (
+                "lr 1.6e-2, q/k/v-input adapters at 0.25× lr",
+                {"train.lr": 1.6e-2, "train.lr_mult": {"*.attn.qkv.adapter_in": 0.25}},
+            ),
+        ],
+    ),
+    "temporal_embedding": (
+        "Temporal embedding",
+        [
+            ("on (recipe)", {}),
+            ("off", {"model.temporal_embedding": False}),
+        ],
+    ),
+    "lr": (
+        "Learning rate (batch 16, AdamW, the recipe's warm-up, cosine)",
+        [
+            ("1e-3", {"train.lr": 1e-3}),
+            ("2e-3", {"train.lr": 2e-3}),
+            ("4e-3 (recipe)", {}),
+            ("8e-3", {"train.lr": 8e-3}),
+        ],
+    ),
+    "epochs": (
+        "Epochs",
+        [
+            ("5", {"train.epochs": 5}),
+            ("10", {"train.epochs": 10}),
+            ("20 (recipe)", {"train.epochs": 20}),
+        ],
+    ),
+    "adapter_kind": (
+        "Linear vs GELU adapters (GELU between down and up: cannot be merged)",
+        [
+            ("linear (recipe; merged at deployment)", {}),
+            ("GELU (stays at inference)", {"_gelu": True}),
+        ],
+    ),
 }
-FAMILY_DATA = {"basic": ["--family", "basic", "--seed", "101"],
-               "complex": ["--family", "complex", "--seed", "202"]}
+FAMILY_DATA = {"basic": ["--family", "basic", "--seed", "101"], "complex": ["--family", "complex", "--seed", "202"]}
 FULL = {"seeds": [0, 1, 2], "train_per_class": 60, "val_per_class": 25, "epochs": None}
 QUICK = {"seeds": [0], "train_per_class": 40, "val_per_class": 20, "epochs": 8}
 
 
 def backbone_file() -> str:
     from zeroi2v.pretrain import cached_backbone
+
     return str(cached_backbone())
 
 
 def recipe_value(dotted: str):
     from zeroi2v.config import load_config
+
     section, key = dotted.split(".")
     return getattr(getattr(load_config(RECIPE, [f"model.pretrained={backbone_file()}"]), section), key)
 
@@ -121,6 +167,7 @@ def key_supported(dotted: str, value) -> bool:
     """Whether this version's config accepts the key (model.stdha_blocks is newer than some checkouts)."""
     from zeroi2v.config import load_config
     from zeroi2v.errors import UserError
+
     try:
         load_config(RECIPE, [f"model.pretrained={backbone_file()}", f"{dotted}={json.dumps(value)}"])
         return True
@@ -131,10 +178,23 @@ def key_supported(dotted: str, value) -> bool:
 def make_data(work: Path, family: str, size: dict) -> Path:
     out = work / "data" / f"{family}_{size['train_per_class']}_{size['val_per_class']}"
     if not (out / "val.txt").is_file():
-        subprocess.run([sys.executable, "-m", "zeroi2v", "synth", str(out), *FAMILY_DATA[family],
-                        "--train-per-class", str(size["train_per_class"]),
-                        "--val-per-class", str(size["val_per_class"])], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "zeroi2v",
+                "synth",
+                str(out),
+                *FAMILY_DATA[family],
+                "--train-per-class",
+                str(size["train_per_class"]),
+                "--val-per-class",
+                str(size["val_per_class"]),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     return out
 
 
@@ -144,6 +204,7 @@ def store(cache: Path, key: str, value: dict) -> dict:
     import fcntl
 
     from zeroi2v.fileio import atomic_write_json
+
     with open(cache.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = json.loads(cache.read_text()) if cache.is_file() else {}
@@ -155,7 +216,7 @@ def store(cache: Path, key: str, value: dict) -> dict:
 SAME_RESULT = ("data.cache_frames",)  # settings that change how fast a run goes, not what it computes
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def backbone_sha256(backbone=None) -> str:
     """sha256 of the image backbone's weights file (default: the shipped one); '' if there is none.
     Cached: every run key of a study needs it, and the file does not change during one invocation."""
@@ -178,18 +239,34 @@ def recipe_id(ignore: tuple[str, ...] = (), backbone=None) -> str:
 
 
 def run_key(family: str, changes: dict, seed: int, size: dict) -> str:
-    return json.dumps({"family": family, "changes": changes, "seed": seed, "epochs": size["epochs"],
-                       "train_per_class": size["train_per_class"], "val_per_class": size["val_per_class"],
-                       "recipe": recipe_id()}, sort_keys=True)
+    return json.dumps(
+        {
+            "family": family,
+            "changes": changes,
+            "seed": seed,
+            "epochs": size["epochs"],
+            "train_per_class": size["train_per_class"],
+            "val_per_class": size["val_per_class"],
+            "recipe": recipe_id(),
+        },
+        sort_keys=True,
+    )
 
 
 def train_once(work: Path, data: Path, changes: dict, seed: int, size: dict, name: str) -> dict:
     """One `zeroi2v train configs/demo.yaml --set ...` run in a subprocess; its last val top-1."""
     changes = dict(changes)
     gelu = changes.pop("_gelu", False)
-    sets = {"output": str(work / "runs" / name), "model.pretrained": backbone_file(), "data.root": str(data),
-            "data.train_list": str(data / "train.txt"), "data.val_list": str(data / "val.txt"),
-            "train.seed": seed, **({"train.epochs": size["epochs"]} if size["epochs"] else {}), **changes}
+    sets = {
+        "output": str(work / "runs" / name),
+        "model.pretrained": backbone_file(),
+        "data.root": str(data),
+        "data.train_list": str(data / "train.txt"),
+        "data.val_list": str(data / "val.txt"),
+        "train.seed": seed,
+        **({"train.epochs": size["epochs"]} if size["epochs"] else {}),
+        **changes,
+    }
     args = ["train", str(RECIPE), "--set", *[f"{k}={json.dumps(v)}" for k, v in sets.items()]]
     cmd = [sys.executable, __file__, "--gelu-train", *args] if gelu else [sys.executable, "-m", "zeroi2v", *args]
     start = time.time()
@@ -200,8 +277,13 @@ def train_once(work: Path, data: Path, changes: dict, seed: int, size: dict, nam
     last = json.loads(lines[-1]) if lines else {}
     if proc.returncode != 0 or "val_top1" not in last:
         return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"], "seconds": seconds}
-    return {"top1": last["val_top1"], "train_loss": last["train_loss"], "seconds": round(seconds, 1),
-            "epochs": last["epoch"], **(health(sets["output"]) if not gelu else {})}
+    return {
+        "top1": last["val_top1"],
+        "train_loss": last["train_loss"],
+        "seconds": round(seconds, 1),
+        "epochs": last["epoch"],
+        **(health(sets["output"]) if not gelu else {}),
+    }
 
 
 def health(run_dir: str) -> dict:
@@ -224,8 +306,10 @@ def health(run_dir: str) -> dict:
     data = make_dataset(load_config(Path(run_dir) / "config.yaml"), model, "val")
     clips = torch.stack([data[i]["video"][0] for i in range(0, len(data), max(1, len(data) // 16))][:16])
     rms = []
-    hooks = [b.register_forward_hook(lambda _m, _i, out: rms.append(out.pow(2).mean().sqrt().item()))
-             for b in model.backbone.blocks]
+    hooks = [
+        b.register_forward_hook(lambda _m, _i, out: rms.append(out.pow(2).mean().sqrt().item()))
+        for b in model.backbone.blocks
+    ]
     with torch.no_grad():
         model(clips)
     for h in hooks:
@@ -264,13 +348,26 @@ def inference_cost() -> dict:
         if p.requires_grad:
             torch.nn.init.normal_(p, std=0.02)
     merged = reparameterize(model)
-    plain = create_model(BACKBONE, num_frames=frames, num_classes=8, head_offsets=(), adapter_ratio=0.0,
-                         temporal_embedding=False, **TIMM_KWARGS).eval()
+    plain = create_model(
+        BACKBONE,
+        num_frames=frames,
+        num_classes=8,
+        head_offsets=(),
+        adapter_ratio=0.0,
+        temporal_embedding=False,
+        **TIMM_KWARGS,
+    ).eval()
     clip = torch.randn(16, 3, frames, TIMM_KWARGS["img_size"], TIMM_KWARGS["img_size"])
     speeds = paired_speeds({"plain": plain, "linear": merged, "gelu": model}, clip, rounds=15, repeats=5)
-    return {name: {"params": count_params(m), "flops": count_flops(m), "speed_ratio": speeds[name]["ratio"],
-                   "speed_range": [speeds[name]["ratio_min"], speeds[name]["ratio_max"]]}
-            for name, m in (("plain", plain), ("linear", merged), ("gelu", model))}
+    return {
+        name: {
+            "params": count_params(m),
+            "flops": count_flops(m),
+            "speed_ratio": speeds[name]["ratio"],
+            "speed_range": [speeds[name]["ratio_min"], speeds[name]["ratio_max"]],
+        }
+        for name, m in (("plain", plain), ("linear", merged), ("gelu", model))
+    }
 
 
 def recipe_differences(a: Path, b: Path) -> str:
@@ -278,6 +375,7 @@ def recipe_differences(a: Path, b: Path) -> str:
     import yaml
 
     from zeroi2v.config import flatten
+
     flat = [flatten(yaml.safe_load(path.read_text())) for path in (a, b)]
     keys = sorted(k for k in set(flat[0]) | set(flat[1]) if flat[0].get(k) != flat[1].get(k))
     return "; ".join(f"{k} {flat[0].get(k)} (now {flat[1].get(k)})" for k in keys) or "nothing"
@@ -294,37 +392,59 @@ def fmt(values: list[float], wanted: int = 0) -> str:
     return f"{text} (1 seed)" if len(values) == 1 else text
 
 
-def write_doc(path: Path, results: dict, groups: list[str], families: list[str], size: dict, seeds: list[int],
-              skipped: dict, cost: dict | None, command: str, recipe_epochs: int) -> str:
+def write_doc(
+    path: Path,
+    results: dict,
+    groups: list[str],
+    families: list[str],
+    size: dict,
+    seeds: list[int],
+    skipped: dict,
+    cost: dict | None,
+    command: str,
+    recipe_epochs: int,
+) -> str:
     import torch
 
     epochs = size["epochs"] or recipe_epochs
-    lines = ["# Ablations (generated)", "",
-             f"Generated by `{command}` on {platform.platform()}, torch {torch.__version__}, "
-             f"{time.strftime('%Y-%m-%d')}; do not edit by hand.", "",
-             f"Every row is `{RECIPE.name}` (the demo's recipe: frozen image-pretrained demo backbone "
-             f"`{builtin_weights_path().name}` sha256 {backbone_sha256()[:12]}, 8 frames, "
-             f"Δt {recipe_value('model.head_offsets')}, adapter scale {recipe_value('model.adapter_scale'):g}, "
-             f"lr {recipe_value('train.lr'):g}, warm-up {recipe_value('train.warmup_epochs'):g} epochs, batch "
-             f"{recipe_value('train.batch_size')}) with exactly the change in its first column, trained with "
-             "`zeroi2v train` and scored by its final validation top-1 (%, one centre view). Two synthetic "
-             "motion families from `zeroi2v synth`, 8 classes in time-reversed pairs each (frame averaging "
-             "cannot tell a pair apart: at most 50%): `basic` (the demo's motions) and `complex` (rotation cw/ccw, "
-             "diagonal motion, approach/recede zoom, distractors, pixel noise), which the recipe was not "
-             "tuned on.", "",
-             f"**What was run:** seeds {', '.join(map(str, seeds))} (mean ± std over the seeds that finished), "
-             f"{size['train_per_class']} training and {size['val_per_class']} validation videos per class, "
-             f"{epochs} epochs unless the row changes them. Cells read `not run` where this invocation had no "
-             "time for them, and `(n of m seeds)` where it finished only some seeds.", ""]
+    lines = [
+        "# Ablations (generated)",
+        "",
+        f"Generated by `{command}` on {platform.platform()}, torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d')}; do not edit by hand.",
+        "",
+        f"Every row is `{RECIPE.name}` (the demo's recipe: frozen image-pretrained demo backbone "
+        f"`{builtin_weights_path().name}` sha256 {backbone_sha256()[:12]}, 8 frames, "
+        f"Δt {recipe_value('model.head_offsets')}, adapter scale {recipe_value('model.adapter_scale'):g}, "
+        f"lr {recipe_value('train.lr'):g}, warm-up {recipe_value('train.warmup_epochs'):g} epochs, batch "
+        f"{recipe_value('train.batch_size')}) with exactly the change in its first column, trained with "
+        "`zeroi2v train` and scored by its final validation top-1 (%, one centre view). Two synthetic "
+        "motion families from `zeroi2v synth`, 8 classes in time-reversed pairs each (frame averaging "
+        "cannot tell a pair apart: at most 50%): `basic` (the demo's motions) and `complex` (rotation cw/ccw, "
+        "diagonal motion, approach/recede zoom, distractors, pixel noise), which the recipe was not "
+        "tuned on.",
+        "",
+        f"**What was run:** seeds {', '.join(map(str, seeds))} (mean ± std over the seeds that finished), "
+        f"{size['train_per_class']} training and {size['val_per_class']} validation videos per class, "
+        f"{epochs} epochs unless the row changes them. Cells read `not run` where this invocation had no "
+        "time for them, and `(n of m seeds)` where it finished only some seeds.",
+        "",
+    ]
     shipped = ROOT / "configs" / "demo.yaml"
     if RECIPE.resolve() != shipped.resolve():
-        lines += [f"**Recipe:** not the current `configs/demo.yaml` but another file (`--recipe`; here an earlier "
-                  f"version), which differs from it in: {recipe_differences(RECIPE, shipped)}. The numbers below "
-                  "are for that recipe.", ""]
+        lines += [
+            f"**Recipe:** not the current `configs/demo.yaml` but another file (`--recipe`; here an earlier "
+            f"version), which differs from it in: {recipe_differences(RECIPE, shipped)}. The numbers below "
+            "are for that recipe.",
+            "",
+        ]
     left_out = [GROUPS[g][0].split(" (")[0].split(":")[0] for g in GROUPS if g not in groups]
     if left_out:
-        lines += [f"**Not in this document** (groups of the full study this invocation did not run): "
-                  f"{'; '.join(left_out)}. `python benchmarks/ablations.py` runs them all.", ""]
+        lines += [
+            f"**Not in this document** (groups of the full study this invocation did not run): "
+            f"{'; '.join(left_out)}. `python benchmarks/ablations.py` runs them all.",
+            "",
+        ]
     for name in groups:
         title, rows = GROUPS[name]
         lines += [f"## {title}", ""]
@@ -337,31 +457,44 @@ def write_doc(path: Path, results: dict, groups: list[str], families: list[str],
             head += " deployed params | deployed MFLOPs / clip | CPU speed vs plain image model (paired rounds) |"
             sep += "---:|---:|---|"
         if name == "stability":
-            head += f" largest adapter gain ‖I + s·U·D‖₂ ({families[0]}, seed {seeds[0]}) | residual RMS after each block |"
+            head += (
+                f" largest adapter gain ‖I + s·U·D‖₂ ({families[0]}, seed {seeds[0]}) | residual RMS after each block |"
+            )
             sep += "---:|---|"
         lines += [head, sep]
         for label, changes in rows:
             cells = []
             for family in families:
-                vals = [r["top1"] for seed in seeds
-                        if "top1" in (r := results.get(run_key(family, changes, seed, size), {}))]
+                vals = [
+                    r["top1"]
+                    for seed in seeds
+                    if "top1" in (r := results.get(run_key(family, changes, seed, size), {}))
+                ]
                 cells.append(fmt(vals, len(seeds)))
             row = f"| {label} | " + " | ".join(cells) + " |"
             if name == "stability":
                 h = results.get(run_key(families[0], changes, seeds[0], size), {})
-                row += (f" {h['max_adapter_gain']:.1f} | {', '.join(f'{r:.1f}' for r in h['residual_rms'])} |"
-                        if "residual_rms" in h else " not run | not run |")
+                row += (
+                    f" {h['max_adapter_gain']:.1f} | {', '.join(f'{r:.1f}' for r in h['residual_rms'])} |"
+                    if "residual_rms" in h
+                    else " not run | not run |"
+                )
             if name == "adapter_kind" and cost:
                 c = cost["gelu" if changes.get("_gelu") else "linear"]
-                row += (f" {c['params']:,} | {c['flops'] / 1e6:.1f} | {c['speed_ratio']:.2f}× "
-                        f"({c['speed_range'][0]:.2f}–{c['speed_range'][1]:.2f}) |")
+                row += (
+                    f" {c['params']:,} | {c['flops'] / 1e6:.1f} | {c['speed_ratio']:.2f}× "
+                    f"({c['speed_range'][0]:.2f}–{c['speed_range'][1]:.2f}) |"
+                )
             lines.append(row)
         lines.append("")
         if name == "adapter_kind" and cost:
             p = cost["plain"]
-            lines += [f"Plain image model on the same 8 frames: {p['params']:,} params, {p['flops'] / 1e6:.1f} MFLOPs. "
-                      "Linear adapters fold into the frozen weights (`zeroi2v merge`), so the deployed model is the "
-                      "image model plus the T×D temporal embedding; GELU adapters must stay.", ""]
+            lines += [
+                f"Plain image model on the same 8 frames: {p['params']:,} params, {p['flops'] / 1e6:.1f} MFLOPs. "
+                "Linear adapters fold into the frozen weights (`zeroi2v merge`), so the deployed model is the "
+                "image model plus the T×D temporal embedding; GELU adapters must stay.",
+                "",
+            ]
     failures = [(json.loads(k), v["error"]) for k, v in results.items() if "error" in v]
     if failures:
         lines += ["## Runs that failed", ""]
@@ -455,8 +588,18 @@ def main(argv=None) -> int:
         elif a != "--report-only":
             shown.append(a)
     command = "python benchmarks/ablations.py" + (" " + " ".join(shown) if shown else "")
-    text = write_doc(Path(args.out), results, args.groups, args.families, size, seeds, skipped, cost, command,
-                     recipe_value("train.epochs"))
+    text = write_doc(
+        Path(args.out),
+        results,
+        args.groups,
+        args.families,
+        size,
+        seeds,
+        skipped,
+        cost,
+        command,
+        recipe_value("train.epochs"),
+    )
     print(text)
     return 0
 

@@ -17,6 +17,7 @@ and a last invocation with every family writes the tables from the cache).
     python benchmarks/accuracy.py [--lrs 2e-3 4e-3 8e-3] [--seeds 0 1 2] [--families basic complex]
     python benchmarks/accuracy.py --quick     # 1 seed, 2 lrs, fewer videos and epochs
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,13 +30,18 @@ import time
 from pathlib import Path
 
 import torch
+from ablations import (
+    backbone_sha256,
+    check_study_options,
+    recipe_id,
+    store,
+)  # the shared cache of benchmarks/ablations.py
 
-from ablations import backbone_sha256, check_study_options, recipe_id, store  # the shared cache of benchmarks/ablations.py
+from zeroi2v.build import load_pretrained
+from zeroi2v.config import load_config
 from zeroi2v.data.synthetic import make_motion_dataset
 from zeroi2v.demo import RECIPE, run_config
 from zeroi2v.fileio import atomic_write_json, atomic_write_text
-from zeroi2v.build import load_pretrained
-from zeroi2v.config import load_config
 from zeroi2v.model import count_flops
 from zeroi2v.pretrain import cached_backbone
 from zeroi2v.reparam import reparameterize
@@ -45,12 +51,19 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 ROWS = {  # name -> config changes on top of configs/demo.yaml
     "ZeroI2V (STDHA + linear adapters + temporal emb.)": {},
     # the peers have no STDHA heads (their builders clear head_offsets; said here so the cache knows)
-    "AIM (temporal attention pass + GELU adapters) [baseline]": {"model.method": "aim", "model.adapter_scale": 0.5,
-                                                                 "model.head_offsets": []},
-    "ST-Adapter (depth-wise temporal conv adapters) [baseline]": {"model.method": "st_adapter",
-                                                                  "model.head_offsets": []},
-    "joint space-time attention + temporal pos. emb. + linear adapters [baseline]": {"model.method": "joint",
-                                                                                      "model.head_offsets": []},
+    "AIM (temporal attention pass + GELU adapters) [baseline]": {
+        "model.method": "aim",
+        "model.adapter_scale": 0.5,
+        "model.head_offsets": [],
+    },
+    "ST-Adapter (depth-wise temporal conv adapters) [baseline]": {
+        "model.method": "st_adapter",
+        "model.head_offsets": [],
+    },
+    "joint space-time attention + temporal pos. emb. + linear adapters [baseline]": {
+        "model.method": "joint",
+        "model.head_offsets": [],
+    },
     "frame averaging (linear adapters only)": {"model.head_offsets": [], "model.temporal_embedding": False},
 }
 FAMILIES = {"basic": {"family": "basic", "seed": 101}, "complex": {"family": "complex", "seed": 202}}
@@ -68,11 +81,12 @@ def deployed_gflops(run_dir: str) -> float:
 
 def lr_chart(results: list[dict], families: list[str], path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(families), figsize=(5.5 * len(families), 3.8), squeeze=False)
-    for ax, family in zip(axes[0], families):
+    for ax, family in zip(axes[0], families, strict=False):
         for r in results:
             curve = r["families"].get(family, {}).get("curve", {})
             if curve:
@@ -118,52 +132,72 @@ def main() -> int:
     backbone = Path(args.backbone) if args.backbone else cached_backbone()
     # a row's runs are keyed by the recipe settings it uses: a change to a setting the row overrides
     # (e.g. the recipe's head_offsets, for the peers) keeps its runs
-    recipes = {name: [recipe_id(ignore=("train.lr", "train.seed", *changes), backbone=backbone), changes]
-               for name, changes in ROWS.items()}
+    recipes = {
+        name: [recipe_id(ignore=("train.lr", "train.seed", *changes), backbone=backbone), changes]
+        for name, changes in ROWS.items()
+    }
     cache_file = out / "results.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
-    datasets = {family: make_motion_dataset(out / "data" / f"{family}_{size['train_per_class']}_{size['val_per_class']}",
-                                            family=FAMILIES[family]["family"], seed=FAMILIES[family]["seed"],
-                                            train_per_class=size["train_per_class"],
-                                            val_per_class=size["val_per_class"], progress=False)
-                for family in args.families}
+    datasets = {
+        family: make_motion_dataset(
+            out / "data" / f"{family}_{size['train_per_class']}_{size['val_per_class']}",
+            family=FAMILIES[family]["family"],
+            seed=FAMILIES[family]["seed"],
+            train_per_class=size["train_per_class"],
+            val_per_class=size["val_per_class"],
+            progress=False,
+        )
+        for family in args.families
+    }
 
     def key(name, family, lr, seed):
-        return json.dumps([name, family, lr, seed, size["epochs"], size["train_per_class"], size["val_per_class"],
-                           recipes[name]])
+        return json.dumps(
+            [name, family, lr, seed, size["epochs"], size["train_per_class"], size["val_per_class"], recipes[name]]
+        )
 
     # seed-major: a sweep stopped early (--max-minutes) has every method and lr for the first seeds
     began = time.time()
     rows = list(ROWS.items())
-    for seed, (i, (name, changes)), family, lr in itertools.product(size["seeds"], enumerate(rows), args.families,
-                                                                    size["lrs"]):
+    for seed, (i, (name, changes)), family, lr in itertools.product(
+        size["seeds"], enumerate(rows), args.families, size["lrs"]
+    ):
         if key(name, family, lr, seed) in cache:
             continue
         if args.max_minutes and time.time() - began > 60 * args.max_minutes:
             print("--max-minutes reached: the tables show the runs done so far", flush=True)
             break
         run_name = f"row{i}_{family}_lr{lr:g}_s{seed}_{recipes[name][0]}"  # a new recipe: a new run
-        cfg = run_config(out, datasets[family], backbone, run_name,
-                         {**changes, "train.lr": lr, "train.seed": seed}, size["epochs"])
+        cfg = run_config(
+            out, datasets[family], backbone, run_name, {**changes, "train.lr": lr, "train.seed": seed}, size["epochs"]
+        )
         start = time.time()
         metrics = train(cfg, progress=False)
-        cache = store(cache_file, key(name, family, lr, seed), {"top1": metrics.get("val_top1", 0.0),
-                                                                "seconds": round(time.time() - start, 1),
-                                                                "dir": str(cfg.output)})
+        cache = store(
+            cache_file,
+            key(name, family, lr, seed),
+            {"top1": metrics.get("val_top1", 0.0), "seconds": round(time.time() - start, 1), "dir": str(cfg.output)},
+        )
         print(f"{name} | {family} | lr {lr:g} | seed {seed}: {100 * metrics.get('val_top1', 0.0):.1f}", flush=True)
     results = []
     for name, changes in ROWS.items():
         row = {"method": name, "short": name.split(" (")[0].split(" [")[0], "changes": changes, "families": {}}
         for family in args.families:
-            per_seed = {f"{lr:g}": [cache[k]["top1"] for seed in size["seeds"] if (k := key(name, family, lr, seed)) in cache]
-                        for lr in size["lrs"]}
+            per_seed = {
+                f"{lr:g}": [cache[k]["top1"] for seed in size["seeds"] if (k := key(name, family, lr, seed)) in cache]
+                for lr in size["lrs"]
+            }
             curve = {lr: statistics.mean(tops) for lr, tops in per_seed.items() if tops}
             if not curve:
                 continue
             best = max(curve, key=curve.get)
-            row["families"][family] = {"curve": curve, "per_seed": per_seed, "best_lr": best, "top1": curve[best],
-                                       "std": statistics.stdev(per_seed[best]) if len(per_seed[best]) > 1 else None,
-                                       "seeds": len(per_seed[best])}
+            row["families"][family] = {
+                "curve": curve,
+                "per_seed": per_seed,
+                "best_lr": best,
+                "top1": curve[best],
+                "std": statistics.stdev(per_seed[best]) if len(per_seed[best]) > 1 else None,
+                "seeds": len(per_seed[best]),
+            }
             dirs = [cache[k]["dir"] for seed in size["seeds"] if (k := key(name, family, float(best), seed)) in cache]
             dirs = [d for d in dirs if Path(d, "config.yaml").is_file()]
             if "gflops" not in row and dirs:
@@ -173,22 +207,28 @@ def main() -> int:
     recipe_cfg = load_config(RECIPE, [f"model.pretrained={backbone}"])
     lrs = ", ".join(f"{lr:g}" for lr in size["lrs"])
     epochs = size["epochs"] or "the recipe's"
-    lines = ["# Accuracy at equal budget, each method at its best lr (synthetic motion, frozen backbone)", "",
-             f"Generated by `python {' '.join(sys.argv)}` ({platform.platform()}, torch {torch.__version__}, "
-             f"{time.strftime('%Y-%m-%d')}). Frozen image-pretrained demo backbone (`{backbone.name}`, sha256 "
-             f"{backbone_sha256(backbone)[:12]}, a 4-block "
-             "ViT pretrained on procedural stills). Every run is `configs/demo.yaml` (adapter scale "
-             f"{recipe_cfg.model.adapter_scale:g}, warm-up {recipe_cfg.train.warmup_epochs:g} epochs, batch "
-             f"{recipe_cfg.train.batch_size}, AdamW, cosine) with only the method, lr, seed, epochs and data size "
-             f"changed: lr sweep {{{lrs}}}, seeds {size['seeds']}, {epochs} epochs, "
-             f"{size['train_per_class']} training / {size['val_per_class']} validation videos per class, 8 classes "
-             "in time-reversed pairs (frame averaging cannot tell a pair apart: at most 50%). `basic`: the demo's motions; "
-             "`complex`: rotation, diagonal motion, approach/recede with distractors and noise. Best lr chosen by "
-             "mean validation top-1, for every method alike. GFLOPs: one clip through the deployed model "
-             "(ZeroI2V merged). A toy task: it shows which designs can model time, not Kinetics accuracy.", ""]
+    lines = [
+        "# Accuracy at equal budget, each method at its best lr (synthetic motion, frozen backbone)",
+        "",
+        f"Generated by `python {' '.join(sys.argv)}` ({platform.platform()}, torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d')}). Frozen image-pretrained demo backbone (`{backbone.name}`, sha256 "
+        f"{backbone_sha256(backbone)[:12]}, a 4-block "
+        "ViT pretrained on procedural stills). Every run is `configs/demo.yaml` (adapter scale "
+        f"{recipe_cfg.model.adapter_scale:g}, warm-up {recipe_cfg.train.warmup_epochs:g} epochs, batch "
+        f"{recipe_cfg.train.batch_size}, AdamW, cosine) with only the method, lr, seed, epochs and data size "
+        f"changed: lr sweep {{{lrs}}}, seeds {size['seeds']}, {epochs} epochs, "
+        f"{size['train_per_class']} training / {size['val_per_class']} validation videos per class, 8 classes "
+        "in time-reversed pairs (frame averaging cannot tell a pair apart: at most 50%). `basic`: the demo's motions; "
+        "`complex`: rotation, diagonal motion, approach/recede with distractors and noise. Best lr chosen by "
+        "mean validation top-1, for every method alike. GFLOPs: one clip through the deployed model "
+        "(ZeroI2V merged). A toy task: it shows which designs can model time, not Kinetics accuracy.",
+        "",
+    ]
     head = "| method |" + "".join(f" {f}: best lr | {f}: top-1 % (mean ± std) |" for f in args.families)
-    lines += [head + " inference GFLOPs / clip | vs ZeroI2V |",
-              "|---|" + "---:|---:|" * len(args.families) + "---:|---:|"]
+    lines += [
+        head + " inference GFLOPs / clip | vs ZeroI2V |",
+        "|---|" + "---:|---:|" * len(args.families) + "---:|---:|",
+    ]
     for r in results:
         cells = ""
         for f in args.families:
@@ -201,30 +241,49 @@ def main() -> int:
             cells += f" {fam['best_lr']} | {100 * fam['top1']:.1f}{std}{few} |"
         cost = f" {r['gflops']:.3f} | {r['gflops'] / zero:.2f}× |" if r.get("gflops") and zero else " | |"
         lines.append(f"| {r['method']} |{cells}{cost}")
-    lines += ["", "Top-1 % at every lr (mean over seeds; a cell at chance, 12.5%, is a run that diverged: "
-              "`docs/stability.md` explains why ZeroI2V did at lr 8e-3 before the recipe's adapter scale and "
-              "warm-up were changed):", "",
-              "| method | family | " + " | ".join(f"lr {lr:g}" for lr in size["lrs"]) + " |",
-              "|---|---|" + "---:|" * len(size["lrs"])]
+    lines += [
+        "",
+        "Top-1 % at every lr (mean over seeds; a cell at chance, 12.5%, is a run that diverged: "
+        "`docs/stability.md` explains why ZeroI2V did at lr 8e-3 before the recipe's adapter scale and "
+        "warm-up were changed):",
+        "",
+        "| method | family | " + " | ".join(f"lr {lr:g}" for lr in size["lrs"]) + " |",
+        "|---|---|" + "---:|" * len(size["lrs"]),
+    ]
     for r in results:
         for f in args.families:
             curve = r["families"].get(f, {}).get("curve", {})
-            lines.append(f"| {r['short']} | {f} | " + " | ".join(
-                f"{100 * curve[f'{lr:g}']:.1f}" if f"{lr:g}" in curve else "not run" for lr in size["lrs"]) + " |")
-    used = [cache[k] for name in ROWS for f in args.families for lr in size["lrs"] for seed in size["seeds"]
-            if (k := key(name, f, lr, seed)) in cache]
+            lines.append(
+                f"| {r['short']} | {f} | "
+                + " | ".join(f"{100 * curve[f'{lr:g}']:.1f}" if f"{lr:g}" in curve else "not run" for lr in size["lrs"])
+                + " |"
+            )
+    used = [
+        cache[k]
+        for name in ROWS
+        for f in args.families
+        for lr in size["lrs"]
+        for seed in size["seeds"]
+        if (k := key(name, f, lr, seed)) in cache
+    ]
     carried = sorted({run["from"] for run in used if run.get("from")})
     if carried:
-        lines += ["", f"{sum(bool(run.get('from')) for run in used)} of these {len(used)} runs were carried over "
-                  f"from an earlier sweep ({'; '.join(carried)}) because their row's settings did not change: "
-                  "the recipe change since then is one the row overrides."]
+        lines += [
+            "",
+            f"{sum(bool(run.get('from')) for run in used)} of these {len(used)} runs were carried over "
+            f"from an earlier sweep ({'; '.join(carried)}) because their row's settings did not change: "
+            "the recipe change since then is one the row overrides.",
+        ]
     lines += ["", "![accuracy vs learning rate](accuracy_lr.png)"]
     (docs / "bench").mkdir(parents=True, exist_ok=True)
     lr_chart(results, args.families, docs / "bench" / "accuracy_lr.png")
     atomic_write_text(docs / "bench" / "accuracy.md", "\n".join(lines) + "\n")
-    atomic_write_json(docs / "bench" / "accuracy.json", {"command": " ".join(sys.argv), "size": size, "results": results})
+    atomic_write_json(
+        docs / "bench" / "accuracy.json", {"command": " ".join(sys.argv), "size": size, "results": results}
+    )
     try:
         from zeroi2v.bench import assemble
+
         assemble(docs / "benchmarks.md")
     except ImportError:
         print("zeroi2v.bench.assemble not available: docs/benchmarks.md not re-assembled")

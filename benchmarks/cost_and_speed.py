@@ -1,4 +1,5 @@
 """Cost and speed tables (the same as `zeroi2v bench`): python benchmarks/cost_and_speed.py [bench options]."""
+
 import sys
 
 from zeroi2v.bench import main

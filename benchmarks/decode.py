@@ -9,6 +9,7 @@ reader decodes every frame to RGB, stacks them and indexes the clip (what `read_
 loaders do). Both use PyAV with the same threading. Runs are interleaved (A, B, A, B, ...) so
 machine noise hits both alike; the table reports medians over rounds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,9 +77,11 @@ def machine() -> str:
     except OSError:
         pass
     load = os.getloadavg()[0]
-    return (f"{cpu}, {len(os.sched_getaffinity(0))} usable cores, {platform.system()} {platform.release()}; "
-            f"1-min load average {load:.1f} at the end of the run (other jobs share the machine, so absolute "
-            "numbers are noisy; the interleaved ratios less so)")
+    return (
+        f"{cpu}, {len(os.sched_getaffinity(0))} usable cores, {platform.system()} {platform.release()}; "
+        f"1-min load average {load:.1f} at the end of the run (other jobs share the machine, so absolute "
+        "numbers are noisy; the interleaved ratios less so)"
+    )
 
 
 def main(argv=None) -> int:
@@ -107,55 +110,70 @@ def main(argv=None) -> int:
             def clips_of(name):
                 for _ in range(args.clips):
                     methods[name](path, rngs[name])
+
             times = interleaved_times({name: (lambda n=name: clips_of(n)) for name in methods}, args.rounds, warmup=0)
             runs = {name: [args.clips / t for t in v] for name, v in times.items()}  # clips/s per run
             med = {name: statistics.median(v) for name, v in runs.items()}
             rows.append((f"x264 {'default keyint (250)' if g is None else f'keyint {g}'}", n, len(keys), med))
-            print(f"{rows[-1][0]}: {n} frames, {len(keys)} keyframes; " + "; ".join(
-                f"{name} {med[name]:.2f} clips/s (runs {', '.join(f'{v:.2f}' for v in runs[name])})" for name in methods)
-                + f"; ratio {med['sampler'] / med['naive']:.2f}x", flush=True)
-    table = ["| video | frames | keyframes | seek-and-stop sampler | decode all, RGB of 8 | naive: all to RGB, index "
-             "| sampler / naive | sampler / decode all |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    table += [f"| {name} | {n} | {k} | {m['sampler']:.2f} | {m['decode_all']:.2f} | {m['naive']:.2f} | "
-              f"**{m['sampler'] / m['naive']:.1f}x** | {m['sampler'] / m['decode_all']:.1f}x |"
-              for name, n, k, m in rows]
+            print(
+                f"{rows[-1][0]}: {n} frames, {len(keys)} keyframes; "
+                + "; ".join(
+                    f"{name} {med[name]:.2f} clips/s (runs {', '.join(f'{v:.2f}' for v in runs[name])})"
+                    for name in methods
+                )
+                + f"; ratio {med['sampler'] / med['naive']:.2f}x",
+                flush=True,
+            )
+    table = [
+        "| video | frames | keyframes | seek-and-stop sampler | decode all, RGB of 8 | naive: all to RGB, index "
+        "| sampler / naive | sampler / decode all |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    table += [
+        f"| {name} | {n} | {k} | {m['sampler']:.2f} | {m['decode_all']:.2f} | {m['naive']:.2f} | "
+        f"**{m['sampler'] / m['naive']:.1f}x** | {m['sampler'] / m['decode_all']:.1f}x |"
+        for name, n, k, m in rows
+    ]
     command = "python benchmarks/decode.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
-    text = "\n".join([
-        "## Decoding",
-        "",
-        f"Dense 8x16 training clips (random offset, MMAction2 `SampleFrames`) from a generated "
-        f"{args.seconds:g} s, {width}x{height}, {args.fps} fps H.264 MP4 (a smooth random scene panning 3 px/frame, crf 23, "
-        "x264 defaults otherwise: B-frames, scene-cut keyframes). "
-        "One clip = `num_frames` (container count, checked by demuxing the tail) + `sample_indices` + "
-        "`read_frames` (seek to the keyframe before the first needed frame, stop after the last, convert only "
-        "the 8 needed frames to RGB). Naive = decode every frame to RGB, stack, index (what `read_video`-style "
-        "loaders do). \"Decode all, RGB of 8\" decodes every frame but converts only the clip's, to separate the "
-        "seek-and-stop gain from the conversion saving. All PyAV, same threading (`thread_type=AUTO`); the three "
-        f"readers return identical frames. Interleaved runs, median of {args.rounds} runs of {args.clips} clips "
-        "each; numbers are clips/s.",
-        "",
-        *table,
-        "",
-        "A clip spans (8-1)·16+1 = 113 frames, so the sampler still decodes from the keyframe before the clip to "
-        "its last frame: the seek-and-stop gain over decoding everything grows with shorter keyframe intervals "
-        "and is smallest with x264's default 250-frame interval, where most seeks land on frame 0 and the saving "
-        "is the frames after the clip. Most of the gain over the naive reader is not converting (and holding) "
-        "300 RGB frames to use 8.",
-        "",
-        f"- machine: {machine()}",
-        f"- versions: Python {platform.python_version()}, torch {torch.__version__}, PyAV {av.__version__} "
-        f"(libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}), numpy {np.__version__}",
-        f"- command: `{command}`",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "## Decoding",
+            "",
+            f"Dense 8x16 training clips (random offset, MMAction2 `SampleFrames`) from a generated "
+            f"{args.seconds:g} s, {width}x{height}, {args.fps} fps H.264 MP4 (a smooth random scene panning 3 px/frame, crf 23, "
+            "x264 defaults otherwise: B-frames, scene-cut keyframes). "
+            "One clip = `num_frames` (container count, checked by demuxing the tail) + `sample_indices` + "
+            "`read_frames` (seek to the keyframe before the first needed frame, stop after the last, convert only "
+            "the 8 needed frames to RGB). Naive = decode every frame to RGB, stack, index (what `read_video`-style "
+            'loaders do). "Decode all, RGB of 8" decodes every frame but converts only the clip\'s, to separate the '
+            "seek-and-stop gain from the conversion saving. All PyAV, same threading (`thread_type=AUTO`); the three "
+            f"readers return identical frames. Interleaved runs, median of {args.rounds} runs of {args.clips} clips "
+            "each; numbers are clips/s.",
+            "",
+            *table,
+            "",
+            "A clip spans (8-1)·16+1 = 113 frames, so the sampler still decodes from the keyframe before the clip to "
+            "its last frame: the seek-and-stop gain over decoding everything grows with shorter keyframe intervals "
+            "and is smallest with x264's default 250-frame interval, where most seeks land on frame 0 and the saving "
+            "is the frames after the clip. Most of the gain over the naive reader is not converting (and holding) "
+            "300 RGB frames to use 8.",
+            "",
+            f"- machine: {machine()}",
+            f"- versions: Python {platform.python_version()}, torch {torch.__version__}, PyAV {av.__version__} "
+            f"(libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}), numpy {np.__version__}",
+            f"- command: `{command}`",
+            "",
+        ]
+    )
     print(text)
     if args.out != "-":
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         from zeroi2v.fileio import atomic_write_text
+
         atomic_write_text(args.out, text)
         print(f"wrote {args.out}")
         from zeroi2v.bench import assemble
+
         assembled = Path(args.out).parent / "benchmarks.md"
         assemble(assembled)  # docs/benchmarks.md includes this section
         print(f"wrote {assembled}")

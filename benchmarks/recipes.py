@@ -9,6 +9,7 @@ names, so the same multipliers and decay), its augmentation chain from
 restates the reference implementation's configs (REFERENCE below). A row whose two sides differ is
 marked and its reason is named. The document is regenerated, never typed by hand.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,81 +30,223 @@ OUT = REPO / "docs" / "training.md"
 NOT_RECIPES = {"demo"}  # the CPU demo's config is not a published setting
 # A model of the config's kind small enough to build in milliseconds: one block, 8 heads (enough for
 # the 7 temporal heads of SSv2 ViT-L), no weights. Parameter names and the trainable set are the same.
-SHRINK = ["model.pretrained=null", "model.timm_kwargs={depth: 1, embed_dim: 64, num_heads: 8, patch_size: 8}",
-          "data.img_size=16"]
+SHRINK = [
+    "model.pretrained=null",
+    "model.timm_kwargs={depth: 1, embed_dim: 64, num_heads: 8, patch_size: 8}",
+    "data.img_size=16",
+]
 
 # --- the reference (MMAction2 fork) --------------------------------------------------------------------
-K400_CHAIN = ("resize short side 256", "RandAugment 4 × 7 (p 0.5, σ 0.5)", "RandomResizedCrop 224 (area 0.08–1)",
-              "flip 0.5", "normalise (CLIP mean/std)")
-SSV2_CHAIN = ("resize short side 256", "RandomResizedCrop 224 (area 0.08–1)", "flip 0.5 + direction label map",
-              "RandAugment 4 × 7 (p 0.5, σ 0.5)", "RandomErasing 0.25 const", "normalise (CLIP mean/std)")
+K400_CHAIN = (
+    "resize short side 256",
+    "RandAugment 4 × 7 (p 0.5, σ 0.5)",
+    "RandomResizedCrop 224 (area 0.08–1)",
+    "flip 0.5",
+    "normalise (CLIP mean/std)",
+)
+SSV2_CHAIN = (
+    "resize short side 256",
+    "RandomResizedCrop 224 (area 0.08–1)",
+    "flip 0.5 + direction label map",
+    "RandAugment 4 × 7 (p 0.5, σ 0.5)",
+    "RandomErasing 0.25 const",
+    "normalise (CLIP mean/std)",
+)
 K400_L32_CHAIN = K400_CHAIN[:4] + ("RandomErasing 0.25 rand",) + K400_CHAIN[4:]
 BACKBONE_X01 = (("adapters", 0.1), ("classifier", 1.0), ("final norm", 0.1), ("temporal embedding", 0.1))
 ALL_X1 = (("adapters", 1.0), ("classifier", 1.0), ("final norm", 1.0), ("temporal embedding", 1.0))
 NO_DECAY = (0.05, ("final norm", "temporal embedding"))
 
 
-def _ref(source, sampling, rate, clips, accum, mults, epochs, chain, dropout, scale, offsets, views,
-         smoothing=0.0, **notes):
+def _ref(
+    source, sampling, rate, clips, accum, mults, epochs, chain, dropout, scale, offsets, views, smoothing=0.0, **notes
+):
     """One reference setting; `notes` (by row key) say where a value comes from; `differs`: rows this
     repository changes on purpose (the reason is in the note)."""
-    return dict(source=source, sampling=sampling, lr=rate, batch=(clips, accum), lr_mult=mults,
-                weight_decay=NO_DECAY, optimizer=("AdamW", (0.9, 0.999), None),
-                schedule=(epochs, 2.5, 0.1, 0.0), augmentation=chain, adapters=(scale, dropout),
-                offsets=tuple(offsets), head=(0.5, smoothing), views=views, precision="fp16 + dynamic loss scaling",
-                notes=notes)
+    return dict(
+        source=source,
+        sampling=sampling,
+        lr=rate,
+        batch=(clips, accum),
+        lr_mult=mults,
+        weight_decay=NO_DECAY,
+        optimizer=("AdamW", (0.9, 0.999), None),
+        schedule=(epochs, 2.5, 0.1, 0.0),
+        augmentation=chain,
+        adapters=(scale, dropout),
+        offsets=tuple(offsets),
+        head=(0.5, smoothing),
+        views=views,
+        precision="fp16 + dynamic loss scaling",
+        notes=notes,
+    )
 
 
 _PUB = "the published config of this setting"
-_AUTO32 = ("3e-4 at auto_scale_lr base 32, which MMEngine scales by 2 clips × 8 GPUs / 32, not counting the "
-           "accumulation")
-_FEWSHOT = ("no published few-shot config; this is the reference's {label} u8 recipe, whose lr (3e-4) is not "
-            "auto-scaled. {k} videos × {classes} classes = {n} training videos: the reference's global batch of 128 "
-            "would give {steps128} full-batch steps per epoch, {batch} gives {steps} (the batch is 8 for K = 2 and 16 "
-            "otherwise, so that every K-shot split trains at least 12 steps per epoch)")
+_AUTO32 = "3e-4 at auto_scale_lr base 32, which MMEngine scales by 2 clips × 8 GPUs / 32, not counting the accumulation"
+_FEWSHOT = (
+    "no published few-shot config; this is the reference's {label} u8 recipe, whose lr (3e-4) is not "
+    "auto-scaled. {k} videos × {classes} classes = {n} training videos: the reference's global batch of 128 "
+    "would give {steps128} full-batch steps per epoch, {batch} gives {steps} (the batch is 8 for K = 2 and 16 "
+    "otherwise, so that every K-shot split trains at least 12 steps per epoch)"
+)
 REFERENCE = {
-    "k400_vitb16_8x16x1": _ref(_PUB, ("dense", 8, 16), 3e-4, 64, 1, ALL_X1, 40, K400_CHAIN, 0.1, 0.5,
-                               [-1, 1], (3, 1), batch="8 clips × 8 GPUs; lr 3e-4 at auto_scale_lr base 64"),
-    "k400_vitl14_8x16x1": _ref(_PUB, ("dense", 8, 16), 3e-4, 64, 1, BACKBONE_X01, 40, K400_CHAIN, 0.1,
-                               0.5, [-1, -1, 1, 1], (3, 1), batch="8 clips × 8 GPUs; lr 3e-4 at auto_scale_lr base 64",
-                               lr_mult="paramwise_cfg backbone lr_mult 0.1: every parameter under the backbone module"),
-    "k400_vitl14_32x4x1": _ref(_PUB, ("dense", 32, 4), 1.5e-4, 32, 2, BACKBONE_X01, 40, K400_L32_CHAIN,
-                               0.1, 0.5, [-1, -1, 1, 1, -2, -2], (3, 1), lr=_AUTO32,
-                               batch="2 clips × 8 GPUs × accumulative_counts 2",
-                               lr_mult="paramwise_cfg backbone lr_mult 0.1: every parameter under the backbone module"),
-    "ssv2_vitb16_u16": _ref(_PUB, ("uniform", 16, None), 3e-4, 32, 1, ALL_X1, 50, SSV2_CHAIN, 0.0, 1.0,
-                            [-1, 1, -2, 2], (1, 3), 0.1, batch="4 clips × 8 GPUs; auto-scaling off"),
-    "ssv2_vitb16_u8": _ref("no published u8 config: its SSv2 ViT-B/16 u16 recipe at 8 frames",
-                           ("uniform", 8, None), 3e-4, 32, 1, ALL_X1, 50, SSV2_CHAIN, 0.0, 1.0, [-1, 1, -2, 2], (1, 3),
-                           0.1, batch="4 clips × 8 GPUs; auto-scaling off"),
-    "ssv2_vitl14_u32": _ref(_PUB, ("uniform", 32, None), 1.5e-4, 32, 2, BACKBONE_X01, 50, SSV2_CHAIN, 0.1,
-                            1.0, [-1, -1, 1, 1, -2, 2, -3], (1, 3), 0.1, lr=_AUTO32,
-                            batch="2 clips × 8 GPUs × accumulative_counts 2",
-                            lr_mult="paramwise_cfg backbone lr_mult 0.1: every parameter under the backbone module",
-                            adapters="dropout_rate not set: the backbone's default 0.1"),
+    "k400_vitb16_8x16x1": _ref(
+        _PUB,
+        ("dense", 8, 16),
+        3e-4,
+        64,
+        1,
+        ALL_X1,
+        40,
+        K400_CHAIN,
+        0.1,
+        0.5,
+        [-1, 1],
+        (3, 1),
+        batch="8 clips × 8 GPUs; lr 3e-4 at auto_scale_lr base 64",
+    ),
+    "k400_vitl14_8x16x1": _ref(
+        _PUB,
+        ("dense", 8, 16),
+        3e-4,
+        64,
+        1,
+        BACKBONE_X01,
+        40,
+        K400_CHAIN,
+        0.1,
+        0.5,
+        [-1, -1, 1, 1],
+        (3, 1),
+        batch="8 clips × 8 GPUs; lr 3e-4 at auto_scale_lr base 64",
+        lr_mult="paramwise_cfg backbone lr_mult 0.1: every parameter under the backbone module",
+    ),
+    "k400_vitl14_32x4x1": _ref(
+        _PUB,
+        ("dense", 32, 4),
+        1.5e-4,
+        32,
+        2,
+        BACKBONE_X01,
+        40,
+        K400_L32_CHAIN,
+        0.1,
+        0.5,
+        [-1, -1, 1, 1, -2, -2],
+        (3, 1),
+        lr=_AUTO32,
+        batch="2 clips × 8 GPUs × accumulative_counts 2",
+        lr_mult="paramwise_cfg backbone lr_mult 0.1: every parameter under the backbone module",
+    ),
+    "ssv2_vitb16_u16": _ref(
+        _PUB,
+        ("uniform", 16, None),
+        3e-4,
+        32,
+        1,
+        ALL_X1,
+        50,
+        SSV2_CHAIN,
+        0.0,
+        1.0,
+        [-1, 1, -2, 2],
+        (1, 3),
+        0.1,
+        batch="4 clips × 8 GPUs; auto-scaling off",
+    ),
+    "ssv2_vitb16_u8": _ref(
+        "no published u8 config: its SSv2 ViT-B/16 u16 recipe at 8 frames",
+        ("uniform", 8, None),
+        3e-4,
+        32,
+        1,
+        ALL_X1,
+        50,
+        SSV2_CHAIN,
+        0.0,
+        1.0,
+        [-1, 1, -2, 2],
+        (1, 3),
+        0.1,
+        batch="4 clips × 8 GPUs; auto-scaling off",
+    ),
+    "ssv2_vitl14_u32": _ref(
+        _PUB,
+        ("uniform", 32, None),
+        1.5e-4,
+        32,
+        2,
+        BACKBONE_X01,
+        50,
+        SSV2_CHAIN,
+        0.1,
+        1.0,
+        [-1, -1, 1, 1, -2, 2, -3],
+        (1, 3),
+        0.1,
+        lr=_AUTO32,
+        batch="2 clips × 8 GPUs × accumulative_counts 2",
+        lr_mult="paramwise_cfg backbone lr_mult 0.1: every parameter under the backbone module",
+        adapters="dropout_rate not set: the backbone's default 0.1",
+    ),
 }
 for _ds, _label, _classes in (("ucf101", "UCF101", 101), ("hmdb51", "HMDB51", 51)):
     for _t in (8, 32):
         REFERENCE[f"{_ds}_vitb16_u{_t}_split1"] = _ref(
-            _PUB, ("uniform", _t, None), 3e-4, 128, 1, ALL_X1, 40, K400_CHAIN, 0.1,
-            0.5, [-1, 1] if _t == 8 else [-1, 1, -2, 2], (2, 3) if (_ds, _t) == ("hmdb51", 32) else (1, 3),
-            batch="16 clips × 8 GPUs; auto-scaling off")
+            _PUB,
+            ("uniform", _t, None),
+            3e-4,
+            128,
+            1,
+            ALL_X1,
+            40,
+            K400_CHAIN,
+            0.1,
+            0.5,
+            [-1, 1] if _t == 8 else [-1, 1, -2, 2],
+            (2, 3) if (_ds, _t) == ("hmdb51", 32) else (1, 3),
+            batch="16 clips × 8 GPUs; auto-scaling off",
+        )
     for _k in (2, 4, 8, 16):
         _batch = 8 if _k == 2 else 16
         REFERENCE[f"{_ds}_fewshot_k{_k}"] = _ref(
-            f"no published few-shot config: its {_label} u8 split-1 recipe", ("uniform", 8, None), 3e-4, 128, 1,
-            ALL_X1, 40, K400_CHAIN, 0.1, 0.5, [-1, 1], (1, 3),
-            batch=_FEWSHOT.format(label=_label, k=_k, classes=_classes, n=_k * _classes, batch=_batch,
-                                  steps128=_k * _classes // 128, steps=_k * _classes // _batch), differs={"batch"})
+            f"no published few-shot config: its {_label} u8 split-1 recipe",
+            ("uniform", 8, None),
+            3e-4,
+            128,
+            1,
+            ALL_X1,
+            40,
+            K400_CHAIN,
+            0.1,
+            0.5,
+            [-1, 1],
+            (1, 3),
+            batch=_FEWSHOT.format(
+                label=_label,
+                k=_k,
+                classes=_classes,
+                n=_k * _classes,
+                batch=_batch,
+                steps128=_k * _classes // 128,
+                steps=_k * _classes // _batch,
+            ),
+            differs={"batch"},
+        )
 
 PAPER = {  # published top-1 and GFLOPs (all test views) of the settings the paper reports
-    "k400_vitb16_8x16x1": ("83.0", "422"), "k400_vitl14_8x16x1": ("86.3", "1946"),
-    "k400_vitl14_32x4x1": ("87.2", "7783"), "ssv2_vitl14_u32": ("72.2", "7783"),
+    "k400_vitb16_8x16x1": ("83.0", "422"),
+    "k400_vitl14_8x16x1": ("86.3", "1946"),
+    "k400_vitl14_32x4x1": ("87.2", "7783"),
+    "ssv2_vitl14_u32": ("72.2", "7783"),
 }
 # Differences that remain in every config, with their reason (rows marked ≠ refer to these).
-PRECISION_WHY = ("`train.amp: auto` uses bf16 on GPUs that support it (fp16 + dynamic loss scaling elsewhere): bf16 "
-                 "has fp32's range, so no step is skipped for overflow and no scale is tuned; "
-                 "`--set train.amp=fp16` reproduces the reference (fp16, dynamic loss scaling, no clipping)")
+PRECISION_WHY = (
+    "`train.amp: auto` uses bf16 on GPUs that support it (fp16 + dynamic loss scaling elsewhere): bf16 "
+    "has fp32's range, so no step is skipped for overflow and no scale is tuned; "
+    "`--set train.amp=fp16` reproduces the reference (fp16, dynamic loss scaling, no clipping)"
+)
 
 
 # --- this repository, read from the configs -----------------------------------------------------------
@@ -139,10 +282,20 @@ def optimizer_view(cfg) -> tuple[tuple, tuple]:
 def augmentation_view(cfg) -> tuple[str, ...]:
     """The training chain in the order it runs, from `train_transform(...).steps` with the config's data keys."""
     d, m = cfg.data, cfg.model
-    chain = train_transform(d.img_size, (0.5,) * 3, (0.5,) * 3, short_side=d.short_side, rand_augment=d.rand_augment,
-                            rand_augment_layers=d.rand_augment_layers, rand_augment_magnitude=d.rand_augment_magnitude,
-                            flip=d.flip, order=d.augment_order, random_erasing=d.random_erasing,
-                            erasing_mode=d.erasing_mode, scale=tuple(d.crop_scale))
+    chain = train_transform(
+        d.img_size,
+        (0.5,) * 3,
+        (0.5,) * 3,
+        short_side=d.short_side,
+        rand_augment=d.rand_augment,
+        rand_augment_layers=d.rand_augment_layers,
+        rand_augment_magnitude=d.rand_augment_magnitude,
+        flip=d.flip,
+        order=d.augment_order,
+        random_erasing=d.random_erasing,
+        erasing_mode=d.erasing_mode,
+        scale=tuple(d.crop_scale),
+    )
     ra = next((op for op in chain.ops if type(op).__name__ == "RandAugment"), None)
     words = {
         "resize": f"resize short side {d.short_side or round(d.img_size * 256 / 224)}",
@@ -150,8 +303,9 @@ def augmentation_view(cfg) -> tuple[str, ...]:
         "random_resized_crop": f"RandomResizedCrop {d.img_size} (area {d.crop_scale[0]:g}–{d.crop_scale[1]:g})",
         "flip": "flip 0.5" + (" + direction label map" if d.flip_label_map else ""),
         "random_erasing": f"RandomErasing {d.random_erasing:g} {d.erasing_mode}",
-        "normalize": "normalise (CLIP mean/std)" if d.mean is None and "clip" in m.backbone else
-                     f"normalise (mean {d.mean}, std {d.std})",
+        "normalize": "normalise (CLIP mean/std)"
+        if d.mean is None and "clip" in m.backbone
+        else f"normalise (mean {d.mean}, std {d.std})",
     }
     return tuple(words[step] for step in chain.steps)
 
@@ -161,36 +315,74 @@ def ours(name: str) -> dict:
     small = load_config(CONFIGS / f"{name}.yaml", SHRINK)
     m, d, t = full.model, full.data, full.train
     lr_mult, weight_decay = optimizer_view(small)
-    return dict(sampling=(d.sampling, m.num_frames, d.frame_interval if d.sampling == "dense" else None), lr=t.lr,
-                batch=(t.batch_size, t.accum_steps), lr_mult=lr_mult, weight_decay=weight_decay,
-                optimizer=("AdamW", tuple(t.betas), t.clip_grad),
-                schedule=(t.epochs, t.warmup_epochs, t.warmup_start, t.min_lr), augmentation=augmentation_view(full),
-                adapters=(m.adapter_scale, m.adapter_dropout), offsets=tuple(m.head_offsets),
-                head=(m.head_dropout, t.label_smoothing), views=(d.test_clips, d.test_crops),
-                precision={"auto": "bf16 where the GPU supports it, else fp16 + dynamic loss scaling",
-                           "fp16": "fp16 + dynamic loss scaling", "bf16": "bf16", "none": "fp32"}[t.amp],
-                img_size=d.img_size, shots=d.shots, cfg=full)
+    return dict(
+        sampling=(d.sampling, m.num_frames, d.frame_interval if d.sampling == "dense" else None),
+        lr=t.lr,
+        batch=(t.batch_size, t.accum_steps),
+        lr_mult=lr_mult,
+        weight_decay=weight_decay,
+        optimizer=("AdamW", tuple(t.betas), t.clip_grad),
+        schedule=(t.epochs, t.warmup_epochs, t.warmup_start, t.min_lr),
+        augmentation=augmentation_view(full),
+        adapters=(m.adapter_scale, m.adapter_dropout),
+        offsets=tuple(m.head_offsets),
+        head=(m.head_dropout, t.label_smoothing),
+        views=(d.test_clips, d.test_crops),
+        precision={
+            "auto": "bf16 where the GPU supports it, else fp16 + dynamic loss scaling",
+            "fp16": "fp16 + dynamic loss scaling",
+            "bf16": "bf16",
+            "none": "fp32",
+        }[t.amp],
+        img_size=d.img_size,
+        shots=d.shots,
+        cfg=full,
+    )
 
 
 # --- formatting ---------------------------------------------------------------------------------------
 ROWS = [  # (key, label, formatter)
-    ("sampling", "frames, sampling",
-     lambda v: f"{v[1]} frames, " + (f"dense every {v[2]}" if v[0] == "dense" else "uniform (one per segment)")),
+    (
+        "sampling",
+        "frames, sampling",
+        lambda v: f"{v[1]} frames, " + (f"dense every {v[2]}" if v[0] == "dense" else "uniform (one per segment)"),
+    ),
     ("lr", "lr (peak, for the global batch)", lambda v: re.sub(r"\.?0*e-0*", "e-", f"{v:.1e}")),
-    ("batch", "global batch",
-     lambda v: f"{v[0]}" + (f" ({v[1]} accumulation steps of {v[0] // v[1]})" if v[1] > 1 else "")),
+    (
+        "batch",
+        "global batch",
+        lambda v: f"{v[0]}" + (f" ({v[1]} accumulation steps of {v[0] // v[1]})" if v[1] > 1 else ""),
+    ),
     ("lr_mult", "lr multipliers", lambda v: ", ".join(f"{c} ×{m:g}" for c, m in v)),
     ("weight_decay", "weight decay", lambda v: f"{v[0]:g}; none on {', '.join(v[1])}"),
-    ("optimizer", "optimizer", lambda v: f"{v[0]} β {v[1][0]:g}/{v[1][1]:g}, "
-                                         + ("no gradient clipping" if v[2] is None else f"clip {v[2]:g}")),
-    ("schedule", "epochs, schedule", lambda v: f"{v[0]} epochs; warm-up {v[1]:g} epochs from {v[2]:g}× (per step) "
-                                               f"× cosine to {v[3]:g} over all epochs (per epoch)"),
+    (
+        "optimizer",
+        "optimizer",
+        lambda v: (
+            f"{v[0]} β {v[1][0]:g}/{v[1][1]:g}, " + ("no gradient clipping" if v[2] is None else f"clip {v[2]:g}")
+        ),
+    ),
+    (
+        "schedule",
+        "epochs, schedule",
+        lambda v: (
+            f"{v[0]} epochs; warm-up {v[1]:g} epochs from {v[2]:g}× (per step) "
+            f"× cosine to {v[3]:g} over all epochs (per epoch)"
+        ),
+    ),
     ("augmentation", "training augmentation, in order", lambda v: " → ".join(v)),
     ("adapters", "adapter scale, dropout", lambda v: f"{v[0]:g}, {v[1]:g}"),
     ("offsets", "STDHA offsets (heads 0..k-1)", lambda v: "[" + ", ".join(f"{o:+d}" for o in v) + "]"),
     ("head", "head dropout, label smoothing", lambda v: f"{v[0]:g}, {v[1]:g}"),
-    ("views", "test views", lambda v: f"{v[0]} clip{'s' if v[0] > 1 else ''} × {v[1]} "
-     + ("center crop" if v[1] == 1 else "crops") + ", short side 224, softmax averaged"),
+    (
+        "views",
+        "test views",
+        lambda v: (
+            f"{v[0]} clip{'s' if v[0] > 1 else ''} × {v[1]} "
+            + ("center crop" if v[1] == 1 else "crops")
+            + ", short side 224, softmax averaged"
+        ),
+    ),
     ("precision", "mixed precision", str),
 ]
 
@@ -204,16 +396,20 @@ def config_section(name: str) -> list[str]:
     notes, deliberate = ref["notes"], ref["notes"].get("differs", set())
     title = title_of(mine)
     paper = PAPER.get(name)
-    lines = [f"### `{name}` — {title}" + (f" (paper: {paper[0]} top-1, {paper[1]} GFLOPs)" if paper else ""), "",
-             f"Reference: {ref['source']}.", "",
-             "| setting | this repository | reference | |", "|---|---|---|---|"]
+    lines = [
+        f"### `{name}` — {title}" + (f" (paper: {paper[0]} top-1, {paper[1]} GFLOPs)" if paper else ""),
+        "",
+        f"Reference: {ref['source']}.",
+        "",
+        "| setting | this repository | reference | |",
+        "|---|---|---|---|",
+    ]
     for key, label, show in ROWS:
         a, b = show(mine[key]), show(ref[key])
         if key in notes and key not in deliberate:
             b += f" — {notes[key]}"
         same = mine[key] == ref[key]
-        mark = ("=" if same else "≠ difference 1" if key == "precision" else "≠ see below" if key in deliberate
-                else "≠")
+        mark = "=" if same else "≠ difference 1" if key == "precision" else "≠ see below" if key in deliberate else "≠"
         if not same and key not in deliberate and key != "precision":
             raise SystemExit(f"{name}: {label} differs from the reference without a stated reason: {a!r} vs {b!r}")
         lines.append(f"| {label} | {cell(a)} | {cell(b)} | {mark} |")
@@ -225,8 +421,12 @@ def config_section(name: str) -> list[str]:
 def title_of(mine) -> str:
     cfg = mine["cfg"]
     data = re.sub(r"_.*", "", Path(cfg.output).name)
-    dataset = {"k400": "Kinetics-400", "ssv2": "Something-Something v2", "ucf101": "UCF101 split 1",
-               "hmdb51": "HMDB51 split 1"}[data]
+    dataset = {
+        "k400": "Kinetics-400",
+        "ssv2": "Something-Something v2",
+        "ucf101": "UCF101 split 1",
+        "hmdb51": "HMDB51 split 1",
+    }[data]
     tower = "CLIP ViT-L/14" if "large" in cfg.model.backbone else "CLIP ViT-B/16"
     shots = f", {mine['shots']}-shot" if mine["shots"] else ""
     return f"{dataset}, {tower}, {cfg.model.num_frames} frames{shots}"
@@ -234,9 +434,14 @@ def title_of(mine) -> str:
 
 def names() -> list[str]:
     order = ("k400", "ssv2", "ucf101", "hmdb51")
-    found = sorted((p.stem for p in CONFIGS.glob("*.yaml") if p.stem not in NOT_RECIPES),
-                   key=lambda n: (order.index(n.split("_")[0]) if n.split("_")[0] in order else len(order),
-                                  "fewshot" in n, re.sub(r"\d+", lambda m: m.group().zfill(4), n)))
+    found = sorted(
+        (p.stem for p in CONFIGS.glob("*.yaml") if p.stem not in NOT_RECIPES),
+        key=lambda n: (
+            order.index(n.split("_")[0]) if n.split("_")[0] in order else len(order),
+            "fewshot" in n,
+            re.sub(r"\d+", lambda m: m.group().zfill(4), n),
+        ),
+    )
     missing = sorted(set(found) - set(REFERENCE))
     if missing:
         raise SystemExit(f"configs without reference values in benchmarks/recipes.py: {missing}")
@@ -379,8 +584,10 @@ def render() -> str:
     found = names()
     parts = [HEADER + "\n".join(overview_row(n) for n in found) + "\n\n", COMMON]
     parts.append("".join(f"{i}. {text}\n" for i, text in enumerate(DIFFERENCES, 1)))
-    parts.append("\n## Each config next to the reference\n\n= : the same as the reference. ≠ : different, "
-                 "for the reason given (a numbered difference above, or the note under the table).\n\n")
+    parts.append(
+        "\n## Each config next to the reference\n\n= : the same as the reference. ≠ : different, "
+        "for the reason given (a numbered difference above, or the note under the table).\n\n"
+    )
     for name in found:
         parts.append("\n".join(config_section(name)) + "\n")
     parts.append(RUNNING)
@@ -394,8 +601,11 @@ def main(argv=None) -> int:
     text = render()
     if args.check:
         current = OUT.read_text(encoding="utf-8") if OUT.is_file() else ""
-        print("docs/training.md is up to date" if current == text else "docs/training.md is out of date: "
-              "run python benchmarks/recipes.py")
+        print(
+            "docs/training.md is up to date"
+            if current == text
+            else "docs/training.md is out of date: run python benchmarks/recipes.py"
+        )
         return 0 if current == text else 1
     OUT.write_text(text, encoding="utf-8")
     print(f"wrote {OUT.relative_to(REPO)} ({len(names())} configs)")

@@ -1,4 +1,5 @@
 """Shared test helpers: tiny generated datasets, run configs, the CLI in a subprocess."""
+
 import os
 import subprocess
 import sys
@@ -27,8 +28,9 @@ def load_benchmark(name: str):
     return module
 
 
-def make_ramp_dataset(root: Path, train_per_class: int = 24, val_per_class: int = 10, frames: int = 8,
-                      size: int = 32, seed: int = 0) -> dict:
+def make_ramp_dataset(
+    root: Path, train_per_class: int = 24, val_per_class: int = 10, frames: int = 8, size: int = 32, seed: int = 0
+) -> dict:
     """Real H.264 videos of a tinted, noisy picture that brightens (class 0) or darkens (class 1).
 
     A darkening video is a brightening one played backwards, so the classes differ only in frame
@@ -89,11 +91,25 @@ def ramps(tmp_path_factory):
 def write_config(path, data, output, **changes):
     cfg = {
         "output": str(output),
-        "model": {"backbone": "vit_tiny_patch16_224", "num_frames": 4, "head_offsets": [-1, 1], "head_dropout": 0.0,
-                  "freeze": False, "timm_kwargs": {"patch_size": 8, "depth": 2, "num_heads": 3, "embed_dim": 96}},
-        "data": {"root": data["root"], "train_list": data["train_list"], "val_list": data["val_list"],
-                 "sampling": "uniform", "img_size": 32, "test_clips": 2, "rand_augment": False, "flip": False,
-                 "crop_scale": [0.7, 1.0]},
+        "model": {
+            "backbone": "vit_tiny_patch16_224",
+            "num_frames": 4,
+            "head_offsets": [-1, 1],
+            "head_dropout": 0.0,
+            "freeze": False,
+            "timm_kwargs": {"patch_size": 8, "depth": 2, "num_heads": 3, "embed_dim": 96},
+        },
+        "data": {
+            "root": data["root"],
+            "train_list": data["train_list"],
+            "val_list": data["val_list"],
+            "sampling": "uniform",
+            "img_size": 32,
+            "test_clips": 2,
+            "rand_augment": False,
+            "flip": False,
+            "crop_scale": [0.7, 1.0],
+        },
         "train": {"epochs": 3, "batch_size": 8, "lr": 3.0e-3, "warmup_epochs": 0.5, "num_workers": 0},
     }
     for dotted, value in changes.items():
@@ -104,8 +120,13 @@ def write_config(path, data, output, **changes):
 
 
 def run_cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "zeroi2v", *args], env=ENV, capture_output=True, text=True,
-                          timeout=kwargs.get("timeout", 300))
+    return subprocess.run(
+        [sys.executable, "-m", "zeroi2v", *args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=kwargs.get("timeout", 300),
+    )
 
 
 def final_weights(directory):
@@ -124,5 +145,3 @@ def wait_for(predicate, timeout=120):
             return True
         time.sleep(0.1)
     return False
-
-

@@ -1,5 +1,6 @@
 """benchmarks/ablations.py: every row is a valid change of configs/demo.yaml, and the generated document
 reports mean ± std, single seeds and missing cells honestly (no training here)."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,9 @@ def test_every_row_is_a_valid_change_of_the_recipe(ablations):
     for name, (_, rows) in ablations.GROUPS.items():
         for label, changes in rows:
             sets = [f"{k}={json.dumps(v)}" for k, v in changes.items() if not k.startswith("_")]
-            if any(k == "model.stdha_blocks" for k in changes) and not ablations.key_supported("model.stdha_blocks", [0]):
+            if any(k == "model.stdha_blocks" for k in changes) and not ablations.key_supported(
+                "model.stdha_blocks", [0]
+            ):
                 continue  # the study leaves this group out (and says so) where the key does not exist yet
             load_config(ablations.RECIPE, ["model.pretrained=x.safetensors", *sets])
         # the epochs group names the recipe's epochs explicitly (a quick study runs fewer for the others)
@@ -37,8 +40,18 @@ def test_document_reports_seeds_and_missing_cells(ablations, tmp_path):
         results[ablations.run_key("basic", {"model.head_offsets": []}, seed, size)] = {"top1": top}
     results[ablations.run_key("complex", {"model.head_offsets": []}, 0, size)] = {"top1": 0.5}
     results[ablations.run_key("basic", {"model.head_offsets": [1]}, 0, size)] = {"error": ["boom"]}
-    text = ablations.write_doc(tmp_path / "a.md", results, ["heads", "blocks"], ["basic", "complex"], size, [0, 1],
-                               {"blocks": "no key"}, None, "python benchmarks/ablations.py --quick", 20)
+    text = ablations.write_doc(
+        tmp_path / "a.md",
+        results,
+        ["heads", "blocks"],
+        ["basic", "complex"],
+        size,
+        [0, 1],
+        {"blocks": "no key"},
+        None,
+        "python benchmarks/ablations.py --quick",
+        20,
+    )
     assert "| [] (no temporal heads) | 85.0 ± 7.1 | 50.0 (1 of 2 seeds) |" in text
     assert ablations.fmt([0.5], 1) == "50.0 (1 seed)" and ablations.fmt([0.5, 0.7], 3) == "60.0 ± 14.1 (2 of 3 seeds)"
     assert "not run" in text and "_Not run: no key_" in text and "Runs that failed" in text
@@ -69,10 +82,16 @@ def test_gelu_variant_is_not_linear(ablations, monkeypatch):
 def test_stability_rows_show_adapter_gain_and_residual_stream(ablations, tmp_path):
     size = {"train_per_class": 10, "val_per_class": 5, "epochs": 3}
     diverged = {"train.lr": 8e-3, "train.warmup_epochs": 1}
-    results = {ablations.run_key("basic", diverged, 0, size): {
-        "top1": 0.125, "max_adapter_gain": 14.98, "residual_rms": [24.0, 85.9, 86.8, 87.6]}}
-    text = ablations.write_doc(tmp_path / "a.md", results, ["stability"], ["basic"], size, [0], {}, None,
-                               "python benchmarks/ablations.py", 20)
+    results = {
+        ablations.run_key("basic", diverged, 0, size): {
+            "top1": 0.125,
+            "max_adapter_gain": 14.98,
+            "residual_rms": [24.0, 85.9, 86.8, 87.6],
+        }
+    }
+    text = ablations.write_doc(
+        tmp_path / "a.md", results, ["stability"], ["basic"], size, [0], {}, None, "python benchmarks/ablations.py", 20
+    )
     assert "| warm-up 1 epoch, lr 8e-3 | 12.5 (1 seed) | 15.0 | 24.0, 85.9, 86.8, 87.6 |" in text
     assert "| lr 1.6e-2 | not run | not run | not run |" in text
 
@@ -89,28 +108,29 @@ def test_side_by_side_invocations_keep_each_others_runs(ablations, tmp_path):
 def test_health_of_a_trained_run(ablations, tmp_path, ramps, one_thread):
     """health() reads a trained run's adapter maps and its residual stream, block by block."""
     from tests.conftest import write_config
-
     from zeroi2v.config import load_config
     from zeroi2v.train import train
 
-    cfg = load_config(write_config(tmp_path / "c.yaml", ramps, tmp_path / "run", train__epochs=1,
-                                   model__freeze=True))
+    cfg = load_config(write_config(tmp_path / "c.yaml", ramps, tmp_path / "run", train__epochs=1, model__freeze=True))
     train(cfg, progress=False)
     h = ablations.health(str(tmp_path / "run"))
     assert len(h["residual_rms"]) == 2 and all(r > 0 for r in h["residual_rms"])
     assert 1.0 <= h["max_adapter_gain"] < 2.0  # one epoch from a zero up-projection: near the identity
 
 
-@pytest.mark.parametrize("script, argv, message", [
-    ("ablations", ["--epochs", "0"], "--epochs must be >= 1"),
-    ("ablations", ["--seeds", "-1"], "--seeds must be >= 0"),
-    ("ablations", ["--recipe", "/nonexistent.yaml"], "no such file"),
-    ("accuracy", ["--lrs", "0.004", "-1"], "--lrs must all be > 0"),
-    ("accuracy", ["--train-per-class", "0"], "--train-per-class must be >= 1"),
-    ("accuracy", ["--backbone", "/nonexistent.safetensors"], "no such file"),
-    ("reliability", ["--bogus"], "unrecognized arguments"),
-    ("reliability", ["--out", "/nonexistent/reliability.md"], "cannot write"),
-])
+@pytest.mark.parametrize(
+    "script, argv, message",
+    [
+        ("ablations", ["--epochs", "0"], "--epochs must be >= 1"),
+        ("ablations", ["--seeds", "-1"], "--seeds must be >= 0"),
+        ("ablations", ["--recipe", "/nonexistent.yaml"], "no such file"),
+        ("accuracy", ["--lrs", "0.004", "-1"], "--lrs must all be > 0"),
+        ("accuracy", ["--train-per-class", "0"], "--train-per-class must be >= 1"),
+        ("accuracy", ["--backbone", "/nonexistent.safetensors"], "no such file"),
+        ("reliability", ["--bogus"], "unrecognized arguments"),
+        ("reliability", ["--out", "/nonexistent/reliability.md"], "cannot write"),
+    ],
+)
 def test_study_scripts_refuse_bad_options_in_one_line(script, argv, message, tmp_path, monkeypatch, capsys):
     """A wrong option is refused before any video is written or any run starts: usage error (exit 2), one line."""
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # as `python benchmarks/x.py`

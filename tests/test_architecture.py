@@ -1,5 +1,6 @@
 """The package's shape: no import cycles, every setting defined once, function-local imports only where
 they are needed (heavy optional dependencies)."""
+
 import ast
 import dataclasses
 import inspect
@@ -53,8 +54,9 @@ def test_create_model_defaults_come_from_the_model_config():
     """A new model option is one ModelConfig field: create_model repeats no default."""
     params = inspect.signature(zeroi2v.create_model).parameters
     assert [p for p in params.values() if p.default is not inspect.Parameter.empty] == []
-    model = zeroi2v.create_model("vit_tiny_patch16_224", num_frames=2, num_classes=3, img_size=32, patch_size=16,
-                                 depth=1)
+    model = zeroi2v.create_model(
+        "vit_tiny_patch16_224", num_frames=2, num_classes=3, img_size=32, patch_size=16, depth=1
+    )
     defaults = ModelConfig()
     for f in dataclasses.fields(ModelConfig):
         if f.name not in ("num_frames", "num_classes", "timm_kwargs", "backbone"):
@@ -62,8 +64,9 @@ def test_create_model_defaults_come_from_the_model_config():
 
 
 def test_saved_model_config_is_the_dataclass(tmp_path):
-    model = zeroi2v.create_model("vit_tiny_patch16_224", num_frames=2, num_classes=3, img_size=32, patch_size=16,
-                                 depth=1)
+    model = zeroi2v.create_model(
+        "vit_tiny_patch16_224", num_frames=2, num_classes=3, img_size=32, patch_size=16, depth=1
+    )
     zeroi2v.save_pretrained(model, tmp_path)
     saved = json.loads((tmp_path / "model.json").read_text())["config"]
     assert saved == dataclasses.asdict(model.config)

@@ -1,4 +1,5 @@
 """benchmarks/attention_locality.py measures what it says: uniform attention reads as uniform."""
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,16 @@ def locality_module():
 
 
 def test_flat_attention_reads_as_uniform(locality_module):
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=8,
-                              embed_dim=64, depth=2, num_heads=2).eval()
+    model = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        num_classes=0,
+        img_size=32,
+        patch_size=8,
+        embed_dim=64,
+        depth=2,
+        num_heads=2,
+    ).eval()
     with torch.no_grad():
         for block in model.blocks:  # zero queries and keys: every token attends to every token equally
             block.attn.qkv.weight[:128].zero_()

@@ -1,6 +1,7 @@
 """`zeroi2v bench`: STDHA equals the reference-style implementation, a toy-size smoke run (checks n/a where
 a toy cannot test a claim, headings naming the toy model), the timing helper, the CPU peak-memory
 reader, the loader section, the doc assembly."""
+
 import json
 import os
 import subprocess
@@ -10,16 +11,25 @@ from pathlib import Path
 import timm
 import torch
 
-from zeroi2v.bench import (assemble, checks, compile_markdown, cpu_peak_bytes, interleaved_times, main,
-                           reference_style_attention, train_step_child)
+from zeroi2v.bench import (
+    assemble,
+    checks,
+    compile_markdown,
+    cpu_peak_bytes,
+    interleaved_times,
+    main,
+    reference_style_attention,
+    train_step_child,
+)
 from zeroi2v.stdha import STDHAttention
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_stdha_equals_reference_style_implementation():
-    vit = timm.create_model("vit_base_patch16_224", pretrained=False, depth=1, img_size=32, patch_size=8,
-                            embed_dim=192, num_heads=3)
+    vit = timm.create_model(
+        "vit_base_patch16_224", pretrained=False, depth=1, img_size=32, patch_size=8, embed_dim=192, num_heads=3
+    )
     attn = STDHAttention(vit.blocks[0].attn, 4, (-1, 1)).eval()
     x = torch.randn(8, 17, 192)
     with torch.no_grad():
@@ -33,8 +43,27 @@ def test_bench_smoke_as_a_command(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "benchmarks_decode.md").write_text("## Decoding\n\nseek-and-stop table\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "true"}
-    proc = subprocess.run([sys.executable, "-m", "zeroi2v.bench", "--tiny", "--device", "cpu", "--what", "inference", "stdha",
-                           "--repeats", "1", "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zeroi2v.bench",
+            "--tiny",
+            "--device",
+            "cpu",
+            "--what",
+            "inference",
+            "stdha",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text()
     assert text.startswith("# Benchmarks")
@@ -43,7 +72,14 @@ def test_bench_smoke_as_a_command(tmp_path):
     assert "bench/accuracy.md" in text  # listed as not generated yet
     data = json.loads((out.parent / "bench" / "cost.json").read_text())
     rows = {r["method"]: r for r in data["inference"][0]}
-    assert set(rows) == {"plain image model", "ZeroI2V merged", "ZeroI2V unmerged", "AIM", "ST-Adapter", "joint attention"}
+    assert set(rows) == {
+        "plain image model",
+        "ZeroI2V merged",
+        "ZeroI2V unmerged",
+        "AIM",
+        "ST-Adapter",
+        "joint attention",
+    }
     assert rows["ZeroI2V merged"]["extra_params_vs_plain"] == 8 * 96  # the T×D temporal table only
     assert abs(rows["ZeroI2V merged"]["flops_vs_plain"] - 1) < 0.01  # (per-frame heads of the toy image model: <1%)
     for peer in ("ZeroI2V unmerged", "AIM", "ST-Adapter", "joint attention"):
@@ -66,8 +102,19 @@ def test_bench_smoke_as_a_command(tmp_path):
 def test_training_measurement_child():
     """One training configuration as the bench's subprocesses run it (frozen vs full: what trains)."""
     from zeroi2v.bench import TINY
-    spec = dict(method="zeroi2v", freeze=True, amp="none", checkpointing=True, backbone="vit_base_patch16_224",
-                frames=4, batch=1, device="cpu", steps=2, timm_kwargs=TINY)
+
+    spec = dict(
+        method="zeroi2v",
+        freeze=True,
+        amp="none",
+        checkpointing=True,
+        backbone="vit_base_patch16_224",
+        frames=4,
+        batch=1,
+        device="cpu",
+        steps=2,
+        timm_kwargs=TINY,
+    )
     frozen = train_step_child(spec)
     full = train_step_child({**spec, "freeze": False, "checkpointing": False})
     assert frozen["step_s"] > 0 and frozen["peak_mem_mb"] > frozen["resident_mb"] > 0  # activations on top
@@ -90,15 +137,33 @@ def test_assemble_orders_generated_sections(tmp_path):
 
 def test_checks_fail_only_where_they_apply():
     def table(toy, throughput):
-        plain = {"method": "plain image model", "backbone": "b", "model": "b", "toy": toy, "frames": 8,
-                 "embed_dim": 4, "flops_vs_plain": 1.0, "extra_params_vs_plain": 0, "throughput_vs_plain": 1.0}
-        merged = {**plain, "method": "ZeroI2V merged", "flops_vs_plain": 0.99, "extra_params_vs_plain": 32,
-                  "throughput_vs_plain": throughput}
+        plain = {
+            "method": "plain image model",
+            "backbone": "b",
+            "model": "b",
+            "toy": toy,
+            "frames": 8,
+            "embed_dim": 4,
+            "flops_vs_plain": 1.0,
+            "extra_params_vs_plain": 0,
+            "throughput_vs_plain": 1.0,
+        }
+        merged = {
+            **plain,
+            "method": "ZeroI2V merged",
+            "flops_vs_plain": 0.99,
+            "extra_params_vs_plain": 32,
+            "throughput_vs_plain": throughput,
+        }
         return [plain, merged]
 
-    stdha = {"backbone": "b", "frames": 8, "core_max_abs_error": 1e-7,
-             "core_rows": [{"implementation": "reference-style (clone K/V + manual softmax)", "time_vs_ours": 1.2}],
-             "rows": [{"implementation": "reference-style (clone K/V + manual softmax)", "time_vs_ours": 1.1}]}
+    stdha = {
+        "backbone": "b",
+        "frames": 8,
+        "core_max_abs_error": 1e-7,
+        "core_rows": [{"implementation": "reference-style (clone K/V + manual softmax)", "time_vs_ours": 1.2}],
+        "rows": [{"implementation": "reference-style (clone K/V + manual softmax)", "time_vs_ours": 1.1}],
+    }
     real_gpu = checks([table(False, 0.9)], [{**stdha, "device": "cuda"}], [], "cuda")
     assert [c["ok"] for c in real_gpu] == [False, True, True, False]  # slow merged model and STDHA fail on a GPU
     toy_cpu = checks([table(True, 0.9)], [{**stdha, "device": "cpu"}], [], "cpu")
@@ -126,9 +191,33 @@ def test_cpu_peak_bytes_from_the_profilers_public_trace():
 
 def test_loader_section_on_tiny_videos(tmp_path):
     out = tmp_path / "docs" / "benchmarks.md"
-    assert main(["--loader", "--tiny", "--device", "cpu", "--loader-workers", "0", "--loader-videos", "1", "--loader-seconds", "1",
-                 "--loader-short-side", "48", "--loader-clips", "2", "--loader-rounds", "1", "--train-steps", "1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--loader",
+                "--tiny",
+                "--device",
+                "cpu",
+                "--loader-workers",
+                "0",
+                "--loader-videos",
+                "1",
+                "--loader-seconds",
+                "1",
+                "--loader-short-side",
+                "48",
+                "--loader-clips",
+                "2",
+                "--loader-rounds",
+                "1",
+                "--train-steps",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = (out.parent / "bench" / "loader.md").read_text()
     data = json.loads((out.parent / "bench" / "loader.json").read_text())
     assert text.startswith("## Loader vs model") and "bounds training here" in text
@@ -141,26 +230,59 @@ def test_loader_section_on_tiny_videos(tmp_path):
 
 
 def test_compile_markdown():
-    env = {"machine": "m", "torch": "t", "timm": "t", "torchvision": "t", "python": "p", "torch_threads": 2,
-           "device": "cpu", "dtype": "fp32", "command": "zeroi2v bench --compile", "date": "d"}
-    row = {"part": "inference, ZeroI2V merged", "batch": 2, "eager_ms": 10.0, "compiled_ms": 8.0, "speedup": 1.25,
-           "eager_clips_per_s": 200.0, "compiled_clips_per_s": 250.0, "compile_s": 30.0, "max_abs_difference": 1e-7}
-    text = compile_markdown(env, [{"model": "vit_small_patch16_224", "frames": 8, "device": "cpu", "dtype": "float32",
-                                   "rows": [row]}])
+    env = {
+        "machine": "m",
+        "torch": "t",
+        "timm": "t",
+        "torchvision": "t",
+        "python": "p",
+        "torch_threads": 2,
+        "device": "cpu",
+        "dtype": "fp32",
+        "command": "zeroi2v bench --compile",
+        "date": "d",
+    }
+    row = {
+        "part": "inference, ZeroI2V merged",
+        "batch": 2,
+        "eager_ms": 10.0,
+        "compiled_ms": 8.0,
+        "speedup": 1.25,
+        "eager_clips_per_s": 200.0,
+        "compiled_clips_per_s": 250.0,
+        "compile_s": 30.0,
+        "max_abs_difference": 1e-7,
+    }
+    text = compile_markdown(
+        env, [{"model": "vit_small_patch16_224", "frames": 8, "device": "cpu", "dtype": "float32", "rows": [row]}]
+    )
     assert "## torch.compile" in text and "**1.25×**" in text and "fullgraph=True" in text
     assert "vs the plain image model" not in text  # a section generated before that measurement existed
-    text = compile_markdown(env, [{"model": "vit_small_patch16_224", "frames": 8, "device": "cpu", "dtype": "float32",
-                                   "rows": [{**row, "vs_image_model": {"eager": 0.97, "compiled": 0.91}}]}])
+    text = compile_markdown(
+        env,
+        [
+            {
+                "model": "vit_small_patch16_224",
+                "frames": 8,
+                "device": "cpu",
+                "dtype": "float32",
+                "rows": [{**row, "vs_image_model": {"eager": 0.97, "compiled": 0.91}}],
+            }
+        ],
+    )
     assert "eager **0.970×**, compiled (both compiled) **0.910×**" in text
 
 
 def test_bench_refuses_counts_below_one_in_one_line(tmp_path, capsys):
     from zeroi2v.cli import main as cli_main
 
-    for args, message in [(["--batch", "0"], "--batch must be >= 1"), (["--repeats", "0"], "--repeats must be >= 1"),
-                          (["--frames", "8", "0"], "--frames must be >= 1"),
-                          (["--train-batch", "0", "--loader-seconds", "0"], "--train-batch must be >= 1; --loader-seconds"),
-                          (["--loader-workers", "-1"], "--loader-workers must be >= 0")]:
+    for args, message in [
+        (["--batch", "0"], "--batch must be >= 1"),
+        (["--repeats", "0"], "--repeats must be >= 1"),
+        (["--frames", "8", "0"], "--frames must be >= 1"),
+        (["--train-batch", "0", "--loader-seconds", "0"], "--train-batch must be >= 1; --loader-seconds"),
+        (["--loader-workers", "-1"], "--loader-workers must be >= 0"),
+    ]:
         assert cli_main(["bench", "--tiny", "--device", "cpu", "--out", str(tmp_path / "b.md"), *args]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and message in err, err

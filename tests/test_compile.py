@@ -10,6 +10,7 @@ shift and the savers' checkpoints are traced) in seconds; Inductor, the backend 
 the merged model's forward here (~20 s on 2 cores) and the training step when `ZEROI2V_TEST_INDUCTOR=1`
 (~90 s on 2 cores; `tests/test_cuda.py` compiles the training step with Inductor on a GPU).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,9 @@ import zeroi2v
 from zeroi2v.memory import LeanBlock, lean_training
 
 TOL = 1e-5
-TINY = dict(num_frames=4, num_classes=5, img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=4,
-            head_offsets=(-1, 1))
+TINY = dict(
+    num_frames=4, num_classes=5, img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=4, head_offsets=(-1, 1)
+)
 # the CLIP variant: QuickGELU (swapped for the lean autograd.Function in training) and a pre-norm
 CLIP_LIKE = dict(TINY, act_layer="quick_gelu", pre_norm=True)
 
@@ -122,8 +124,10 @@ def test_merged_forward_inductor_equals_eager(merged):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("ZEROI2V_TEST_INDUCTOR") != "1",
-                    reason="Inductor training-step compile takes ~90 s on 2 cores; set ZEROI2V_TEST_INDUCTOR=1")
+@pytest.mark.skipif(
+    os.environ.get("ZEROI2V_TEST_INDUCTOR") != "1",
+    reason="Inductor training-step compile takes ~90 s on 2 cores; set ZEROI2V_TEST_INDUCTOR=1",
+)
 def test_training_step_inductor_equals_eager(unmerged):
     import torch._inductor.config as inductor_config
 

@@ -1,4 +1,5 @@
 """Core method: STDHA, linear adapters, exact reparameterisation, cost, trainable set, save/load."""
+
 import math
 
 import pytest
@@ -11,13 +12,16 @@ import zeroi2v
 from zeroi2v.adapters import LinearAdapter
 from zeroi2v.memory import LeanBlock, LeanQuickGELU, lean_training
 from zeroi2v.model import count_flops, count_params, model_config
-from zeroi2v.train import param_groups
 from zeroi2v.stdha import STDHAttention
+from zeroi2v.train import param_groups
 
 # Small versions of the backbone families users bring: a CLIP tower (pre-norm, QuickGELU),
 # DeiT, AugReg ViT-S. 12/6 heads so that 6 temporal heads fit.
 BACKBONES = {
-    "clip": ("vit_base_patch16_clip_quickgelu_224", dict(img_size=32, patch_size=8, depth=2, embed_dim=96, num_heads=6)),
+    "clip": (
+        "vit_base_patch16_clip_quickgelu_224",
+        dict(img_size=32, patch_size=8, depth=2, embed_dim=96, num_heads=6),
+    ),
     "deit": ("deit_tiny_patch16_224", dict(img_size=32, patch_size=16, depth=2, num_heads=6)),
     "augreg": ("vit_small_patch16_224.augreg_in21k_ft_in1k", dict(img_size=48, patch_size=16, depth=2)),
 }
@@ -63,8 +67,10 @@ def test_merge_is_exact_with_random_adapters(kind, offsets):
     plain = make(kind, head_offsets=offsets, num_classes=0).eval()
     with torch.no_grad():
         effect = (plain(x) - ref).abs().max().item()
-    print(f"merge {kind} offsets={offsets}: max abs error {err:.2e} "
-          f"(feature scale {ref.abs().max():.2f}, adapters moved features by {effect:.2f})")
+    print(
+        f"merge {kind} offsets={offsets}: max abs error {err:.2e} "
+        f"(feature scale {ref.abs().max():.2f}, adapters moved features by {effect:.2f})"
+    )
     assert effect > 0.1  # the adapters really change the function being merged
     assert err <= 1e-4
 
@@ -72,14 +78,15 @@ def test_merge_is_exact_with_random_adapters(kind, offsets):
 def test_qkv_out_adapter_gives_q_k_v_their_own_maps_and_folds_exactly():
     # the optional fifth position: after the QKV projection, a bottleneck as narrow as the others
     positions = ("qkv_out", "attn_out", "mlp_in", "mlp_out")
-    model = randomize_adapters(make("clip", head_offsets=(-1, 1), adapter_positions=positions, adapter_scale=1.0,
-                                    num_classes=0), std=0.1).eval()
+    model = randomize_adapters(
+        make("clip", head_offsets=(-1, 1), adapter_positions=positions, adapter_scale=1.0, num_classes=0), std=0.1
+    ).eval()
     qkv = model.backbone.blocks[0].attn.qkv
     assert qkv.adapter_in is None and qkv.adapter_out.down.out_features == model.embed_dim // 4
     assert qkv.adapter_out.up.out_features == 3 * model.embed_dim
     m, _ = qkv.adapter_out.affine()
     d = model.embed_dim
-    assert not torch.allclose(m[:d, :d], m[d:2 * d, d:2 * d])  # queries and keys are mapped differently
+    assert not torch.allclose(m[:d, :d], m[d : 2 * d, d : 2 * d])  # queries and keys are mapped differently
     merged = zeroi2v.reparameterize(model)
     x = clip_for(model)
     with torch.no_grad():
@@ -191,8 +198,10 @@ def test_merged_cost_equals_plain_image_model(kind):
     assert p_merged == p_plain + T * model.embed_dim
     f_plain = count_flops(plain, num_frames=T)
     f_merged, f_model = count_flops(merged), count_flops(model)
-    print(f"{kind}: params plain {p_plain} merged {p_merged} unmerged {p_model}; "
-          f"FLOPs plain {f_plain} merged {f_merged} unmerged {f_model} (+{100 * (f_model / f_plain - 1):.1f}%)")
+    print(
+        f"{kind}: params plain {p_plain} merged {p_merged} unmerged {p_model}; "
+        f"FLOPs plain {f_plain} merged {f_merged} unmerged {f_model} (+{100 * (f_model / f_plain - 1):.1f}%)"
+    )
     assert abs(f_merged - f_plain) / f_plain <= 1e-3
     assert f_model > f_plain * 1.05  # the unmerged adapters do cost something
 
@@ -234,8 +243,13 @@ def test_param_groups_exclude_embeddings_and_norms_from_decay():
     model = make("clip", num_frames=4, freeze=False)
     decay, no_decay = sorted(param_groups(model, 0.05, {}), key=lambda g: -g["weight_decay"])
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0
-    assert {"temporal_embed", "backbone.cls_token", "backbone.pos_embed", "backbone.norm.weight",
-            "backbone.blocks.0.norm1.bias"} <= set(no_decay["names"])
+    assert {
+        "temporal_embed",
+        "backbone.cls_token",
+        "backbone.pos_embed",
+        "backbone.norm.weight",
+        "backbone.blocks.0.norm1.bias",
+    } <= set(no_decay["names"])
     assert {"head.bias", "backbone.blocks.0.attn.qkv.adapter_in.down.bias"} <= set(decay["names"])
     assert all("norm" not in n and "embed" not in n.replace("patch_embed", "") for n in decay["names"])
 
@@ -323,19 +337,22 @@ def test_adapters_with_biases_beside_bias_free_layers_merge_into_a_rebuildable_m
         assert (model(x) - loaded(x)).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(backbone="resnet18"), "not a timm VisionTransformer"),
-    (dict(backbone="no_such_model_xyz"), "unknown timm model"),
-    (dict(head_offsets=(1,) * 7), "only 6 heads"),
-    (dict(head_offsets=(-4,)), "num_frames=4"),
-    (dict(head_offsets=(0.5,)), "integers"),
-    (dict(adapter_positions=("everywhere",)), "unknown adapter positions"),
-    (dict(embed_dim=100), "could not build"),
-    (dict(global_pool=""), "pooled feature"),
-    (dict(timm_kwargs={"num_classes": 5}), "zeroi2v's own arguments"),
-    (dict(backbone="vit_dwee_patch16_reg1_gap_256", depth=1, img_size=32), "not timm's standard Attention"),
-    (dict(backbone="aimv2_large_patch14_224", depth=1, img_size=28), "has no Linear 'fc1'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(backbone="resnet18"), "not a timm VisionTransformer"),
+        (dict(backbone="no_such_model_xyz"), "unknown timm model"),
+        (dict(head_offsets=(1,) * 7), "only 6 heads"),
+        (dict(head_offsets=(-4,)), "num_frames=4"),
+        (dict(head_offsets=(0.5,)), "integers"),
+        (dict(adapter_positions=("everywhere",)), "unknown adapter positions"),
+        (dict(embed_dim=100), "could not build"),
+        (dict(global_pool=""), "pooled feature"),
+        (dict(timm_kwargs={"num_classes": 5}), "zeroi2v's own arguments"),
+        (dict(backbone="vit_dwee_patch16_reg1_gap_256", depth=1, img_size=32), "not timm's standard Attention"),
+        (dict(backbone="aimv2_large_patch14_224", depth=1, img_size=28), "has no Linear 'fc1'"),
+    ],
+)
 def test_bad_arguments_are_one_line_user_errors(kwargs, message):
     name, timm_kwargs = BACKBONES["clip"]
     args = dict(backbone=name, num_frames=4, num_classes=3, **timm_kwargs)
@@ -374,10 +391,12 @@ def test_lean_quickgelu_keeps_numbers_and_saves_one_tensor_less():
 
     def saved(act):  # elements of the distinct tensors autograd keeps
         kept = {}
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.setdefault(t.data_ptr(), t.numel()) and t,
-                                                      lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: kept.setdefault(t.data_ptr(), t.numel()) and t, lambda t: t
+        ):
             act(x.float())
         return sum(kept.values())
+
     assert saved(LeanQuickGELU()) * 2 == saved(TimmQuickGELU())
     model = make("clip")
     assert not any(isinstance(m, LeanQuickGELU) for m in model.modules())  # built plain: lean only for training
@@ -394,8 +413,11 @@ def test_lean_training_keeps_numbers_and_keys_with_less_memory(kind):
     if kind == "joint":  # the joint-attention baseline wraps the attention: only the activations are lean
         name, timm_kwargs = BACKBONES["clip"]
         torch.manual_seed(0)
-        model = zeroi2v.build_model(model_config(name, num_frames=8, num_classes=7, head_offsets=(),
-                                                 head_dropout=0.0, method="joint", **timm_kwargs))
+        model = zeroi2v.build_model(
+            model_config(
+                name, num_frames=8, num_classes=7, head_offsets=(), head_dropout=0.0, method="joint", **timm_kwargs
+            )
+        )
         model = randomize_adapters(model).train()
     else:
         model = randomize_adapters(make(kind, head_offsets=(-1, 1), head_dropout=0.0)).train()
@@ -407,7 +429,8 @@ def test_lean_training_keeps_numbers_and_keys_with_less_memory(kind):
     def step(net):
         kept = {}
         with torch.autograd.graph.saved_tensors_hooks(
-                lambda t: kept.setdefault((t.data_ptr(), t.shape), t.numel() * t.element_size()) and t, lambda t: t):
+            lambda t: kept.setdefault((t.data_ptr(), t.shape), t.numel() * t.element_size()) and t, lambda t: t
+        ):
             loss = net(x).square().mean()
         loss.backward()
         grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.requires_grad}

@@ -14,6 +14,7 @@ Tolerances (max abs error relative to max |reference|):
   fp32: 1e-4 (TF32 off); bf16: 3e-2 (8-bit mantissa, errors of ~4e-3 per rounding accumulate over the
   qkv projection, the softmax and the output projection).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ import torch
 
 import zeroi2v
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (pytest -m cuda on a GPU host)")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (pytest -m cuda on a GPU host)"),
+]
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = {torch.float32: 1e-4, torch.bfloat16: 3e-2}
@@ -63,15 +66,17 @@ def slow_stdha(attn, x: torch.Tensor, num_frames: int, offsets) -> torch.Tensor:
         for t in range(num_frames):
             src = t + dt if 0 <= t + dt < num_frames else t  # boundary "keep": the head's own frame
             q, k, v = qkv[:, t, :, 0, h], qkv[:, src, :, 1, h], qkv[:, src, :, 2, h]  # (B, N, d)
-            weights = torch.softmax(q @ k.transpose(1, 2) / d ** 0.5, dim=-1)
+            weights = torch.softmax(q @ k.transpose(1, 2) / d**0.5, dim=-1)
             out[:, t, :, h] = weights @ v
     merged = out.reshape(BT, N, C)
-    return torch.nn.functional.linear(merged, attn.proj.weight.double(),
-                                      attn.proj.bias.double() if attn.proj.bias is not None else None)
+    return torch.nn.functional.linear(
+        merged, attn.proj.weight.double(), attn.proj.bias.double() if attn.proj.bias is not None else None
+    )
 
 
 def backends():
     from torch.nn.attention import SDPBackend
+
     return {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
 
 
@@ -104,8 +109,9 @@ def test_stdha_equals_slow_gather_under_each_sdpa_backend(backend, dtype):
 
 def tiny_model(**kwargs):
     torch.manual_seed(0)
-    model = zeroi2v.create_model("vit_tiny_patch16_224", num_frames=8, num_classes=10, head_offsets=(-1, 1),
-                                 **{**TINY, **kwargs})
+    model = zeroi2v.create_model(
+        "vit_tiny_patch16_224", num_frames=8, num_classes=10, head_offsets=(-1, 1), **{**TINY, **kwargs}
+    )
     with torch.no_grad():  # trained-like adapters: the merge must reproduce them, not the image model
         for name, p in model.named_parameters():
             if "adapter" in name or "temporal_embed" in name:
@@ -176,8 +182,18 @@ def test_inductor_compiles_training_step_and_merged_model_on_cuda():
 def test_training_peak_memory_from_cuda_allocator():
     from zeroi2v.bench import train_step_child
 
-    spec = dict(method="zeroi2v", freeze=True, amp="bf16", checkpointing=False, backbone="vit_tiny_patch16_224",
-                frames=8, batch=4, device="cuda", steps=2, timm_kwargs=TINY)
+    spec = dict(
+        method="zeroi2v",
+        freeze=True,
+        amp="bf16",
+        checkpointing=False,
+        backbone="vit_tiny_patch16_224",
+        frames=8,
+        batch=4,
+        device="cuda",
+        steps=2,
+        timm_kwargs=TINY,
+    )
     frozen = train_step_child(spec)
     full = train_step_child({**spec, "freeze": False})
     assert frozen["peak_mem_mb"] > frozen["resident_mb"] > 0  # activations on top of weights + Adam state
@@ -186,8 +202,11 @@ def test_training_peak_memory_from_cuda_allocator():
 
 
 def test_torchrun_one_process_nccl_training(tmp_path):
-    pytest.importorskip("av", reason="PyAV is not installed, so no test videos can be written (the GPU image has "
-                                     "none: carry its wheel as benchmarks/gpu_check.sh explains)")
+    pytest.importorskip(
+        "av",
+        reason="PyAV is not installed, so no test videos can be written (the GPU image has "
+        "none: carry its wheel as benchmarks/gpu_check.sh explains)",
+    )
     import torch.distributed as dist
     import yaml
 
@@ -195,21 +214,54 @@ def test_torchrun_one_process_nccl_training(tmp_path):
 
     if not dist.is_nccl_available():
         pytest.skip("this PyTorch build has no NCCL")
-    data = make_motion_dataset(tmp_path / "data", train_per_class=4, val_per_class=2, num_frames=16, size=32,
-                               num_classes=2, progress=False)
-    cfg = {"output": str(tmp_path / "run"),
-           "model": {"backbone": "vit_tiny_patch16_224", "num_frames": 8, "head_offsets": [-1, 1],
-                     "timm_kwargs": {"patch_size": 8, "depth": 2, "num_heads": 2, "embed_dim": 128}},
-           "data": {"root": data["root"], "train_list": data["train_list"], "val_list": data["val_list"],
-                    "sampling": "uniform", "img_size": 32, "test_clips": 1, "rand_augment": False},
-           "train": {"epochs": 2, "batch_size": 4, "lr": 1.0e-3, "warmup_epochs": 0, "num_workers": 1,
-                     "amp": "bf16"}}
+    data = make_motion_dataset(
+        tmp_path / "data", train_per_class=4, val_per_class=2, num_frames=16, size=32, num_classes=2, progress=False
+    )
+    cfg = {
+        "output": str(tmp_path / "run"),
+        "model": {
+            "backbone": "vit_tiny_patch16_224",
+            "num_frames": 8,
+            "head_offsets": [-1, 1],
+            "timm_kwargs": {"patch_size": 8, "depth": 2, "num_heads": 2, "embed_dim": 128},
+        },
+        "data": {
+            "root": data["root"],
+            "train_list": data["train_list"],
+            "val_list": data["val_list"],
+            "sampling": "uniform",
+            "img_size": 32,
+            "test_clips": 1,
+            "rand_augment": False,
+        },
+        "train": {"epochs": 2, "batch_size": 4, "lr": 1.0e-3, "warmup_epochs": 0, "num_workers": 1, "amp": "bf16"},
+    }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "CI": "true", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-           "NCCL_DEBUG": "VERSION", "OMP_NUM_THREADS": "2"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-                             "-m", "zeroi2v", "train", str(tmp_path / "cfg.yaml")],
-                            env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "CI": "true",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "NCCL_DEBUG": "VERSION",
+        "OMP_NUM_THREADS": "2",
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "1",
+            "-m",
+            "zeroi2v",
+            "train",
+            str(tmp_path / "cfg.yaml"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "NCCL version" in result.stdout + result.stderr  # the process group really ran over NCCL
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

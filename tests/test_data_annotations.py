@@ -1,4 +1,5 @@
 """Annotation layouts users have on disk, parsed from fixtures of the real file layouts."""
+
 import json
 
 import numpy as np
@@ -16,8 +17,9 @@ def touch(path):
 
 def test_mmaction2_list_file(tmp_path):
     lst = tmp_path / "kinetics400_train_list_videos.txt"
-    lst.write_text("abseiling/0347ZoDXyP0_000095_000105.mp4 0\n\n# a comment\n"
-                   "zumba/zzzzE0ncP1Y_000232_000242.mp4 399\r\n")
+    lst.write_text(
+        "abseiling/0347ZoDXyP0_000095_000105.mp4 0\n\n# a comment\nzumba/zzzzE0ncP1Y_000232_000242.mp4 399\r\n"
+    )
     ann = load_annotations(tmp_path, lst)
     assert ann.samples == [("abseiling/0347ZoDXyP0_000095_000105.mp4", 0), ("zumba/zzzzE0ncP1Y_000232_000242.mp4", 399)]
     assert ann.classes is None
@@ -25,13 +27,16 @@ def test_mmaction2_list_file(tmp_path):
     assert load_annotations(tmp_path, lst).classes[399] == "class 399"
 
 
-@pytest.mark.parametrize("content, message", [
-    ("a.mp4 0\nb.mp4\n", r"train\.txt:2: expected 'relative/path\.ext LABEL'"),
-    ("frames/a 300 1\n", "rawframe"),
-    ("a.mp4 zero\n", r"train\.txt:1: label 'zero' is not an integer"),
-    ("a.mp4 -1\n", "negative label"),
-    ("\n# only comments\n", "lists no videos"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("a.mp4 0\nb.mp4\n", r"train\.txt:2: expected 'relative/path\.ext LABEL'"),
+        ("frames/a 300 1\n", "rawframe"),
+        ("a.mp4 zero\n", r"train\.txt:1: label 'zero' is not an integer"),
+        ("a.mp4 -1\n", "negative label"),
+        ("\n# only comments\n", "lists no videos"),
+    ],
+)
 def test_malformed_list_files_name_file_and_line(tmp_path, content, message):
     path = tmp_path / "train.txt"
     path.write_text(content)
@@ -47,26 +52,55 @@ def test_labels_beyond_classes_txt_are_rejected(tmp_path):
 
 
 def test_folder_per_class_tree(tmp_path):
-    for name in ("walking/b.mp4", "walking/a.avi", "Running/x.webm", "walking/notes.txt", ".cache/z.mp4",
-                 "running fast/deep/y.mkv"):
+    for name in (
+        "walking/b.mp4",
+        "walking/a.avi",
+        "Running/x.webm",
+        "walking/notes.txt",
+        ".cache/z.mp4",
+        "running fast/deep/y.mkv",
+    ):
         touch(tmp_path / name)
     ann = load_annotations(tmp_path)  # ann=None: the root is the tree
     assert ann.classes == ["Running", "running fast", "walking"]
     # a tree's paths are its own (absolute), so separate train/ and val/ trees need no common data.root
-    assert ann.samples == [(str(tmp_path.resolve() / rel), label) for rel, label in (
-        ("Running/x.webm", 0), ("running fast/deep/y.mkv", 1), ("walking/a.avi", 2), ("walking/b.mp4", 2))]
+    assert ann.samples == [
+        (str(tmp_path.resolve() / rel), label)
+        for rel, label in (
+            ("Running/x.webm", 0),
+            ("running fast/deep/y.mkv", 1),
+            ("walking/a.avi", 2),
+            ("walking/b.mp4", 2),
+        )
+    ]
     assert load_annotations(None, tmp_path).samples == ann.samples  # or the tree given as ann
 
 
 def test_something_something_v2_json(tmp_path):
-    labels = {"Pulling something from left to right": "0", "Pulling something from right to left": "1",
-              "Putting something upright on the table": "2"}
+    labels = {
+        "Pulling something from left to right": "0",
+        "Pulling something from right to left": "1",
+        "Putting something upright on the table": "2",
+    }
     (tmp_path / "labels.json").write_text(json.dumps(labels))
-    (tmp_path / "train.json").write_text(json.dumps([
-        {"id": "78687", "label": "holding potato next to vicks vaporub bottle",
-         "template": "Pulling [something] from right to left", "placeholders": ["potato"]},
-        {"id": "42326", "label": "putting a bottle upright on the table",
-         "template": "Putting [something] upright on the table", "placeholders": ["a bottle"]}]))
+    (tmp_path / "train.json").write_text(
+        json.dumps(
+            [
+                {
+                    "id": "78687",
+                    "label": "holding potato next to vicks vaporub bottle",
+                    "template": "Pulling [something] from right to left",
+                    "placeholders": ["potato"],
+                },
+                {
+                    "id": "42326",
+                    "label": "putting a bottle upright on the table",
+                    "template": "Putting [something] upright on the table",
+                    "placeholders": ["a bottle"],
+                },
+            ]
+        )
+    )
     ann = load_annotations(tmp_path / "20bn-something-something-v2", tmp_path / "train.json")
     assert ann.samples == [("78687.webm", 1), ("42326.webm", 2)]
     assert ann.classes == list(labels)
@@ -80,12 +114,16 @@ def test_something_something_v2_json(tmp_path):
 
 def test_ssv2_flip_label_map_matches_the_reference():
     classes = [f"class {i}" for i in range(174)]
-    real = {49: "Plugging something into something but pulling it right out as you remove your hand",
-            86: "Pulling something from left to right", 87: "Pulling something from right to left",
-            93: "Pushing something from left to right", 94: "Pushing something from right to left",
-            131: "Putting something upright on the table",
-            166: "Turning the camera left while filming something",
-            167: "Turning the camera right while filming something"}
+    real = {
+        49: "Plugging something into something but pulling it right out as you remove your hand",
+        86: "Pulling something from left to right",
+        87: "Pulling something from right to left",
+        93: "Pushing something from left to right",
+        94: "Pushing something from right to left",
+        131: "Putting something upright on the table",
+        166: "Turning the camera left while filming something",
+        167: "Turning the camera right while filming something",
+    }
     for i, name in real.items():
         classes[i] = name
     assert ssv2_flip_label_map(classes) == {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166}
@@ -99,7 +137,8 @@ def test_ucf101_split_files(tmp_path):
     (split_dir / "classInd.txt").write_text("1 ApplyEyeMakeup\r\n2 Archery\r\n3 HandstandPushups\r\n")
     (split_dir / "trainlist01.txt").write_text(
         "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\r\nArchery/v_Archery_g08_c01.avi 2\r\n"
-        "HandStandPushups/v_HandStandPushups_g08_c01.avi 3\r\n")
+        "HandStandPushups/v_HandStandPushups_g08_c01.avi 3\r\n"
+    )
     (split_dir / "testlist01.txt").write_text("Archery/v_Archery_g01_c01.avi\r\n")
     train = load_annotations(tmp_path / "UCF-101", split_dir / "trainlist01.txt")
     assert train.classes == ["ApplyEyeMakeup", "Archery", "HandstandPushups"]
@@ -114,19 +153,28 @@ def test_ucf101_split_files(tmp_path):
 def test_hmdb51_split_files(tmp_path):
     splits = tmp_path / "testTrainMulti_7030_splits"
     splits.mkdir()
-    (splits / "brush_hair_test_split1.txt").write_text("April_09_brush_hair_u_nm_np1_ba_goo_0.avi 1 \n"
-                                                       "Blonde_being_brushed_brush_hair_f_nm_np2_ri_med_0.avi 2 \n"
-                                                       "brushing_hair_2_brush_hair_h_nm_np2_le_goo_0.avi 0 \n")
-    (splits / "cartwheel_test_split1.txt").write_text("Acrobacias_cartwheel_f_cm_np1_le_med_0.avi 2 \n"
-                                                      "Bodenturnen_cartwheel_f_cm_np1_le_med_0.avi 1 \n")
+    (splits / "brush_hair_test_split1.txt").write_text(
+        "April_09_brush_hair_u_nm_np1_ba_goo_0.avi 1 \n"
+        "Blonde_being_brushed_brush_hair_f_nm_np2_ri_med_0.avi 2 \n"
+        "brushing_hair_2_brush_hair_h_nm_np2_le_goo_0.avi 0 \n"
+    )
+    (splits / "cartwheel_test_split1.txt").write_text(
+        "Acrobacias_cartwheel_f_cm_np1_le_med_0.avi 2 \nBodenturnen_cartwheel_f_cm_np1_le_med_0.avi 1 \n"
+    )
     (splits / "cartwheel_test_split2.txt").write_text("Acrobacias_cartwheel_f_cm_np1_le_med_0.avi 1 \n")
     train = load_annotations(tmp_path / "hmdb51", str(splits / "*_test_split1.txt"), split="train")
     assert train.classes == ["brush_hair", "cartwheel"]
-    assert train.samples == [("brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi", 0),
-                             ("cartwheel/Bodenturnen_cartwheel_f_cm_np1_le_med_0.avi", 1)]
-    val = load_annotations(tmp_path / "hmdb51", splits / "cartwheel_test_split1.txt", split="val")  # one file: its split
-    assert val.samples == [("brush_hair/Blonde_being_brushed_brush_hair_f_nm_np2_ri_med_0.avi", 0),
-                           ("cartwheel/Acrobacias_cartwheel_f_cm_np1_le_med_0.avi", 1)]
+    assert train.samples == [
+        ("brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi", 0),
+        ("cartwheel/Bodenturnen_cartwheel_f_cm_np1_le_med_0.avi", 1),
+    ]
+    val = load_annotations(
+        tmp_path / "hmdb51", splits / "cartwheel_test_split1.txt", split="val"
+    )  # one file: its split
+    assert val.samples == [
+        ("brush_hair/Blonde_being_brushed_brush_hair_f_nm_np2_ri_med_0.avi", 0),
+        ("cartwheel/Acrobacias_cartwheel_f_cm_np1_le_med_0.avi", 1),
+    ]
     (splits / "bad_test_split3.txt").write_text("x.avi 7\n")
     with pytest.raises(UserError, match=r"bad_test_split3\.txt:1"):
         load_annotations(tmp_path, str(splits / "*_test_split3.txt"))
@@ -134,11 +182,13 @@ def test_hmdb51_split_files(tmp_path):
 
 def test_missing_paths_are_one_line_errors(tmp_path):
     (tmp_path / "file.txt").write_text("")
-    for call, message in [(lambda: load_annotations(tmp_path, tmp_path / "nope.txt"), "not found"),
-                          (lambda: load_annotations(tmp_path / "nowhere"), "data root not found"),
-                          (lambda: load_annotations(tmp_path / "file.txt"), "is a file, not a folder"),
-                          (lambda: load_annotations(tmp_path), "no videos"),
-                          (lambda: load_annotations(tmp_path, str(tmp_path / "*_test_split9.txt")), "no HMDB51")]:
+    for call, message in [
+        (lambda: load_annotations(tmp_path, tmp_path / "nope.txt"), "not found"),
+        (lambda: load_annotations(tmp_path / "nowhere"), "data root not found"),
+        (lambda: load_annotations(tmp_path / "file.txt"), "is a file, not a folder"),
+        (lambda: load_annotations(tmp_path), "no videos"),
+        (lambda: load_annotations(tmp_path, str(tmp_path / "*_test_split9.txt")), "no HMDB51"),
+    ]:
         with pytest.raises(UserError, match=message) as info:
             call()
         assert "\n" not in str(info.value)

@@ -1,4 +1,5 @@
 """Transforms and the dataset on real video files: shapes, views, reproducibility, broken files."""
+
 import logging
 
 import av
@@ -66,8 +67,11 @@ def test_train_transform_flip_is_a_mirror_and_reported():
 
 @pytest.mark.parametrize("h, w", [(40, 72), (72, 40)])
 def test_three_crop_covers_the_long_side(h, w):
-    video = torch.arange(w, dtype=torch.float32).expand(2, 3, h, w) if w > h else \
-        torch.arange(h, dtype=torch.float32)[:, None].expand(2, 3, h, w)
+    video = (
+        torch.arange(w, dtype=torch.float32).expand(2, 3, h, w)
+        if w > h
+        else torch.arange(h, dtype=torch.float32)[:, None].expand(2, 3, h, w)
+    )
     video = video.round().to(torch.uint8).contiguous()
     views = make_test_transform(40, **RAW, crops=3)(video)
     assert views.shape == (3, 3, 2, 40, 40)
@@ -96,8 +100,17 @@ def test_training_items_are_reproducible_and_change_with_the_epoch(tree):
 
 def test_items_do_not_depend_on_the_number_of_workers(tree):
     samples = load_annotations(tree).samples
-    ds = VideoDataset(tree, samples, num_frames=4, sampling="dense", frame_interval=2, train=True, img_size=32,
-                      **HALF, random_erasing=0.5)
+    ds = VideoDataset(
+        tree,
+        samples,
+        num_frames=4,
+        sampling="dense",
+        frame_interval=2,
+        train=True,
+        img_size=32,
+        **HALF,
+        random_erasing=0.5,
+    )
     batches = []
     for workers in (0, 2):
         loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=workers, collate_fn=collate)
@@ -109,8 +122,20 @@ def test_items_do_not_depend_on_the_number_of_workers(tree):
 def test_training_keeps_frame_order(tmp_path):
     """Sampling + augmentation never reorder frames: read the frame indices back from the clip."""
     write_index_video(tmp_path / "v.mp4", 64, height=64, width=64)
-    ds = VideoDataset(tmp_path, [("v.mp4", 0)], num_frames=8, sampling="dense", frame_interval=4, train=True,
-                      img_size=64, **RAW, short_side=0, rand_augment=False, flip=False, crop_scale=(1.0, 1.0))
+    ds = VideoDataset(
+        tmp_path,
+        [("v.mp4", 0)],
+        num_frames=8,
+        sampling="dense",
+        frame_interval=4,
+        train=True,
+        img_size=64,
+        **RAW,
+        short_side=0,
+        rand_augment=False,
+        flip=False,
+        crop_scale=(1.0, 1.0),
+    )
     for epoch in range(3):
         ds.set_epoch(epoch)
         indices = [read_index(f) for f in to_uint8(ds[0]["video"])]
@@ -120,16 +145,34 @@ def test_training_keeps_frame_order(tmp_path):
 def test_test_views_are_clip_major_and_the_right_frames(tmp_path):
     """A portrait video: top/center/bottom crops all show the full bar code."""
     write_index_video(tmp_path / "v.mp4", 90, height=128, width=64)
-    ds = VideoDataset(tmp_path, [("v.mp4", 7)], num_frames=4, sampling="dense", frame_interval=8, train=False,
-                      img_size=64, **RAW, test_clips=2, test_crops=3)
+    ds = VideoDataset(
+        tmp_path,
+        [("v.mp4", 7)],
+        num_frames=4,
+        sampling="dense",
+        frame_interval=8,
+        train=False,
+        img_size=64,
+        **RAW,
+        test_clips=2,
+        test_crops=3,
+    )
     item = ds[0]
     assert item["video"].shape == (6, 3, 4, 64, 64) and item["label"] == 7
     expected = sample_indices(90, 4, "dense", 8, num_clips=2, train=False)
     for view in range(6):
         clip = view // 3  # clip-major: clip 0 crops 0, 1, 2, then clip 1
         assert [read_index(f) for f in to_uint8(item["video"][view])] == expected[clip].tolist()
-    views = load_views(tmp_path / "v.mp4", num_frames=4, sampling="dense", frame_interval=8, img_size=64, **RAW,
-                       test_clips=2, test_crops=3)
+    views = load_views(
+        tmp_path / "v.mp4",
+        num_frames=4,
+        sampling="dense",
+        frame_interval=8,
+        img_size=64,
+        **RAW,
+        test_clips=2,
+        test_crops=3,
+    )
     assert torch.equal(views, item["video"])
 
 
@@ -144,8 +187,19 @@ def test_flip_label_map_follows_the_flip(tmp_path):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    ds = VideoDataset(tmp_path, [("left.mp4", 0)], num_frames=2, sampling="uniform", train=True, img_size=32, **RAW,
-                      short_side=0, rand_augment=False, crop_scale=(1.0, 1.0), flip_label_map={0: 1, 1: 0})
+    ds = VideoDataset(
+        tmp_path,
+        [("left.mp4", 0)],
+        num_frames=2,
+        sampling="uniform",
+        train=True,
+        img_size=32,
+        **RAW,
+        short_side=0,
+        rand_augment=False,
+        crop_scale=(1.0, 1.0),
+        flip_label_map={0: 1, 1: 0},
+    )
     labels = set()
     for epoch in range(10):
         ds.set_epoch(epoch)
@@ -158,8 +212,18 @@ def test_flip_label_map_follows_the_flip(tmp_path):
 
 def test_multi_view_batches(tree):
     samples = load_annotations(tree).samples
-    ds = VideoDataset(tree, samples, num_frames=4, sampling="dense", frame_interval=4, train=False, img_size=32,
-                      **HALF, test_clips=2, test_crops=3)
+    ds = VideoDataset(
+        tree,
+        samples,
+        num_frames=4,
+        sampling="dense",
+        frame_interval=4,
+        train=False,
+        img_size=32,
+        **HALF,
+        test_clips=2,
+        test_crops=3,
+    )
     batch = collate([ds[0], ds[4]])
     assert batch["video"].shape == (2, 6, 3, 4, 32, 32)
     assert batch["label"].tolist() == [0, 1] and batch["index"].tolist() == [0, 4]
@@ -192,16 +256,19 @@ def test_broken_videos_are_skipped_named_and_logged_once(tree, tmp_path, caplog)
 
 
 def test_a_dataset_of_only_broken_videos_stops_with_a_clear_error(tmp_path):
-    ds = VideoDataset(tmp_path, [("nope.mp4", 0)], num_frames=4, sampling="uniform", train=True, img_size=32, **HALF,
-                      max_retries=3)
+    ds = VideoDataset(
+        tmp_path, [("nope.mp4", 0)], num_frames=4, sampling="uniform", train=True, img_size=32, **HALF, max_retries=3
+    )
     with pytest.raises(UserError, match="4 videos in a row could not be decoded"):
         ds[0]
 
 
 def test_cached_frames_give_the_same_items_and_broken_videos_are_still_skipped(tree, tmp_path):
     samples = [("a/0.mp4", 0), ("a/1.mp4", 0), ("b/0.avi", 1), ("b/1.avi", 1)]
-    for kwargs in (dict(train=True, sampling="uniform"), dict(train=False, sampling="dense", frame_interval=16,
-                                                             test_clips=2, test_crops=3)):
+    for kwargs in (
+        dict(train=True, sampling="uniform"),
+        dict(train=False, sampling="dense", frame_interval=16, test_clips=2, test_crops=3),
+    ):
         plain = VideoDataset(tree, samples, num_frames=4, img_size=32, **HALF, seed=3, **kwargs)
         cached = VideoDataset(tree, samples, num_frames=4, img_size=32, **HALF, seed=3, cache_frames=True, **kwargs)
         assert len(cached._frames) == 4
@@ -212,8 +279,16 @@ def test_cached_frames_give_the_same_items_and_broken_videos_are_still_skipped(t
                 assert torch.equal(plain[i]["video"], cached[i]["video"])  # dense clips run past the 30-frame AVIs
     (tmp_path / "broken.mp4").write_text("not a video")
     write_index_video(tmp_path / "good.mp4", 12)
-    ds = VideoDataset(tmp_path, [("broken.mp4", 0), ("good.mp4", 1)], num_frames=4, sampling="uniform", train=True,
-                      img_size=32, **HALF, cache_frames=True)
+    ds = VideoDataset(
+        tmp_path,
+        [("broken.mp4", 0), ("good.mp4", 1)],
+        num_frames=4,
+        sampling="uniform",
+        train=True,
+        img_size=32,
+        **HALF,
+        cache_frames=True,
+    )
     assert list(ds._frames) == [str(tmp_path / "good.mp4")]
     item = ds[0]
     assert item["label"] == 1 and item["skipped"][0].endswith("broken.mp4")
@@ -221,6 +296,7 @@ def test_cached_frames_give_the_same_items_and_broken_videos_are_still_skipped(t
 
 def test_a_cache_that_would_not_fit_falls_back_to_decoding(tree, monkeypatch, caplog):
     from zeroi2v.data import dataset
+
     monkeypatch.setattr(dataset, "_memory_bytes", lambda: 4 * 40 * 32 * 32 * 3)  # a quarter: about one video
     caplog.set_level(logging.WARNING, logger="zeroi2v.data")
     samples = [("a/0.mp4", 0), ("a/1.mp4", 0), ("b/0.avi", 1)]

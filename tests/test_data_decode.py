@@ -1,4 +1,5 @@
 """Decoding real files written by the tests: the frames returned are exactly the ones asked for."""
+
 import math
 from fractions import Fraction
 
@@ -35,12 +36,21 @@ def test_decoded_frames_are_the_requested_ones(tmp_path, name):
     path = write_index_video(tmp_path / filename, 90, **kwargs)
     assert num_frames(path) == 90
     rng = np.random.default_rng(0)
-    index_sets = [[0], [89], [0, 1, 2], [88, 3, 47, 3, 88], list(range(40, 90, 7)),
-                  *(rng.integers(0, 90, size=int(rng.integers(1, 12))).tolist() for _ in range(4))]
+    index_sets = [
+        [0],
+        [89],
+        [0, 1, 2],
+        [88, 3, 47, 3, 88],
+        list(range(40, 90, 7)),
+        *(rng.integers(0, 90, size=int(rng.integers(1, 12))).tolist() for _ in range(4)),
+    ]
     for indices in index_sets:
         frames = read_frames(path, indices, backend="pyav")
-        assert frames.dtype == torch.uint8 and frames.shape[1:] == (kwargs.get("height", 48),
-                                                                    kwargs.get("width", 64), 3)
+        assert frames.dtype == torch.uint8 and frames.shape[1:] == (
+            kwargs.get("height", 48),
+            kwargs.get("width", 64),
+            3,
+        )
         assert indices_of(frames) == indices  # given order, repeats kept
 
 
@@ -164,7 +174,12 @@ def test_decoding_in_a_forked_worker_after_the_parent_decoded(tmp_path):
     converter it holds must not be reused there (its swscale threads are not in the child)."""
     path = write_index_video(tmp_path / "v.mp4", 12)
     read_frames(path, np.arange(12))
-    loader = torch.utils.data.DataLoader(list(range(4)), batch_size=1, num_workers=2,
-                                         collate_fn=lambda b: read_frames(path, np.arange(12)),
-                                         multiprocessing_context="fork", timeout=60)
+    loader = torch.utils.data.DataLoader(
+        list(range(4)),
+        batch_size=1,
+        num_workers=2,
+        collate_fn=lambda b: read_frames(path, np.arange(12)),
+        multiprocessing_context="fork",
+        timeout=60,
+    )
     assert all(indices_of(frames) == list(range(12)) for frames in loader)

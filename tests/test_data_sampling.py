@@ -1,4 +1,5 @@
 """Frame sampling: MMAction2's SampleFrames (dense) and UniformSample semantics, never reordering."""
+
 import numpy as np
 import pytest
 

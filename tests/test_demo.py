@@ -1,6 +1,7 @@
 """`zeroi2v demo --tiny`: the whole pipeline (videos, backbone, three trainings through the engine,
 eval, merge, cost, ONNX, predict, report) at toy size, so CI catches any broken step; and the image
 pretraining that produces the shipped backbone."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,8 @@ import sys
 import pytest
 import torch
 
-from zeroi2v.cli import main as cli_main
-
 from tests.conftest import ENV, wait_for
+from zeroi2v.cli import main as cli_main
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +47,15 @@ def test_demo_never_writes_over_a_folder_no_demo_wrote(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "runs"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--out", "{tmp}/file.txt"], "is a file"),
-    (["--out", "{tmp}/file.txt/sub"], "cannot create --out"),
-    (["--epochs", "0"], "--epochs must be >= 1"),
-    (["--train-per-class", "0"], "--train-per-class >= 2"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "{tmp}/file.txt"], "is a file"),
+        (["--out", "{tmp}/file.txt/sub"], "cannot create --out"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--train-per-class", "0"], "--train-per-class >= 2"),
+    ],
+)
 def test_demo_rejects_bad_arguments_in_one_line(tmp_path, capsys, args, message):
     (tmp_path / "file.txt").write_text("not a folder")
     code = cli_main(["demo", "--tiny", "--out", str(tmp_path / "d"), *[a.format(tmp=tmp_path) for a in args]])
@@ -65,8 +68,14 @@ def test_ctrl_c_in_a_row_stops_the_whole_demo(tmp_path):
     """Ctrl-C while a row trains stops the demo (exit 130, the line saying a rerun starts over), not only
     that row: the demo used to go on and fail with "... is an unfinished run" (exit 2)."""
     out = tmp_path / "d"
-    proc = subprocess.Popen([sys.executable, "-m", "zeroi2v", "demo", "--tiny", "--epochs", "300", "--out", str(out)],
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zeroi2v", "demo", "--tiny", "--epochs", "300", "--out", str(out)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert wait_for((out / "runs" / "zeroi2v" / "checkpoint" / "last.json").is_file, timeout=300)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     stdout, stderr = proc.communicate(timeout=120)
@@ -79,10 +88,23 @@ def test_report_and_artifacts(demo):
     report = (demo / "report.md").read_text()
     for section in ("## Accuracy", "## Deployment", "## Rerun each step"):
         assert section in report
-    for verb in ("zeroi2v synth", "zeroi2v train", "zeroi2v eval", "zeroi2v merge", "zeroi2v export", "zeroi2v predict"):
+    for verb in (
+        "zeroi2v synth",
+        "zeroi2v train",
+        "zeroi2v eval",
+        "zeroi2v merge",
+        "zeroi2v export",
+        "zeroi2v predict",
+    ):
         assert verb in report
-    for png in ("accuracy.png", "frame_strip.png", "confusion_matrix.png", "curves_zeroi2v.png",
-                "curves_averaging.png", "curves_linear_probe.png"):
+    for png in (
+        "accuracy.png",
+        "frame_strip.png",
+        "confusion_matrix.png",
+        "curves_zeroi2v.png",
+        "curves_averaging.png",
+        "curves_linear_probe.png",
+    ):
         assert (demo / png).read_bytes()[:4] == b"\x89PNG", png
         assert f"]({png})" in report
     assert (demo / "model.onnx").stat().st_size > 0
@@ -176,8 +198,9 @@ def test_pretraining_saves_a_timm_checkpoint(tmp_path):
     assert json.loads((tmp_path / "vit.json").read_text())["timm_kwargs"] == TIMM_KWARGS
     state = load_file(tmp_path / "vit.safetensors")
     timm.create_model(BACKBONE, num_classes=state["head.weight"].shape[0], **TIMM_KWARGS).load_state_dict(state)
-    model = create_model(BACKBONE, num_frames=4, num_classes=3, pretrained=str(tmp_path / "vit.safetensors"),
-                         **TIMM_KWARGS)
+    model = create_model(
+        BACKBONE, num_frames=4, num_classes=3, pretrained=str(tmp_path / "vit.safetensors"), **TIMM_KWARGS
+    )
     vit = model.backbone.state_dict()
     for key in ("patch_embed.proj.weight", "pos_embed", "cls_token", "norm.weight"):
         assert torch.equal(vit[key], state[key]), key
@@ -203,14 +226,17 @@ def test_pretraining_stills_label_the_heading_of_pointers_only():
         assert np.hypot(cols[tip] + 0.5 - 32 - 20 * np.cos(angle), rows[tip] + 0.5 - 32 - 20 * np.sin(angle)) < 2
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--steps", "-1"], "--steps and --batch must be >= 1"),
-    (["--batch", "0"], "--steps and --batch must be >= 1"),
-    (["--out", "{tmp}"], "is a folder"),
-    (["--out", "{tmp}/file.txt/vit.safetensors"], "cannot create the folder of --out"),
-    (["--blank-patches", "1.5"], "--blank-patches must be in [0, 1)"),
-    (["--blank-patches", "0.3"], "give --out, so the shipped one stays"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--steps", "-1"], "--steps and --batch must be >= 1"),
+        (["--batch", "0"], "--steps and --batch must be >= 1"),
+        (["--out", "{tmp}"], "is a folder"),
+        (["--out", "{tmp}/file.txt/vit.safetensors"], "cannot create the folder of --out"),
+        (["--blank-patches", "1.5"], "--blank-patches must be in [0, 1)"),
+        (["--blank-patches", "0.3"], "give --out, so the shipped one stays"),
+    ],
+)
 def test_pretraining_cli_rejects_bad_arguments_before_training(tmp_path, capsys, args, message):
     from zeroi2v.pretrain import main
 

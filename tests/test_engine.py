@@ -1,5 +1,6 @@
 """Training engine end to end on generated videos: train, eval, merge, predict, export; exact resume
 after SIGKILL and SIGTERM; 2-process torchrun (gloo); frame order reaching the model; CLI errors."""
+
 import json
 import os
 import shutil
@@ -12,10 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import ENV, REPO, final_weights, junk_videos, max_diff, run_cli, wait_for, write_config
 from zeroi2v.cli import main
 from zeroi2v.config import load_config
-
-from tests.conftest import ENV, REPO, final_weights, junk_videos, max_diff, run_cli, wait_for, write_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REFERENCE = {"train__epochs": 5, "train__batch_size": 4}  # 12 steps per epoch; learns the order task (~1.0)
@@ -49,8 +49,21 @@ def test_train_eval_merge_predict_export(reference_run, ramps, tmp_path, capsys)
     bare.mkdir()
     for name in ("model.json", "model.safetensors", "classes.txt"):
         (bare / name).write_bytes((run / name).read_bytes())
-    assert main(["eval", str(bare), "--set", f"data.root={ramps['root']}", f"data.val_list={ramps['val_list']}",
-                 "data.sampling=uniform", "data.test_clips=2", "train.num_workers=0"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(bare),
+                "--set",
+                f"data.root={ramps['root']}",
+                f"data.val_list={ramps['val_list']}",
+                "data.sampling=uniform",
+                "data.test_clips=2",
+                "train.num_workers=0",
+            ]
+        )
+        == 0
+    )
     assert json.loads((bare / "metrics.json").read_text())["top1"] == metrics["top1"]
     assert main(["merge", str(run), str(tmp_path / "merged")]) == 0
     out = capsys.readouterr().out
@@ -58,7 +71,9 @@ def test_train_eval_merge_predict_export(reference_run, ramps, tmp_path, capsys)
     merged_metrics = tmp_path / "merged"
     assert main(["eval", str(merged_metrics)]) == 0
     assert json.loads((merged_metrics / "metrics.json").read_text())["top1"] == metrics["top1"]
-    videos = [str(Path(ramps["root"]) / line.split()[0]) for line in Path(ramps["val_list"]).read_text().splitlines()[:3]]
+    videos = [
+        str(Path(ramps["root"]) / line.split()[0]) for line in Path(ramps["val_list"]).read_text().splitlines()[:3]
+    ]
     capsys.readouterr()
     assert main(["predict", str(run), *videos, "--topk", "2"]) == 0
     unmerged_out = capsys.readouterr().out
@@ -73,15 +88,23 @@ def test_train_eval_merge_predict_export(reference_run, ramps, tmp_path, capsys)
     assert main(["predict", str(run), str(folder), "--topk", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == [str(folder / "b.mp4"), str(folder / "more" / "a.mp4")]
-    assert [line.split(":", 1)[1] for line in lines] == [line.split(":", 1)[1] for line in unmerged_out.splitlines()[:2]]
+    assert [line.split(":", 1)[1] for line in lines] == [
+        line.split(":", 1)[1] for line in unmerged_out.splitlines()[:2]
+    ]
     assert main(["export", str(tmp_path / "merged"), str(tmp_path / "m.onnx")]) == 0
 
 
 def test_without_temporal_modelling_the_order_task_is_at_chance(reference_run, ramps, tmp_path):
     """Same run with no temporal heads and no temporal embedding (documented keys only): frames are
     then pooled without order, so it cannot tell brightening from darkening."""
-    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", **REFERENCE, model__head_offsets=[],
-                       model__temporal_embedding=False)
+    cfg = write_config(
+        tmp_path / "cfg.yaml",
+        ramps,
+        tmp_path / "run",
+        **REFERENCE,
+        model__head_offsets=[],
+        model__temporal_embedding=False,
+    )
     assert main(["train", str(cfg)]) == 0
     without = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["val_top1"]
     with_stdha = json.loads((reference_run / "metrics.jsonl").read_text().splitlines()[-1])["val_top1"]
@@ -91,8 +114,12 @@ def test_without_temporal_modelling_the_order_task_is_at_chance(reference_run, r
 
 def test_resume_after_sigkill_is_exact(reference_run, ramps, tmp_path):
     cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", **REFERENCE)
-    proc = subprocess.Popen([sys.executable, "-m", "zeroi2v", "train", str(cfg)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zeroi2v", "train", str(cfg)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     metrics = tmp_path / "run" / "metrics.jsonl"
     assert wait_for(lambda: metrics.is_file() and metrics.read_text().count("\n") >= 1)
     proc.send_signal(signal.SIGKILL)
@@ -109,8 +136,13 @@ def test_resume_after_sigkill_is_exact(reference_run, ramps, tmp_path):
 
 def test_sigterm_mid_epoch_checkpoints_and_resumes_exactly(reference_run, ramps, tmp_path):
     cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", **REFERENCE)
-    proc = subprocess.Popen([sys.executable, "-m", "zeroi2v", "train", str(cfg)], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zeroi2v", "train", str(cfg)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     pointer = tmp_path / "run" / "checkpoint" / "last.json"
     assert wait_for(pointer.is_file)  # first epoch done; now interrupt inside the second
     time.sleep(0.3)
@@ -136,8 +168,14 @@ def test_signal_to_the_whole_process_group_with_workers_checkpoints(ramps, tmp_p
     made torch raise "DataLoader worker ... is killed by signal" in the main process (a traceback, exit 1,
     no checkpoint); SIGINT is here so that ignoring it in the workers keeps working."""
     cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", **REFERENCE, train__num_workers=2)
-    proc = subprocess.Popen([sys.executable, "-m", "zeroi2v", "train", str(cfg)], env=ENV, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zeroi2v", "train", str(cfg)],
+        env=ENV,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     pointer = tmp_path / "run" / "checkpoint" / "last.json"
     assert wait_for(pointer.is_file)  # first epoch done; now signal the group inside the second
     time.sleep(0.5)
@@ -151,10 +189,12 @@ def test_signal_to_the_whole_process_group_with_workers_checkpoints(ramps, tmp_p
 def test_a_process_that_leaves_a_loader_open_still_exits():
     """Python's exit terminates daemonic DataLoader workers with SIGTERM and waits for them: the workers'
     SIGTERM handling (worker_init) must not make that wait forever (ignoring SIGTERM did)."""
-    script = ("import torch\nfrom zeroi2v.data import worker_init\n"
-              "data = torch.utils.data.TensorDataset(torch.arange(100.0))\n"
-              "it = iter(torch.utils.data.DataLoader(data, batch_size=2, num_workers=2, worker_init_fn=worker_init))\n"
-              "next(it)\n")
+    script = (
+        "import torch\nfrom zeroi2v.data import worker_init\n"
+        "data = torch.utils.data.TensorDataset(torch.arange(100.0))\n"
+        "it = iter(torch.utils.data.DataLoader(data, batch_size=2, num_workers=2, worker_init_fn=worker_init))\n"
+        "next(it)\n"
+    )
     result = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
 
@@ -163,10 +203,18 @@ def test_torchrun_two_processes_match_single_process(ramps, tmp_path):
     """Same global batch on 1 and 2 processes (gloo): the same run up to float rounding, which Adam
     amplifies over steps, so this compares a short run (2 epochs, 12 steps)."""
     runs = {}
-    for name, launcher in (("single", []), ("ddp", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])):
+    for name, launcher in (
+        ("single", []),
+        ("ddp", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]),
+    ):
         cfg = write_config(tmp_path / f"{name}.yaml", ramps, tmp_path / name, train__epochs=2, train__lr=3.0e-4)
-        result = subprocess.run([sys.executable, *launcher, "-m", "zeroi2v", "train", str(cfg)], env=ENV,
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [sys.executable, *launcher, "-m", "zeroi2v", "train", str(cfg)],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         runs[name] = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in runs["ddp"]] == [1, 2]  # one line per epoch, written by rank 0 only
@@ -203,8 +251,9 @@ def test_torchrun_signal_during_an_evaluation_stops_every_rank_there_and_resumes
     uninterrupted one."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     ref = write_config(tmp_path / "ref.yaml", ramps, tmp_path / "ref", train__epochs=3)
-    result = subprocess.run([*torchrun, "-m", "zeroi2v", "train", str(ref)], env=ENV, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [*torchrun, "-m", "zeroi2v", "train", str(ref)], env=ENV, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", train__epochs=3)
     script = tmp_path / "signal_rank_1.py"
@@ -214,20 +263,26 @@ def test_torchrun_signal_during_an_evaluation_stops_every_rank_there_and_resumes
     pointer = json.loads((tmp_path / "run" / "checkpoint" / "last.json").read_text())
     state = torch.load(tmp_path / "run" / "checkpoint" / pointer["state"], weights_only=True)
     assert state["epoch"] == 1 and state["step"] > 0  # epoch 2's steps kept, its evaluation not done
-    result = subprocess.run([*torchrun, "-m", "zeroi2v", "train", str(cfg)], env=ENV, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [*torchrun, "-m", "zeroi2v", "train", str(cfg)], env=ENV, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert max_diff(final_weights(tmp_path / "ref"), final_weights(tmp_path / "run")) <= 1e-5
-    ref_lines, run_lines = ([json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
-                            for d in ("ref", "run"))
+    ref_lines, run_lines = (
+        [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("ref", "run")
+    )
     drop = lambda m: {k: v for k, v in m.items() if k != "epoch_seconds"}  # noqa: E731
     assert [drop(m) for m in run_lines] == [drop(m) for m in ref_lines]
 
 
 def test_second_run_on_same_output_is_refused(ramps, tmp_path, capsys):
     cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", train__epochs=30)
-    proc = subprocess.Popen([sys.executable, "-m", "zeroi2v", "train", str(cfg)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zeroi2v", "train", str(cfg)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert wait_for((tmp_path / "run" / ".lock").is_file)
         assert main(["train", str(cfg)]) == 2
@@ -249,21 +304,24 @@ def test_every_shipped_config_is_valid():
         assert cfg.model.pretrained and cfg.data.train_list, path
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "train.epoch=3"], "did you mean 'train.epochs'"),
-    (["--set", "model.head_offsets=[-9]"], "must be < model.num_frames"),
-    (["--set", "train.epochs=two"], "expected int"),
-    (["--set", "data.img_size=30"], "not a multiple of the patch size"),
-    (["--set", "data.test_crops=2"], "must be one of"),
-    (["--set", "data.train_list=/no/such/list.txt"], "annotation file not found: /no/such/list.txt"),
-    (["--set", "model.backbone=resnet18"], "not a timm VisionTransformer"),
-    (["--set", "model.pretrained=/no/weights.pth"], "weights file not found"),
-    (["--set", "model.num_classes=1"], "model.num_classes=1 but the data names 2 classes"),
-    (["--set", "data.root=/no/such/root"], "data.root not found: /no/such/root"),
-    (["--set", f"data.root={__file__}"], f"data.root {__file__} is a file, not a folder"),
-    (["--set", "train.accum_steps=3"], "train.batch_size=8 (global) must be a multiple of processes"),
-    (["--set", "train.batch_size=1000"], "fewer than one batch of 1000; set train.batch_size to at most"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "train.epoch=3"], "did you mean 'train.epochs'"),
+        (["--set", "model.head_offsets=[-9]"], "must be < model.num_frames"),
+        (["--set", "train.epochs=two"], "expected int"),
+        (["--set", "data.img_size=30"], "not a multiple of the patch size"),
+        (["--set", "data.test_crops=2"], "must be one of"),
+        (["--set", "data.train_list=/no/such/list.txt"], "annotation file not found: /no/such/list.txt"),
+        (["--set", "model.backbone=resnet18"], "not a timm VisionTransformer"),
+        (["--set", "model.pretrained=/no/weights.pth"], "weights file not found"),
+        (["--set", "model.num_classes=1"], "model.num_classes=1 but the data names 2 classes"),
+        (["--set", "data.root=/no/such/root"], "data.root not found: /no/such/root"),
+        (["--set", f"data.root={__file__}"], f"data.root {__file__} is a file, not a folder"),
+        (["--set", "train.accum_steps=3"], "train.batch_size=8 (global) must be a multiple of processes"),
+        (["--set", "train.batch_size=1000"], "fewer than one batch of 1000; set train.batch_size to at most"),
+    ],
+)
 def test_user_mistakes_are_one_line_errors(ramps, tmp_path, args, message, capsys):
     cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run")
     assert main(["train", str(cfg), *args]) == 2  # in-process: the CLI catches it (a subprocess test is below)
@@ -276,9 +334,11 @@ def test_user_mistakes_are_one_line_errors(ramps, tmp_path, args, message, capsy
 def test_train_never_writes_over_a_folder_that_is_not_a_run(ramps, tmp_path, kind, capsys):
     out = tmp_path / kind
     out.mkdir()
-    mine = {"project": {"config.yaml": "# my own notes\n"},  # output: . in a project with its own config.yaml
-            "data_root": {"classes.txt": "0 up\n1 down\n", "train.txt": "a.mp4 0\n"},
-            "merged_model": {"model.json": '{"format": "zeroi2v", "merged": true}', "model.safetensors": "x"}}[kind]
+    mine = {
+        "project": {"config.yaml": "# my own notes\n"},  # output: . in a project with its own config.yaml
+        "data_root": {"classes.txt": "0 up\n1 down\n", "train.txt": "a.mp4 0\n"},
+        "merged_model": {"model.json": '{"format": "zeroi2v", "merged": true}', "model.safetensors": "x"},
+    }[kind]
     for name, text in mine.items():
         (out / name).write_text(text)
     cfg = write_config(tmp_path / "cfg.yaml", ramps, out)
@@ -289,9 +349,11 @@ def test_train_never_writes_over_a_folder_that_is_not_a_run(ramps, tmp_path, kin
 
 
 def test_cli_errors_for_paths_and_help(tmp_path, capsys):
-    for args, message in ((["eval", str(tmp_path)], "not a zeroi2v model directory"),
-                          (["merge", str(tmp_path / "none"), str(tmp_path / "out")], "not a directory"),
-                          (["predict", str(tmp_path)], "the following arguments are required: videos")):
+    for args, message in (
+        (["eval", str(tmp_path)], "not a zeroi2v model directory"),
+        (["merge", str(tmp_path / "none"), str(tmp_path / "out")], "not a directory"),
+        (["predict", str(tmp_path)], "the following arguments are required: videos"),
+    ):
         try:
             code = main(args)
         except SystemExit as e:  # argparse usage errors
@@ -307,7 +369,9 @@ def test_cli_errors_for_paths_and_help(tmp_path, capsys):
         assert info.value.code == 0 and "usage: zeroi2v " + verb in capsys.readouterr().out
     # the real program: exit code 2 and one line; --debug shows the traceback instead
     result = run_cli("train", str(tmp_path / "none.yaml"))
-    assert result.returncode == 2 and result.stderr == f"zeroi2v: error: config file not found: {tmp_path / 'none.yaml'}\n"
+    assert (
+        result.returncode == 2 and result.stderr == f"zeroi2v: error: config file not found: {tmp_path / 'none.yaml'}\n"
+    )
     result = run_cli("--debug", "eval", str(tmp_path))
     assert result.returncode != 0 and "Traceback" in result.stderr
 
@@ -315,8 +379,15 @@ def test_cli_errors_for_paths_and_help(tmp_path, capsys):
 def test_errors_raised_in_dataloader_workers_are_one_line(ramps, tmp_path, capsys):
     """A UserError in a worker process comes back wrapped in its traceback: the CLI still prints one line."""
     train_list = junk_videos(tmp_path / "junk", 16)
-    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", data__root=str(train_list.parent),
-                       data__train_list=str(train_list), data__val_list=None, train__num_workers=2)
+    cfg = write_config(
+        tmp_path / "cfg.yaml",
+        ramps,
+        tmp_path / "run",
+        data__root=str(train_list.parent),
+        data__train_list=str(train_list),
+        data__val_list=None,
+        train__num_workers=2,
+    )
     assert main(["train", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("zeroi2v: error: ") and "could not be decoded" in err[0]

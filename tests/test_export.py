@@ -1,4 +1,5 @@
 """Export of the merged model: ONNX checked with onnxruntime, torch.export (.pt2)."""
+
 import json
 
 import pytest
@@ -37,6 +38,7 @@ def test_onnx_export_round_trip_has_no_adapter_weights(unmerged_dir, tmp_path):
 
 def test_onnx_batch_axis_is_dynamic_and_metadata_says_how_to_feed_it(unmerged_dir, tmp_path):
     import onnxruntime as ort
+
     export_model(unmerged_dir, tmp_path / "model.onnx")
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map

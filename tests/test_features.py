@@ -1,6 +1,7 @@
 """`zeroi2v features`: one row per video = forward_features averaged over the run's test views, merged
 by default (equal to the unmerged model's within float rounding), list files, safetensors metadata,
 bad input as one-line errors."""
+
 import json
 import shutil
 from pathlib import Path
@@ -27,17 +28,36 @@ def run(tmp_path_factory):
     """A tiny random model whose adapters and temporal embedding are not zero (so merging matters)."""
     directory = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
-    model = zeroi2v.create_model("vit_tiny_patch16_224", num_frames=NUM_FRAMES, num_classes=5, img_size=32,
-                                 patch_size=8, depth=2, embed_dim=64, num_heads=4)
+    model = zeroi2v.create_model(
+        "vit_tiny_patch16_224",
+        num_frames=NUM_FRAMES,
+        num_classes=5,
+        img_size=32,
+        patch_size=8,
+        depth=2,
+        embed_dim=64,
+        num_heads=4,
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if ".up." in name or name == "temporal_embed":
                 p.normal_(0, 0.05)
     zeroi2v.save_pretrained(model, directory)
-    cfg = {"model": {"backbone": "vit_tiny_patch16_224", "num_frames": NUM_FRAMES, "num_classes": 5,
-                     "timm_kwargs": {"patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 4}},
-           "data": {"sampling": "dense", "frame_interval": INTERVAL, "img_size": 32, "test_clips": CLIPS,
-                    "test_crops": CROPS}}
+    cfg = {
+        "model": {
+            "backbone": "vit_tiny_patch16_224",
+            "num_frames": NUM_FRAMES,
+            "num_classes": 5,
+            "timm_kwargs": {"patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 4},
+        },
+        "data": {
+            "sampling": "dense",
+            "frame_interval": INTERVAL,
+            "img_size": 32,
+            "test_clips": CLIPS,
+            "test_crops": CROPS,
+        },
+    }
     (directory / "config.yaml").write_text(yaml.safe_dump(cfg))
     return directory
 
@@ -45,8 +65,9 @@ def run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("videos")
-    return [Path(write_index_video(folder / f"v{i}.mp4", n, height=40, width=56, fps=8))
-            for i, n in enumerate((30, 17, 9))]  # the last is shorter than a clip (frames loop)
+    return [
+        Path(write_index_video(folder / f"v{i}.mp4", n, height=40, width=56, fps=8)) for i, n in enumerate((30, 17, 9))
+    ]  # the last is shorter than a clip (frames loop)
 
 
 def expected_feature(model, path, frames_in_video):
@@ -60,12 +81,13 @@ def expected_feature(model, path, frames_in_video):
 
 
 def test_features_match_forward_features(run, videos, tmp_path):
-    unmerged = extract_features(run, [str(v) for v in videos], tmp_path / "unmerged.safetensors", merged=False,
-                                progress=False)
+    unmerged = extract_features(
+        run, [str(v) for v in videos], tmp_path / "unmerged.safetensors", merged=False, progress=False
+    )
     merged = extract_features(run, [str(v) for v in videos], tmp_path / "merged.safetensors", progress=False)
     assert not unmerged["merged"] and merged["merged"] and merged["views"] == f"{CLIPS}x{CROPS}"
     model = zeroi2v.load_pretrained(run)
-    for row, (video, n) in enumerate(zip(videos, (30, 17, 9))):
+    for row, (video, n) in enumerate(zip(videos, (30, 17, 9), strict=False)):
         want = expected_feature(model, video, n)
         assert torch.allclose(unmerged["features"][row], want, atol=1e-5), row
     assert (merged["features"] - unmerged["features"]).abs().max() < 1e-4
@@ -89,8 +111,9 @@ def test_a_folder_stands_for_the_videos_under_it(run, videos, tmp_path):
     (folder / "notes.txt").write_text("not a video")
     result = extract_features(run, [str(folder)], tmp_path / "f.safetensors", merged=False, progress=False)
     assert result["videos"] == [str(folder / "b.mp4"), str(folder / "more" / "a.mp4")]
-    each = extract_features(run, [str(videos[1]), str(videos[0])], tmp_path / "e.safetensors", merged=False,
-                            progress=False)
+    each = extract_features(
+        run, [str(videos[1]), str(videos[0])], tmp_path / "e.safetensors", merged=False, progress=False
+    )
     assert torch.equal(result["features"], each["features"])
 
 
@@ -106,8 +129,9 @@ def test_list_file(run, videos, tmp_path):
     assert torch.allclose(saved["features"][1], single["features"][0], atol=1e-6)
     plain = folder / "plain.lst"  # paths only (no labels), mixed with a video argument; root given explicitly
     plain.write_text(f"{videos[1].name}\n")
-    mixed = extract_features(run, [str(videos[0]), str(plain)], tmp_path / "m.safetensors", root=folder,
-                             merged=False, progress=False)
+    mixed = extract_features(
+        run, [str(videos[0]), str(plain)], tmp_path / "m.safetensors", root=folder, merged=False, progress=False
+    )
     assert mixed["videos"] == [str(videos[0]), videos[1].name] and mixed["labels"] is None
     assert load_features(tmp_path / "m.safetensors")["labels"] is None
 

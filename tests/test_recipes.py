@@ -5,6 +5,7 @@ from the datasets a run builds from each shipped config; adapter dropout from fo
 `convert-official --preset` from the converted model. Models are shrunk (one block, 8 heads of 8
 channels, 16-pixel frames) but keep their parameter names and trainable set, so this stays fast.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,20 +14,22 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import load_benchmark
 from zeroi2v.build import build_model
 from zeroi2v.cli import main
 from zeroi2v.config import load_config
 from zeroi2v.data.build import make_dataset
 from zeroi2v.train import setup
 
-from tests.conftest import load_benchmark
-
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "zeroi2v" / "configs"
 SHIPPED = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "demo")
 VIT_L = ["k400_vitl14_8x16x1", "k400_vitl14_32x4x1", "ssv2_vitl14_u32"]
-SHRINK = ["model.pretrained=null", "model.timm_kwargs={depth: 1, embed_dim: 64, num_heads: 8, patch_size: 8}",
-          "data.img_size=16"]
+SHRINK = [
+    "model.pretrained=null",
+    "model.timm_kwargs={depth: 1, embed_dim: 64, num_heads: 8, patch_size: 8}",
+    "data.img_size=16",
+]
 
 K400_CHAIN = ("resize", "rand_augment", "random_resized_crop", "flip", "normalize")
 SSV2_CHAIN = ("resize", "random_resized_crop", "flip", "rand_augment", "random_erasing", "normalize")
@@ -54,8 +57,14 @@ def test_shipped_configs_are_the_expected_set():
 @pytest.mark.parametrize("name, backbone_mult", [*[(n, 0.1) for n in VIT_L], ("k400_vitb16_8x16x1", 1.0)])
 def test_optimizer_multipliers_of_the_run(name, backbone_mult, listed_videos, tmp_path):
     root, listing = listed_videos
-    cfg = shrunk(name, f"data.root={root}", f"data.train_list={listing}", f"data.val_list={listing}",
-                 f"output={tmp_path / 'run'}", "train.num_workers=0")
+    cfg = shrunk(
+        name,
+        f"data.root={root}",
+        f"data.train_list={listing}",
+        f"data.val_list={listing}",
+        f"output={tmp_path / 'run'}",
+        "train.num_workers=0",
+    )
     run = setup(cfg)
     names = {id(p): n for n, p in run.model.named_parameters()}
     mult, decay = {}, {}
@@ -96,8 +105,11 @@ def test_train_transform_chain_in_the_reference_order(name):
 
 
 def test_global_batch_lr_and_views_per_config():
-    got = {n: (c.train.batch_size, c.train.accum_steps, c.train.lr, c.data.test_clips, c.data.test_crops,
-               c.train.epochs) for n in SHIPPED for c in [load_config(CONFIGS / f"{n}.yaml")]}
+    got = {
+        n: (c.train.batch_size, c.train.accum_steps, c.train.lr, c.data.test_clips, c.data.test_crops, c.train.epochs)
+        for n in SHIPPED
+        for c in [load_config(CONFIGS / f"{n}.yaml")]
+    }
     assert got["k400_vitb16_8x16x1"] == got["k400_vitl14_8x16x1"] == (64, 1, 3e-4, 3, 1, 40)
     assert got["k400_vitl14_32x4x1"] == (32, 2, 1.5e-4, 3, 1, 40)
     assert got["ssv2_vitl14_u32"] == (32, 2, 1.5e-4, 1, 3, 50)
@@ -109,8 +121,16 @@ def test_global_batch_lr_and_views_per_config():
 
 
 def tiny_model(dropout: float):
-    cfg = load_config(None, [*SHRINK, f"model.adapter_dropout={dropout}", "model.head_dropout=0",
-                             "model.num_frames=4", "model.num_classes=3"])
+    cfg = load_config(
+        None,
+        [
+            *SHRINK,
+            f"model.adapter_dropout={dropout}",
+            "model.head_dropout=0",
+            "model.num_frames=4",
+            "model.num_classes=3",
+        ],
+    )
     torch.manual_seed(0)
     model = build_model(cfg.model_config())
     with torch.no_grad():  # up-projections start at zero, which hides any dropout before them
@@ -142,20 +162,39 @@ def reference_checkpoint(path: Path, classes: int = 174, frames: int = 32, width
         return torch.randn(*shape, generator=gen) * 0.02
 
     d, hidden, block = width, width // 4, "backbone.transformer.resblocks.0."
-    sd = {"backbone.conv1.weight": r(d, 3, 8, 8), "backbone.class_embedding": r(d),
-          "backbone.positional_embedding": r(5, d), "backbone.temporal_embedding": r(1, frames, d),
-          "backbone.ln_pre.weight": torch.ones(d), "backbone.ln_pre.bias": r(d),
-          "backbone.ln_post.weight": torch.ones(d), "backbone.ln_post.bias": r(d),
-          "cls_head.fc_cls.weight": r(classes, d), "cls_head.fc_cls.bias": r(classes),
-          block + "attn.in_proj_weight": r(3 * d, d), block + "attn.in_proj_bias": r(3 * d),
-          block + "attn.out_proj.weight": r(d, d), block + "attn.out_proj.bias": r(d),
-          block + "ln_1.weight": torch.ones(d), block + "ln_1.bias": r(d),
-          block + "ln_2.weight": torch.ones(d), block + "ln_2.bias": r(d),
-          block + "mlp.c_fc.weight": r(4 * d, d), block + "mlp.c_fc.bias": r(4 * d),
-          block + "mlp.c_proj.weight": r(d, 4 * d), block + "mlp.c_proj.bias": r(d)}
+    sd = {
+        "backbone.conv1.weight": r(d, 3, 8, 8),
+        "backbone.class_embedding": r(d),
+        "backbone.positional_embedding": r(5, d),
+        "backbone.temporal_embedding": r(1, frames, d),
+        "backbone.ln_pre.weight": torch.ones(d),
+        "backbone.ln_pre.bias": r(d),
+        "backbone.ln_post.weight": torch.ones(d),
+        "backbone.ln_post.bias": r(d),
+        "cls_head.fc_cls.weight": r(classes, d),
+        "cls_head.fc_cls.bias": r(classes),
+        block + "attn.in_proj_weight": r(3 * d, d),
+        block + "attn.in_proj_bias": r(3 * d),
+        block + "attn.out_proj.weight": r(d, d),
+        block + "attn.out_proj.bias": r(d),
+        block + "ln_1.weight": torch.ones(d),
+        block + "ln_1.bias": r(d),
+        block + "ln_2.weight": torch.ones(d),
+        block + "ln_2.bias": r(d),
+        block + "mlp.c_fc.weight": r(4 * d, d),
+        block + "mlp.c_fc.bias": r(4 * d),
+        block + "mlp.c_proj.weight": r(d, 4 * d),
+        block + "mlp.c_proj.bias": r(d),
+    }
     for adapter in ("T_Adapter_in", "S_Adapter", "MLP_Adapter", "MLP_Adapter_out"):
-        sd.update({f"{block}{adapter}.D_fc1.weight": r(hidden, d), f"{block}{adapter}.D_fc1.bias": r(hidden),
-                   f"{block}{adapter}.D_fc2.weight": r(d, hidden), f"{block}{adapter}.D_fc2.bias": r(d)})
+        sd.update(
+            {
+                f"{block}{adapter}.D_fc1.weight": r(hidden, d),
+                f"{block}{adapter}.D_fc1.bias": r(hidden),
+                f"{block}{adapter}.D_fc2.weight": r(d, hidden),
+                f"{block}{adapter}.D_fc2.bias": r(d),
+            }
+        )
     torch.save({"state_dict": sd, "meta": {}}, path)
     return path
 
@@ -169,10 +208,13 @@ def test_convert_official_with_the_ssv2_vitl_preset(tmp_path, capsys):
     assert (config["num_frames"], config["num_classes"]) == (32, 174)
 
 
-@pytest.mark.parametrize("shape, message", [
-    (dict(classes=400), "preset ssv2_vitl14_u32 has 174 classes but the checkpoint's classifier has 400"),
-    (dict(frames=8), "preset ssv2_vitl14_u32 is for 32 frames but the checkpoint's temporal embedding has 8"),
-])
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        (dict(classes=400), "preset ssv2_vitl14_u32 has 174 classes but the checkpoint's classifier has 400"),
+        (dict(frames=8), "preset ssv2_vitl14_u32 is for 32 frames but the checkpoint's temporal embedding has 8"),
+    ],
+)
 def test_convert_official_refuses_a_checkpoint_that_contradicts_the_preset(tmp_path, capsys, shape, message):
     ckpt = reference_checkpoint(tmp_path / "other.pth", **shape)
     assert main(["convert-official", str(ckpt), str(tmp_path / "out"), "--preset", "ssv2_vitl14_u32"]) == 2

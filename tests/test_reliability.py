@@ -1,4 +1,5 @@
 """Fault injection: broken videos, non-finite losses, failed writes, kills at random moments."""
+
 import errno
 import json
 import os
@@ -20,8 +21,9 @@ from zeroi2v.data.synthetic import make_motion_dataset
 @pytest.fixture(scope="module")
 def motion(tmp_path_factory):
     root = tmp_path_factory.mktemp("motion_rel")
-    return make_motion_dataset(root, train_per_class=8, val_per_class=3, num_frames=8, size=32, num_classes=4,
-                               progress=False)
+    return make_motion_dataset(
+        root, train_per_class=8, val_per_class=3, num_frames=8, size=32, num_classes=4, progress=False
+    )
 
 
 def with_broken_videos(motion, tmp_path):
@@ -42,8 +44,14 @@ def with_broken_videos(motion, tmp_path):
 
 def test_broken_videos_are_skipped_counted_and_named(motion, tmp_path, caplog):
     train_list = with_broken_videos(motion, tmp_path)
-    cfg = write_config(tmp_path / "cfg.yaml", motion, tmp_path / "run", data__train_list=str(train_list),
-                       train__epochs=1, data__max_broken_fraction=0.5)
+    cfg = write_config(
+        tmp_path / "cfg.yaml",
+        motion,
+        tmp_path / "run",
+        data__train_list=str(train_list),
+        train__epochs=1,
+        data__max_broken_fraction=0.5,
+    )
     assert main(["train", str(cfg)]) == 0
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert line["skipped_videos"] >= 1
@@ -57,8 +65,14 @@ def test_mostly_broken_data_stops_with_a_clear_message(motion, tmp_path, capsys)
         (root / f"v{i}.mp4").write_text("junk")
     listing = tmp_path / "train.txt"
     listing.write_text("".join(f"v{i}.mp4 {i % 2}\n" for i in range(16)))
-    cfg = write_config(tmp_path / "cfg.yaml", motion, tmp_path / "run", data__root=str(root),
-                       data__train_list=str(listing), data__val_list=None)
+    cfg = write_config(
+        tmp_path / "cfg.yaml",
+        motion,
+        tmp_path / "run",
+        data__root=str(root),
+        data__train_list=str(listing),
+        data__val_list=None,
+    )
     assert main(["train", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "could not be decoded" in err and len(err.strip().splitlines()) == 1
@@ -86,6 +100,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(motion, tmp_path, 
 
 def final_state(run, pointer):
     from safetensors.torch import load_file
+
     return load_file(str(run / "checkpoint" / pointer["model"]))
 
 
@@ -134,12 +149,19 @@ def test_stop_after_an_epochs_last_step_resumes_exactly(motion, tmp_path, monkey
     monkeypatch.setattr(train_mod, "lr_factor", signal_at_last_step_of_epoch_2)
     assert main(["train", str(cfg)]) == 143
     monkeypatch.undo()
-    resume = torch.load(tmp_path / "run" / "checkpoint" / json.loads(
-        (tmp_path / "run" / "checkpoint" / "last.json").read_text())["state"], weights_only=True)
+    resume = torch.load(
+        tmp_path
+        / "run"
+        / "checkpoint"
+        / json.loads((tmp_path / "run" / "checkpoint" / "last.json").read_text())["state"],
+        weights_only=True,
+    )
     assert resume["epoch"] == 1 and resume["step"] > 0  # epoch 2's step loop done, its end not
     assert main(["train", str(cfg)]) == 0
     assert max_diff(final_weights(tmp_path / "ref"), final_weights(tmp_path / "run")) <= 1e-5
-    ref, run = ([json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("ref", "run"))
+    ref, run = (
+        [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("ref", "run")
+    )
     assert [m["epoch"] for m in run] == [1, 2, 3]
     assert [(m["lr"], round(m["train_loss"], 5)) for m in run] == [(m["lr"], round(m["train_loss"], 5)) for m in ref]
 
@@ -165,12 +187,19 @@ def test_stop_during_an_evaluation_keeps_the_epochs_steps_and_resumes_exactly(mo
     assert main(["train", str(cfg)]) == 143
     assert "before its evaluation" in capsys.readouterr().out
     monkeypatch.undo()
-    resume = torch.load(tmp_path / "run" / "checkpoint" / json.loads(
-        (tmp_path / "run" / "checkpoint" / "last.json").read_text())["state"], weights_only=True)
+    resume = torch.load(
+        tmp_path
+        / "run"
+        / "checkpoint"
+        / json.loads((tmp_path / "run" / "checkpoint" / "last.json").read_text())["state"],
+        weights_only=True,
+    )
     assert resume["epoch"] == 1 and resume["step"] > 0  # epoch 2's steps kept, its evaluation not done
     assert main(["train", str(cfg)]) == 0
     assert max_diff(final_weights(tmp_path / "ref"), final_weights(tmp_path / "run")) <= 1e-5
-    ref, run = ([json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("ref", "run"))
+    ref, run = (
+        [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("ref", "run")
+    )
     drop = lambda m: {k: v for k, v in m.items() if k != "epoch_seconds"}  # noqa: E731
     assert [drop(m) for m in run] == [drop(m) for m in ref]
 
@@ -195,8 +224,13 @@ sys.exit(main(["merge", sys.argv[1], sys.argv[2]]))
 
 
 def test_ctrl_c_while_torch_and_torchvision_load_still_interrupts(tmp_path):
-    result = subprocess.run([sys.executable, "-c", CTRL_C_IN_AN_IMPORT, str(tmp_path / "none"), str(tmp_path / "out")],
-                            env=ENV, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", CTRL_C_IN_AN_IMPORT, str(tmp_path / "none"), str(tmp_path / "out")],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 130 and result.stderr.strip() == "zeroi2v: interrupted", result.stderr
 
 
@@ -206,8 +240,12 @@ def test_sigkill_at_random_moments_then_resume_is_exact(motion, tmp_path):
     cfg = write_config(tmp_path / "cfg.yaml", motion, tmp_path / "run", train__epochs=3)
     rng = random.Random(0)
     for _ in range(3):  # kill at random points (during training, validation or a checkpoint write)
-        proc = subprocess.Popen([sys.executable, "-m", "zeroi2v", "train", str(cfg)], env=ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zeroi2v", "train", str(cfg)],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(4.0, 9.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -223,6 +261,7 @@ def test_stale_lock_of_a_dead_run_is_taken_over(motion, tmp_path):
     cfg = write_config(tmp_path / "cfg.yaml", motion, tmp_path / "run", train__epochs=1)
     (tmp_path / "run").mkdir()
     import socket
+
     (tmp_path / "run" / ".lock").write_text(f"{socket.gethostname()}:999999")  # no such process
     assert main(["train", str(cfg)]) == 0
     assert not (tmp_path / "run" / ".lock").exists()
@@ -257,8 +296,9 @@ def test_text_files_that_are_not_utf8_are_one_line_errors(motion, tmp_path, caps
         (tmp_path / "list").mkdir()
         (tmp_path / "list" / "train.txt").write_text(Path(motion["train_list"]).read_text())
         (tmp_path / "list" / "classes.txt").write_bytes("caf\xe9\n".encode("latin-1") * 4)
-        cfg = write_config(tmp_path / "cfg.yaml", motion, tmp_path / "run",
-                           data__train_list=str(tmp_path / "list" / "train.txt"))
+        cfg = write_config(
+            tmp_path / "cfg.yaml", motion, tmp_path / "run", data__train_list=str(tmp_path / "list" / "train.txt")
+        )
     assert main(["train", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "not a UTF-8" in err and len(err.strip().splitlines()) == 1

@@ -1,5 +1,6 @@
 """Synthetic motion videos: real files that decode to the rendered frames, valid list files, and
 classes that only temporal order tells apart (each odd class is its even partner played backwards)."""
+
 from __future__ import annotations
 
 import json
@@ -79,12 +80,23 @@ def _centroids(frames: np.ndarray, color) -> np.ndarray:
 
 def _object_color(label, family, seed):
     from zeroi2v.data.synthetic import scene
+
     return scene(np.random.default_rng(seed), 32)["color"]
 
 
-@pytest.mark.parametrize("family,label,d_col,d_row", [
-    ("basic", 0, 0, -1), ("basic", 1, 0, 1), ("basic", 2, -1, 0), ("basic", 3, 1, 0),
-    ("complex", 2, -1, -1), ("complex", 3, 1, 1), ("complex", 4, 1, -1), ("complex", 5, -1, 1)])
+@pytest.mark.parametrize(
+    "family,label,d_col,d_row",
+    [
+        ("basic", 0, 0, -1),
+        ("basic", 1, 0, 1),
+        ("basic", 2, -1, 0),
+        ("basic", 3, 1, 0),
+        ("complex", 2, -1, -1),
+        ("complex", 3, 1, 1),
+        ("complex", 4, 1, -1),
+        ("complex", 5, -1, 1),
+    ],
+)
 def test_directions_are_screen_directions(family, label, d_col, d_row):
     """Image rows grow downward: "moving up" = the object's row decreases, "moving left" = its column
     decreases; what the class name says is what a user sees in the frame strip."""
@@ -113,7 +125,7 @@ def test_rotation_is_clockwise_on_screen():
             rows, cols = np.nonzero(np.abs(frame - color.astype(int)).sum(-1) < 3)
             r, c = rows - rows.mean(), cols - cols.mean()
             # the far tip of the shape (the point farthest from its centroid) sweeps around
-            far = np.argmax(r ** 2 + c ** 2)
+            far = np.argmax(r**2 + c**2)
             angles.append(np.arctan2(r[far], c[far]))
         steps = np.angle(np.exp(1j * np.diff(angles)))  # wrapped to (-pi, pi]
         assert np.median(steps) > 0, (seed, steps)  # clockwise on screen
@@ -132,8 +144,18 @@ def test_complex_family_pairs_are_time_reversals(label):
 
 
 def test_complex_family_mixed_codecs_and_other_sizes(tmp_path):
-    info = make_motion_dataset(tmp_path, family="complex", train_per_class=1, val_per_class=1, num_frames=10,
-                               size=40, codec="mixed", noise=6, speed=1.5, progress=False)
+    info = make_motion_dataset(
+        tmp_path,
+        family="complex",
+        train_per_class=1,
+        val_per_class=1,
+        num_frames=10,
+        size=40,
+        codec="mixed",
+        noise=6,
+        speed=1.5,
+        progress=False,
+    )
     assert info["classes"] == FAMILIES["complex"]
     rels = [line.split()[0] for line in Path(info["train_list"]).read_text().splitlines()]
     assert {Path(r).suffix for r in rels} == {".mp4", ".avi"}
@@ -162,8 +184,16 @@ def test_same_seed_same_dataset(tmp_path):
 
 
 def test_mjpeg_avi(tmp_path):
-    info = make_motion_dataset(tmp_path, train_per_class=1, val_per_class=0, num_frames=4, size=16, num_classes=2,
-                               codec="mjpeg", progress=False)
+    info = make_motion_dataset(
+        tmp_path,
+        train_per_class=1,
+        val_per_class=0,
+        num_frames=4,
+        size=16,
+        num_classes=2,
+        codec="mjpeg",
+        progress=False,
+    )
     rel = Path(info["train_list"]).read_text().split()[0]
     assert rel.endswith(".avi") and read_frames(tmp_path / rel, range(4)).shape == (4, 16, 16, 3)
 
@@ -180,15 +210,56 @@ def test_bad_arguments(tmp_path):
 
 
 def test_cli(tmp_path, capsys):
-    assert cli_main(["synth", str(tmp_path / "out"), "--train-per-class", "1", "--val-per-class", "1",
-                     "--classes", "2", "--frames", "4", "--size", "16"]) == 0
+    assert (
+        cli_main(
+            [
+                "synth",
+                str(tmp_path / "out"),
+                "--train-per-class",
+                "1",
+                "--val-per-class",
+                "1",
+                "--classes",
+                "2",
+                "--frames",
+                "4",
+                "--size",
+                "16",
+            ]
+        )
+        == 0
+    )
     assert "2 classes" in capsys.readouterr().out
     assert len((tmp_path / "out" / "val.txt").read_text().splitlines()) == 2
     assert cli_main(["synth", str(tmp_path / "bad"), "--classes", "5"]) == 2
     assert "even number" in capsys.readouterr().err
-    assert cli_main(["synth", str(tmp_path / "cx"), "--family", "complex", "--train-per-class", "1",
-                     "--val-per-class", "0", "--classes", "2", "--frames", "16", "--size", "24",
-                     "--codec", "mjpeg", "--noise", "3", "--speed", "0.7"]) == 0
+    assert (
+        cli_main(
+            [
+                "synth",
+                str(tmp_path / "cx"),
+                "--family",
+                "complex",
+                "--train-per-class",
+                "1",
+                "--val-per-class",
+                "0",
+                "--classes",
+                "2",
+                "--frames",
+                "16",
+                "--size",
+                "24",
+                "--codec",
+                "mjpeg",
+                "--noise",
+                "3",
+                "--speed",
+                "0.7",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "cx" / "classes.txt").read_text().splitlines() == FAMILIES["complex"][:2]
 
 

@@ -13,6 +13,7 @@ The model is a tiny random timm ViT made to see colour, deterministically:
 So a red frame is class "red" with probability ≈ 1, a blue frame "blue"; a window's class is the
 colour of most of its frames.
 """
+
 import csv
 import json
 import os
@@ -51,8 +52,17 @@ def write_colour_video(path, colours, fps=FPS, height=HEIGHT, width=WIDTH, seed=
 
 
 def colour_model(directory: Path, sampling="dense") -> Path:
-    model = zeroi2v.create_model("vit_tiny_patch16_224", num_frames=NUM_FRAMES, num_classes=3, img_size=32,
-                                 patch_size=8, depth=2, embed_dim=64, num_heads=4, global_pool="avg")
+    model = zeroi2v.create_model(
+        "vit_tiny_patch16_224",
+        num_frames=NUM_FRAMES,
+        num_classes=3,
+        img_size=32,
+        patch_size=8,
+        depth=2,
+        embed_dim=64,
+        num_heads=4,
+        global_pool="avg",
+    )
     vit = model.backbone
     with torch.no_grad():
         vit.pos_embed.zero_()
@@ -72,10 +82,15 @@ def colour_model(directory: Path, sampling="dense") -> Path:
         model.head.weight[1, :2] = torch.tensor([-1.0, 1.0])
     zeroi2v.save_pretrained(model, directory)
     (directory / "classes.txt").write_text("red\nblue\nother\n")
-    cfg = {"model": {"backbone": "vit_tiny_patch16_224", "num_frames": NUM_FRAMES, "num_classes": 3,
-                     "timm_kwargs": {"patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 4}},
-           "data": {"sampling": sampling, "frame_interval": INTERVAL, "img_size": 32, "test_clips": 1,
-                    "test_crops": 1}}
+    cfg = {
+        "model": {
+            "backbone": "vit_tiny_patch16_224",
+            "num_frames": NUM_FRAMES,
+            "num_classes": 3,
+            "timm_kwargs": {"patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 4},
+        },
+        "data": {"sampling": sampling, "frame_interval": INTERVAL, "img_size": 32, "test_clips": 1, "test_crops": 1},
+    }
     (directory / "config.yaml").write_text(yaml.safe_dump(cfg))
     return directory
 
@@ -122,8 +137,9 @@ def test_timeline_finds_the_change(run, long_video, tmp_path, monkeypatch):
 
     monkeypatch.setattr(timeline_module, "read_frames", recording_read)
     annotated = tmp_path / "out" / "annotated.mp4"
-    result = timeline(run, long_video, out_prefix=tmp_path / "out" / "halves", annotate=annotated, topk=2,
-                      progress=False)
+    result = timeline(
+        run, long_video, out_prefix=tmp_path / "out" / "halves", annotate=annotated, topk=2, progress=False
+    )
 
     # bounded decoding: batches of windows, never the whole video
     assert max(calls) <= timeline_module.WINDOW_BATCH * NUM_FRAMES and len(calls) >= 59 // timeline_module.WINDOW_BATCH
@@ -202,10 +218,12 @@ def test_unwritable_outputs(run, long_video, tmp_path, monkeypatch):
     monkeypatch.setattr(timeline_module, "read_frames", no_work)
     (tmp_path / "a_file").write_text("")
     (tmp_path / "folder.mp4").mkdir()
-    for annotate, words in ((tmp_path / "a_file" / "out.mp4", "not a directory"),
-                            (tmp_path / "out.gif", ".mp4"),
-                            (tmp_path / "folder.mp4", "directory"),
-                            (long_video, "input")):
+    for annotate, words in (
+        (tmp_path / "a_file" / "out.mp4", "not a directory"),
+        (tmp_path / "out.gif", ".mp4"),
+        (tmp_path / "folder.mp4", "directory"),
+        (long_video, "input"),
+    ):
         with pytest.raises(UserError) as excinfo:
             timeline(run, long_video, annotate=annotate, out_prefix=tmp_path / "x", progress=False)
         assert words in one_line_error(excinfo), one_line_error(excinfo)

@@ -8,11 +8,33 @@ from zeroi2v.data.transforms import OPS, RandAugment, RandomErasing, apply_op, o
 
 RAW = dict(mean=(0.0,) * 3, std=(1.0,) * 3)  # output = pixel / 255
 # pytorchvideo's RandAugment table, in its order (the sampled index picks from it)
-REFERENCE_OPS = ["AdjustBrightness", "AdjustContrast", "AdjustSaturation", "AdjustSharpness", "AutoContrast",
-                 "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "ShearX", "ShearY", "TranslateX",
-                 "TranslateY"]
-SIGNED = {"AdjustBrightness", "AdjustContrast", "AdjustSaturation", "AdjustSharpness", "Rotate", "ShearX", "ShearY",
-          "TranslateX", "TranslateY"}
+REFERENCE_OPS = [
+    "AdjustBrightness",
+    "AdjustContrast",
+    "AdjustSaturation",
+    "AdjustSharpness",
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+    "Rotate",
+    "Posterize",
+    "Solarize",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+]
+SIGNED = {
+    "AdjustBrightness",
+    "AdjustContrast",
+    "AdjustSaturation",
+    "AdjustSharpness",
+    "Rotate",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+}
 
 
 def clip(frames=4, h=24, w=32, seed=0):
@@ -25,10 +47,20 @@ def test_op_set_is_pytorchvideos():
     assert list(OPS) == REFERENCE_OPS
 
 
-@pytest.mark.parametrize("name, positive, negative", [
-    ("AdjustBrightness", 1.63, 0.37), ("AdjustContrast", 1.63, 0.37), ("AdjustSaturation", 1.63, 0.37),
-    ("AdjustSharpness", 1.63, 0.37), ("Rotate", 21.0, -21.0), ("ShearX", 0.21, -0.21), ("ShearY", 0.21, -0.21),
-    ("TranslateX", 0.315, -0.315), ("TranslateY", 0.315, -0.315)])
+@pytest.mark.parametrize(
+    "name, positive, negative",
+    [
+        ("AdjustBrightness", 1.63, 0.37),
+        ("AdjustContrast", 1.63, 0.37),
+        ("AdjustSaturation", 1.63, 0.37),
+        ("AdjustSharpness", 1.63, 0.37),
+        ("Rotate", 21.0, -21.0),
+        ("ShearX", 0.21, -0.21),
+        ("ShearY", 0.21, -0.21),
+        ("TranslateX", 0.315, -0.315),
+        ("TranslateY", 0.315, -0.315),
+    ],
+)
 def test_signed_op_strength_at_magnitude_7(name, positive, negative):
     assert op_argument(name, 7, +1) == pytest.approx(positive)
     assert op_argument(name, 7, -1) == pytest.approx(negative)
@@ -108,10 +140,16 @@ def reference_affine(video, m):
 def test_shear_and_translate_use_the_reference_matrices(f):
     video = clip(2, 12, 16)
     h, w = video.shape[-2:]
-    for name, m in [("ShearX", [1, f, h * f / 2, 0, 1, 0]), ("ShearY", [1, 0, 0, f, 1, w * f / 2]),
-                    ("TranslateX", [1, 0, f * w, 0, 1, 0]), ("TranslateY", [1, 0, 0, 0, 1, f * h])]:
-        diff = (apply_op(tv_tensors.Video(video), name, f).as_subclass(torch.Tensor).int()
-                - reference_affine(video, m).int()).abs()
+    for name, m in [
+        ("ShearX", [1, f, h * f / 2, 0, 1, 0]),
+        ("ShearY", [1, 0, 0, f, 1, w * f / 2]),
+        ("TranslateX", [1, 0, f * w, 0, 1, 0]),
+        ("TranslateY", [1, 0, 0, 0, 1, f * h]),
+    ]:
+        diff = (
+            apply_op(tv_tensors.Video(video), name, f).as_subclass(torch.Tensor).int()
+            - reference_affine(video, m).int()
+        ).abs()
         assert diff.max() <= 1 and (diff > 0).float().mean() < 0.02, name  # float32 grid vs float64
 
 
@@ -153,14 +191,28 @@ def test_same_ops_on_every_frame():
 def test_k400_order():
     assert train_transform(32, **RAW).steps == ("resize", "rand_augment", "random_resized_crop", "flip", "normalize")
     assert train_transform(32, **RAW, random_erasing=0.25, erasing_mode="rand").steps == (
-        "resize", "rand_augment", "random_resized_crop", "flip", "random_erasing", "normalize")
+        "resize",
+        "rand_augment",
+        "random_resized_crop",
+        "flip",
+        "random_erasing",
+        "normalize",
+    )
 
 
 def test_ssv2_order():
     assert train_transform(32, **RAW, order="ssv2", random_erasing=0.25).steps == (
-        "resize", "random_resized_crop", "flip", "rand_augment", "random_erasing", "normalize")
+        "resize",
+        "random_resized_crop",
+        "flip",
+        "rand_augment",
+        "random_erasing",
+        "normalize",
+    )
     assert train_transform(32, **RAW, order="ssv2", short_side=0, rand_augment=False, flip=False).steps == (
-        "random_resized_crop", "normalize")
+        "random_resized_crop",
+        "normalize",
+    )
 
 
 def test_rand_augment_settings_reach_the_op():
@@ -174,8 +226,9 @@ def test_rand_augment_settings_reach_the_op():
 
 def erase_only(mode, **kw):
     """The chain without resize, RandAugment, flip; a full-frame crop: the input comes out unchanged but erased."""
-    return train_transform(32, **kw, short_side=0, rand_augment=False, flip=False, random_erasing=1.0,
-                           erasing_mode=mode, scale=(1.0, 1.0))
+    return train_transform(
+        32, **kw, short_side=0, rand_augment=False, flip=False, random_erasing=1.0, erasing_mode=mode, scale=(1.0, 1.0)
+    )
 
 
 def test_const_erasing_is_grey_before_normalisation():
@@ -211,7 +264,7 @@ def test_erased_box_is_the_same_on_every_frame(mode):
         torch.rand(1)  # the erase-or-not draw
         top, left, bh, bw = eraser.box(40, 50)
         inside = torch.zeros(40, 50, dtype=torch.bool)
-        inside[top:top + bh, left:left + bw] = True
+        inside[top : top + bh, left : left + bw] = True
         assert out[..., ~inside].eq(0).all()
         if mode == "const":
             assert out[..., inside].eq(128).all()

@@ -1,6 +1,7 @@
 """What users expect from the CLI: every --set applies, TensorBoard logs, nothing damages a run or hides a
 failure, every mistake is one line (no traceback), files are readable by colleagues, and the start of a run
 says what will happen."""
+
 import json
 import os
 import shutil
@@ -46,8 +47,22 @@ def one_line_error(capsys, code, *needles):
 def test_every_set_applies_in_order_and_the_last_value_wins(ramps, tmp_path):
     cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "ignored", **QUICK)
     out = tmp_path / "a"
-    assert main(["train", str(cfg), "--set", f"output={out}", "--set", "train.epochs=2", "train.lr=1e-3",
-                 "--set", "train.lr=2e-3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(cfg),
+                "--set",
+                f"output={out}",
+                "--set",
+                "train.epochs=2",
+                "train.lr=1e-3",
+                "--set",
+                "train.lr=2e-3",
+            ]
+        )
+        == 0
+    )
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["train"]["epochs"] == 2 and saved["train"]["lr"] == 2e-3
     assert not (tmp_path / "ignored").exists()
@@ -58,8 +73,9 @@ def test_every_set_applies_in_order_and_the_last_value_wins(ramps, tmp_path):
 def test_tensorboard_event_file_has_the_scalars_at_the_steps(ramps, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", train__epochs=2, train__batch_size=8,
-                       train__tensorboard=True)
+    cfg = write_config(
+        tmp_path / "cfg.yaml", ramps, tmp_path / "run", train__epochs=2, train__batch_size=8, train__tensorboard=True
+    )
     assert main(["train", str(cfg)]) == 0
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
@@ -110,8 +126,15 @@ def test_separate_train_and_val_class_folder_trees(ramps, tmp_path):
             target = tree / split / ("brightening", "darkening")[int(label)] / Path(rel).name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(Path(ramps["root"]) / rel, target)
-    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", **QUICK, data__root=None,
-                       data__train_list=str(tree / "train"), data__val_list=str(tree / "val"))
+    cfg = write_config(
+        tmp_path / "cfg.yaml",
+        ramps,
+        tmp_path / "run",
+        **QUICK,
+        data__root=None,
+        data__train_list=str(tree / "train"),
+        data__val_list=str(tree / "val"),
+    )
     assert main(["train", str(cfg)]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert metrics["val_num_videos"] == 20 and metrics["val_broken_videos"] == 0
@@ -120,8 +143,9 @@ def test_separate_train_and_val_class_folder_trees(ramps, tmp_path):
 def test_parent_of_split_folders_is_named_as_such(ramps, tmp_path, capsys):
     for split in ("train", "val"):
         (tmp_path / "ds" / split / "a").mkdir(parents=True)
-    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", data__root=None,
-                       data__train_list=str(tmp_path / "ds"))
+    cfg = write_config(
+        tmp_path / "cfg.yaml", ramps, tmp_path / "run", data__root=None, data__train_list=str(tmp_path / "ds")
+    )
     one_line_error(capsys, main(["train", str(cfg)]), "split folders", "not class folders")
     assert not (tmp_path / "run").exists()  # a run that fails at start-up leaves nothing behind
 
@@ -131,8 +155,13 @@ def test_failed_start_removes_the_folders_it_created_and_nothing_else(ramps, tmp
     never removes a folder another run put beside it meanwhile."""
     for split in ("train", "val"):
         (tmp_path / "ds" / split / "a").mkdir(parents=True)
-    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "runs" / "a" / "b", data__root=None,
-                       data__train_list=str(tmp_path / "ds"))
+    cfg = write_config(
+        tmp_path / "cfg.yaml",
+        ramps,
+        tmp_path / "runs" / "a" / "b",
+        data__root=None,
+        data__train_list=str(tmp_path / "ds"),
+    )
     one_line_error(capsys, main(["train", str(cfg)]), "split folders")
     assert not (tmp_path / "runs").exists()
     (tmp_path / "runs" / "other").mkdir(parents=True)
@@ -189,8 +218,15 @@ def test_rerunning_a_finished_run_says_so(run, capsys):
 
 
 def test_start_up_says_what_will_happen(ramps, tmp_path, capsys):
-    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", train__epochs=1, train__batch_size=8,
-                       train__warmup_epochs=2.5, model__freeze=True)
+    cfg = write_config(
+        tmp_path / "cfg.yaml",
+        ramps,
+        tmp_path / "run",
+        train__epochs=1,
+        train__batch_size=8,
+        train__warmup_epochs=2.5,
+        model__freeze=True,
+    )
     assert main(["train", str(cfg)]) == 0
     captured = capsys.readouterr()
     assert "48 training videos, 20 validation, 2 classes (brightening, darkening)" in captured.out
@@ -199,9 +235,11 @@ def test_start_up_says_what_will_happen(ramps, tmp_path, capsys):
 
 
 def test_help_and_version_do_not_import_torch():
-    code = ("import sys; from zeroi2v.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'imported'\n")
+    code = (
+        "import sys; from zeroi2v.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'imported'\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     result = run_cli("--version")
@@ -214,19 +252,40 @@ def test_shipped_configs_are_found_by_name(capsys):
 
 
 def test_config_reference_is_generated_from_the_definitions():
-    assert (REPO / "docs" / "config.md").read_text(encoding="utf-8") == config_markdown(), \
+    assert (REPO / "docs" / "config.md").read_text(encoding="utf-8") == config_markdown(), (
         "docs/config.md is stale: python -m zeroi2v.config docs/config.md"
+    )
 
 
 def test_bare_model_directory_is_tested_with_its_own_architecture(ramps, tmp_path):
     """No config.yaml: the test config comes from the model (a patch-8 ViT at 40 px is valid)."""
     import zeroi2v
 
-    model = zeroi2v.create_model("vit_tiny_patch16_224", num_frames=4, num_classes=2, img_size=40, patch_size=8,
-                                 depth=1, embed_dim=64, num_heads=4)
+    model = zeroi2v.create_model(
+        "vit_tiny_patch16_224",
+        num_frames=4,
+        num_classes=2,
+        img_size=40,
+        patch_size=8,
+        depth=1,
+        embed_dim=64,
+        num_heads=4,
+    )
     zeroi2v.save_pretrained(model, tmp_path / "bare")
-    assert main(["eval", str(tmp_path / "bare"), "--set", f"data.root={ramps['root']}",
-                 f"data.val_list={ramps['val_list']}", "data.sampling=uniform", "train.num_workers=0"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "bare"),
+                "--set",
+                f"data.root={ramps['root']}",
+                f"data.val_list={ramps['val_list']}",
+                "data.sampling=uniform",
+                "train.num_workers=0",
+            ]
+        )
+        == 0
+    )
 
 
 def test_unknown_option_names_the_verb_and_its_usage(capsys):

@@ -3,6 +3,7 @@
 The reference forward pass below is restated from the paper and the reference code with plain tensor ops (channel-fold K/V
 shifting with clone-and-overwrite, as the MMAction2 code does); it never calls zeroi2v's model code.
 """
+
 import math
 
 import pytest
@@ -30,10 +31,19 @@ def to_openai_layout(timm_state: dict, depth: int, with_text: bool = True) -> di
         out[f"visual.{a}.weight"], out[f"visual.{a}.bias"] = s[f"{b}.weight"], s[f"{b}.bias"]
     for i in range(depth):
         src, dst = f"blocks.{i}.", f"visual.transformer.resblocks.{i}."
-        pairs = {"norm1": "ln_1", "norm2": "ln_2", "attn.proj": "attn.out_proj", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+        pairs = {
+            "norm1": "ln_1",
+            "norm2": "ln_2",
+            "attn.proj": "attn.out_proj",
+            "mlp.fc1": "mlp.c_fc",
+            "mlp.fc2": "mlp.c_proj",
+        }
         for a, b in pairs.items():
             out[dst + b + ".weight"], out[dst + b + ".bias"] = s[src + a + ".weight"], s[src + a + ".bias"]
-        out[dst + "attn.in_proj_weight"], out[dst + "attn.in_proj_bias"] = s[src + "attn.qkv.weight"], s[src + "attn.qkv.bias"]
+        out[dst + "attn.in_proj_weight"], out[dst + "attn.in_proj_bias"] = (
+            s[src + "attn.qkv.weight"],
+            s[src + "attn.qkv.bias"],
+        )
     width = s["cls_token"].shape[-1]
     out["visual.proj"] = torch.randn(width, 64)  # CLIP's image projection: must be dropped
     if with_text:
@@ -95,16 +105,23 @@ def write_layout(tmp_path, tower, layout):
     return path
 
 
-LAYOUTS = ["timm_safetensors", "timm_bin_with_head", "open_clip_timm_trunk", "openai_state_dict",
-           "openai_torchscript", "training_checkpoint"]
+LAYOUTS = [
+    "timm_safetensors",
+    "timm_bin_with_head",
+    "open_clip_timm_trunk",
+    "openai_state_dict",
+    "openai_torchscript",
+    "training_checkpoint",
+]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_image_weights_reproduce_timm_features(tmp_path, image_tower, layout):
     path = write_layout(tmp_path, image_tower, layout)
     T = 3
-    model = zeroi2v.create_model(CLIP, num_frames=T, num_classes=0, pretrained=str(path), head_offsets=(),
-                                 temporal_embedding=False, **SMALL).eval()
+    model = zeroi2v.create_model(
+        CLIP, num_frames=T, num_classes=0, pretrained=str(path), head_offsets=(), temporal_embedding=False, **SMALL
+    ).eval()
     video = torch.randn(2, 3, T, 32, 32)
     with torch.no_grad():
         frames = video.transpose(1, 2).reshape(2 * T, 3, 32, 32)
@@ -121,10 +138,13 @@ def test_image_weights_resize_position_embedding(tmp_path, image_tower):
     assert model.backbone.pos_embed.shape[1] == 1 + 6 * 6
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "empty"),
-    (b"this is not a checkpoint", "cannot read"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty"),
+        (b"this is not a checkpoint", "cannot read"),
+    ],
+)
 def test_bad_weight_files_are_one_line_errors(tmp_path, content, message):
     path = tmp_path / "bad.pth"
     path.write_bytes(content)
@@ -149,7 +169,9 @@ def test_truncated_and_foreign_weights(tmp_path, image_tower):
     with pytest.raises(zeroi2v.UserError, match="does not match|could not convert"):
         zeroi2v.create_model(CLIP, num_frames=2, num_classes=3, pretrained=str(resnet), **SMALL)
     with pytest.raises(zeroi2v.UserError, match="does not fit"):
-        zeroi2v.create_model(CLIP, num_frames=2, num_classes=3, pretrained=str(good), **{**SMALL, "embed_dim": 192, "num_heads": 3})
+        zeroi2v.create_model(
+            CLIP, num_frames=2, num_classes=3, pretrained=str(good), **{**SMALL, "embed_dim": 192, "num_heads": 3}
+        )
     with pytest.raises(zeroi2v.UserError, match="not found"):
         zeroi2v.create_model(CLIP, num_frames=2, num_classes=3, pretrained=str(tmp_path / "nope.pth"), **SMALL)
 
@@ -174,28 +196,44 @@ def reference_checkpoint(width, depth, patch, grid, T, classes, ratio=0.25, seed
         "backbone.class_embedding": r(D, std=0.5),
         "backbone.positional_embedding": r(grid * grid + 1, D, std=0.5),
         "backbone.temporal_embedding": r(1, T, D, std=0.5),
-        "backbone.ln_pre.weight": 1 + r(D), "backbone.ln_pre.bias": r(D),
-        "backbone.ln_post.weight": 1 + r(D), "backbone.ln_post.bias": r(D),
+        "backbone.ln_pre.weight": 1 + r(D),
+        "backbone.ln_pre.bias": r(D),
+        "backbone.ln_post.weight": 1 + r(D),
+        "backbone.ln_post.bias": r(D),
         "backbone.proj": r(D, 32),
-        "cls_head.fc_cls.weight": r(classes, D, std=0.2), "cls_head.fc_cls.bias": r(classes),
+        "cls_head.fc_cls.weight": r(classes, D, std=0.2),
+        "cls_head.fc_cls.bias": r(classes),
         "data_preprocessor.mean": torch.tensor([122.769, 116.74, 104.04]).view(3, 1, 1, 1),
         "data_preprocessor.std": torch.tensor([68.493, 66.63, 70.321]).view(3, 1, 1, 1),
     }
     for i in range(depth):
         p = f"backbone.transformer.resblocks.{i}."
-        sd.update({
-            p + "attn.in_proj_weight": r(3 * D, D, std=D ** -0.5), p + "attn.in_proj_bias": r(3 * D),
-            p + "attn.out_proj.weight": r(D, D, std=D ** -0.5), p + "attn.out_proj.bias": r(D),
-            p + "ln_1.weight": 1 + r(D), p + "ln_1.bias": r(D), p + "ln_2.weight": 1 + r(D), p + "ln_2.bias": r(D),
-            p + "mlp.c_fc.weight": r(4 * D, D, std=D ** -0.5), p + "mlp.c_fc.bias": r(4 * D),
-            p + "mlp.c_proj.weight": r(D, 4 * D, std=(4 * D) ** -0.5), p + "mlp.c_proj.bias": r(D),
-        })
+        sd.update(
+            {
+                p + "attn.in_proj_weight": r(3 * D, D, std=D**-0.5),
+                p + "attn.in_proj_bias": r(3 * D),
+                p + "attn.out_proj.weight": r(D, D, std=D**-0.5),
+                p + "attn.out_proj.bias": r(D),
+                p + "ln_1.weight": 1 + r(D),
+                p + "ln_1.bias": r(D),
+                p + "ln_2.weight": 1 + r(D),
+                p + "ln_2.bias": r(D),
+                p + "mlp.c_fc.weight": r(4 * D, D, std=D**-0.5),
+                p + "mlp.c_fc.bias": r(4 * D),
+                p + "mlp.c_proj.weight": r(D, 4 * D, std=(4 * D) ** -0.5),
+                p + "mlp.c_proj.bias": r(D),
+            }
+        )
         names = ("T_Adapter_in", "S_Adapter", "MLP_Adapter") + (("MLP_Adapter_out",) if num_tadapter == 2 else ())
         for name in names:  # num_tadapter=1 configs of the reference have no MLP_Adapter_out
-            sd.update({
-                p + f"{name}.D_fc1.weight": r(hidden, D, std=D ** -0.5), p + f"{name}.D_fc1.bias": r(hidden),
-                p + f"{name}.D_fc2.weight": r(D, hidden, std=hidden ** -0.5), p + f"{name}.D_fc2.bias": r(D),
-            })
+            sd.update(
+                {
+                    p + f"{name}.D_fc1.weight": r(hidden, D, std=D**-0.5),
+                    p + f"{name}.D_fc1.bias": r(hidden),
+                    p + f"{name}.D_fc2.weight": r(D, hidden, std=hidden**-0.5),
+                    p + f"{name}.D_fc2.bias": r(D),
+                }
+            )
     return sd
 
 
@@ -252,28 +290,47 @@ SETTINGS = {
     # ViT-B-like: shift_div 2 over 2 heads -> fold 0 reads t-1, fold 1 reads t+1 (default offsets)
     "B_like": dict(width=128, T=4, folds=[(0, 64, -1), (64, 128, 1)], overrides={}),
     # ViT-L-like: two folds per direction plus one fold at Δt = -2
-    "L_like": dict(width=384, T=4, folds=[(0, 128, -1), (128, 256, 1), (256, 320, -2)],
-                   overrides={"head_offsets": [-1, -1, 1, 1, -2]}),
+    "L_like": dict(
+        width=384,
+        T=4,
+        folds=[(0, 128, -1), (128, 256, 1), (256, 320, -2)],
+        overrides={"head_offsets": [-1, -1, 1, 1, -2]},
+    ),
     # the same, given as the reference config's own stdha_cfg (STDHA: shift_div 3 -> 128 channels,
     # long_shift_div 6 -> 64 channels at Δt = -2)
-    "L_like_stdha_cfg": dict(width=384, T=4, folds=[(0, 128, -1), (128, 256, 1), (256, 320, -2)],
-                             overrides={"stdha_cfg": {"shift_div": 3, "long_shift_div": 6}}),
+    "L_like_stdha_cfg": dict(
+        width=384,
+        T=4,
+        folds=[(0, 128, -1), (128, 256, 1), (256, 320, -2)],
+        overrides={"stdha_cfg": {"shift_div": 3, "long_shift_div": 6}},
+    ),
     # STDHA_long with Δt = ±2 and -3 folds, 3 adapters per block (num_tadapter=1), adapter scale 1
-    "long_3adapters": dict(width=384, T=8, num_tadapter=1, scale=1.0,
-                           folds=[(0, 64, -1), (64, 128, 1), (128, 192, -2), (192, 256, 2), (256, 320, -3)],
-                           overrides={"stdha_cfg": {"shift1_div": 6, "shift2_div": 6, "shift3_div": 6},
-                                      "adapter_scale": 1.0}),
+    "long_3adapters": dict(
+        width=384,
+        T=8,
+        num_tadapter=1,
+        scale=1.0,
+        folds=[(0, 64, -1), (64, 128, 1), (128, 192, -2), (192, 256, 2), (256, 320, -3)],
+        overrides={"stdha_cfg": {"shift1_div": 6, "shift2_div": 6, "shift3_div": 6}, "adapter_scale": 1.0},
+    ),
 }
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_official_checkpoint_matches_reference_forward(tmp_path, setting):
     cfg = SETTINGS[setting]
-    sd = reference_checkpoint(cfg["width"], depth=2, patch=8, grid=4, T=cfg["T"], classes=6,
-                              num_tadapter=cfg.get("num_tadapter", 2))
+    sd = reference_checkpoint(
+        cfg["width"], depth=2, patch=8, grid=4, T=cfg["T"], classes=6, num_tadapter=cfg.get("num_tadapter", 2)
+    )
     path = tmp_path / "zeroi2v_ref.pth"
-    torch.save({"meta": {"epoch": 40, "mmengine_object": Unpicklable()}, "state_dict": sd,
-                "optimizer": {"state": {}, "param_groups": []}}, path)
+    torch.save(
+        {
+            "meta": {"epoch": 40, "mmengine_object": Unpicklable()},
+            "state_dict": sd,
+            "optimizer": {"state": {}, "param_groups": []},
+        },
+        path,
+    )
     model = zeroi2v.load_official_checkpoint(path, **cfg["overrides"])
     assert model.num_frames == cfg["T"] and model.num_heads == cfg["width"] // 64
     assert model.data_config["mean"] == pytest.approx((0.481447, 0.457804, 0.408), abs=1e-5)
@@ -284,7 +341,9 @@ def test_official_checkpoint_matches_reference_forward(tmp_path, setting):
         merged = zeroi2v.reparameterize(model)
         ours_merged = merged(video)
     err, err_merged = (ref - ours).abs().max().item(), (ref - ours_merged).abs().max().item()
-    print(f"{setting}: reference parity max abs error {err:.2e}, merged {err_merged:.2e} (logit scale {ref.abs().max():.2f})")
+    print(
+        f"{setting}: reference parity max abs error {err:.2e}, merged {err_merged:.2e} (logit scale {ref.abs().max():.2f})"
+    )
     assert ref.abs().max() > 0.5
     assert err <= 1e-4 and err_merged <= 1e-4
     # the directory written by convert-official reproduces it too
@@ -315,38 +374,65 @@ PUBLISHED_STDHA = [
     ("K400 ViT-L/14 8f", 1024, {"shift_div": 8}, [-1, -1, 1, 1]),
     ("K400 ViT-L/14 32f", 1024, {"shift_div": 8, "long_shift_div": 8}, [-1, -1, 1, 1, -2, -2]),
     ("SSv2 ViT-B/16 16f", 768, {"shift_div": 12, "long_shift_div": 12, "long_shift_right": True}, [-1, 1, -2, 2]),
-    ("SSv2 ViT-L/14 32f", 1024, {"divide_head": False, "shift1_div": 8, "shift2_div": 16, "shift3_div": 16,
-                                 "shift3_right": False, "shift4_div": -1, "shift4_right": False},
-     [-1, -1, 1, 1, -2, 2, -3]),
+    (
+        "SSv2 ViT-L/14 32f",
+        1024,
+        {
+            "divide_head": False,
+            "shift1_div": 8,
+            "shift2_div": 16,
+            "shift3_div": 16,
+            "shift3_right": False,
+            "shift4_div": -1,
+            "shift4_right": False,
+        },
+        [-1, -1, 1, 1, -2, 2, -3],
+    ),
 ]
 
 
 @pytest.mark.parametrize("name, width, stdha_cfg, expected", PUBLISHED_STDHA, ids=[p[0] for p in PUBLISHED_STDHA])
 def test_reference_stdha_cfg_maps_to_paper_head_offsets(name, width, stdha_cfg, expected):
     from zeroi2v.official import head_offsets_from_stdha_cfg
+
     assert head_offsets_from_stdha_cfg(stdha_cfg, width) == expected
 
 
-@pytest.mark.parametrize("stdha_cfg, message", [
-    ({"shift_div": 24}, "not whole heads"),
-    ({"shift_div": 2, "long_shift_div": 4}, "more than the width"),
-    ({"divide_head": True}, "not implemented"),
-    ({"shift_dv": 12}, "unknown keys"),
-    ("shift_div=12", "must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "stdha_cfg, message",
+    [
+        ({"shift_div": 24}, "not whole heads"),
+        ({"shift_div": 2, "long_shift_div": 4}, "more than the width"),
+        ({"divide_head": True}, "not implemented"),
+        ({"shift_dv": 12}, "unknown keys"),
+        ("shift_div=12", "must be a mapping"),
+    ],
+)
 def test_bad_stdha_cfg_is_a_one_line_error(stdha_cfg, message):
     from zeroi2v.official import head_offsets_from_stdha_cfg
+
     with pytest.raises(zeroi2v.UserError, match=message):
         head_offsets_from_stdha_cfg(stdha_cfg, 768)
 
 
 def test_convert_official_cli_takes_the_reference_stdha_cfg(tmp_path, capsys):
     from zeroi2v.cli import main
+
     sd = reference_checkpoint(384, depth=1, patch=8, grid=4, T=4, classes=3)
     path = tmp_path / "ref.pth"
     torch.save({"state_dict": sd}, path)
-    assert main(["convert-official", str(path), str(tmp_path / "out"), "--set",
-                 "stdha_cfg={shift_div: 3, long_shift_div: 6}"]) == 0
+    assert (
+        main(
+            [
+                "convert-official",
+                str(path),
+                str(tmp_path / "out"),
+                "--set",
+                "stdha_cfg={shift_div: 3, long_shift_div: 6}",
+            ]
+        )
+        == 0
+    )
     assert "head_offsets=[-1, -1, 1, 1, -2]" in capsys.readouterr().out
     assert main(["convert-official", str(path), str(tmp_path / "out2"), "--set", "stdha_cfg={shift_div: 5}"]) == 2
     assert "not whole heads" in capsys.readouterr().err
@@ -354,5 +440,7 @@ def test_convert_official_cli_takes_the_reference_stdha_cfg(tmp_path, capsys):
     assert main(["convert-official", str(path), str(tmp_path / "out"), "--set", "stdha_cfg={shift_div: 3}"]) == 2
     assert "pass --force" in capsys.readouterr().err
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == weights
-    assert main(["convert-official", str(path), str(tmp_path / "out"), "--force", "--set",
-                 "stdha_cfg={shift_div: 3}"]) == 0
+    assert (
+        main(["convert-official", str(path), str(tmp_path / "out"), "--force", "--set", "stdha_cfg={shift_div: 3}"])
+        == 0
+    )

@@ -5,6 +5,7 @@ full state dict (`visual.*` + text tower) as a torch pickle, as safetensors, and
 like OpenAI's released .pt files. The ZeroI2V model with no temporal heads, no adapters and no temporal
 embedding must output open_clip's own image features before the projection, averaged over frames.
 """
+
 import copy
 
 import pytest
@@ -56,9 +57,16 @@ def write(model, kind, tmp_path):
 @pytest.mark.parametrize("kind", ["state_dict_bin", "safetensors", "torchscript"])
 def test_open_clip_files_match_open_clip_features(clip_model, kind, tmp_path):
     path = write(clip_model, kind, tmp_path)
-    model = zeroi2v.create_model(TIMM_NAME, num_frames=FRAMES, num_classes=0, pretrained=str(path),
-                                 head_offsets=(), adapter_ratio=0.0, temporal_embedding=False,
-                                 **TIMM_KWARGS).eval()
+    model = zeroi2v.create_model(
+        TIMM_NAME,
+        num_frames=FRAMES,
+        num_classes=0,
+        pretrained=str(path),
+        head_offsets=(),
+        adapter_ratio=0.0,
+        temporal_embedding=False,
+        **TIMM_KWARGS,
+    ).eval()
 
     torch.manual_seed(1)
     video = torch.randn(2, 3, FRAMES, 32, 32)

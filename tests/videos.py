@@ -3,6 +3,7 @@
 Each frame shows its own index as a bar code that survives lossy compression: `BITS` vertical bars,
 white = 1, black = 0, most significant bit on the left. `read_index` reads it back from an RGB frame.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -22,7 +23,7 @@ def index_frame(i: int, height: int, width: int, gray: bool = False) -> np.ndarr
     bar = width // BITS
     for b in range(BITS):
         if (i >> (BITS - 1 - b)) & 1:
-            frame[:, b * bar:(b + 1) * bar] = 255
+            frame[:, b * bar : (b + 1) * bar] = 255
     if not gray:
         frame[..., 1] //= 2  # so the colour conversion path is exercised
     return frame
@@ -33,14 +34,26 @@ def read_index(frame: np.ndarray) -> int:
     bar = frame.shape[1] // BITS
     value = 0
     for b in range(BITS):
-        column = frame[:, b * bar + bar // 4:(b + 1) * bar - bar // 4, 0]
+        column = frame[:, b * bar + bar // 4 : (b + 1) * bar - bar // 4, 0]
         value = (value << 1) | int(column.mean() > 127)
     return value
 
 
-def write_index_video(path, num_frames: int, height: int = 48, width: int = 64, codec: str = "libx264",
-                      fps: int = 25, gray: bool = False, vfr: bool = False, drop=(), gop: int = 12,
-                      bframes: bool = False, audio: bool = False, options: dict | None = None) -> str:
+def write_index_video(
+    path,
+    num_frames: int,
+    height: int = 48,
+    width: int = 64,
+    codec: str = "libx264",
+    fps: int = 25,
+    gray: bool = False,
+    vfr: bool = False,
+    drop=(),
+    gop: int = 12,
+    bframes: bool = False,
+    audio: bool = False,
+    options: dict | None = None,
+) -> str:
     """Frames 0..num_frames-1 with their index drawn in.
 
     gray:    grey pictures; with codec="ffv1" the stream itself is single-channel ("gray" pix_fmt).

@@ -6,15 +6,21 @@
 The names below are imported on first use, so `import zeroi2v` (and `zeroi2v --help`) does not
 import torch or timm.
 """
+
 import importlib
 
 from zeroi2v.errors import UserError
 
 __version__ = "0.2.0"
 _LAZY = {
-    "ZeroI2V": "zeroi2v.model", "create_model": "zeroi2v.model", "ModelConfig": "zeroi2v.config",
-    "reparameterize": "zeroi2v.reparam", "load_official_checkpoint": "zeroi2v.official",
-    "save_pretrained": "zeroi2v.build", "load_pretrained": "zeroi2v.build", "build_model": "zeroi2v.build",
+    "ZeroI2V": "zeroi2v.model",
+    "create_model": "zeroi2v.model",
+    "ModelConfig": "zeroi2v.config",
+    "reparameterize": "zeroi2v.reparam",
+    "load_official_checkpoint": "zeroi2v.official",
+    "save_pretrained": "zeroi2v.build",
+    "load_pretrained": "zeroi2v.build",
+    "build_model": "zeroi2v.build",
 }
 __all__ = [*_LAZY, "UserError", "__version__"]
 

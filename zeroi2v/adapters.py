@@ -18,6 +18,7 @@ maps (`attn_in` multiplies all three by one map, so the attention logits grow wi
 its gain). `AdaptedLinear` is an `nn.Linear` (same weight/bias names as the
 layer it replaces, so image checkpoints load unchanged) carrying optional adapters on either side.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,8 +37,15 @@ class LinearAdapter(nn.Module):
     (c = 0), so folding creates no bias and the merged layer keeps the image model's parameters.
     """
 
-    def __init__(self, dim: int, ratio: float = 0.25, scale: float = 0.5, dropout: float = 0.0, bias: bool = True,
-                 hidden: int | None = None):
+    def __init__(
+        self,
+        dim: int,
+        ratio: float = 0.25,
+        scale: float = 0.5,
+        dropout: float = 0.0,
+        bias: bool = True,
+        hidden: int | None = None,
+    ):
         super().__init__()
         hidden = hidden or max(1, int(round(dim * ratio)))  # `hidden` overrides the ratio of `dim`
         self.scale = float(scale)
@@ -70,7 +78,9 @@ class LinearAdapter(nn.Module):
 class AdaptedLinear(nn.Linear):
     """A frozen linear layer with an optional adapter before (`adapter_in`) and after (`adapter_out`)."""
 
-    def __init__(self, linear: nn.Linear, adapter_in: LinearAdapter | None = None, adapter_out: LinearAdapter | None = None):
+    def __init__(
+        self, linear: nn.Linear, adapter_in: LinearAdapter | None = None, adapter_out: LinearAdapter | None = None
+    ):
         nn.Module.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = linear.weight
@@ -91,7 +101,11 @@ class AdaptedLinear(nn.Linear):
         """One plain `nn.Linear` computing exactly what this layer and its adapters compute (eval mode)."""
         adapters = [a for a in (self.adapter_in, self.adapter_out) if a is not None]
         w = self.weight.double()
-        b = torch.zeros(self.out_features, dtype=torch.float64, device=w.device) if self.bias is None else self.bias.double()
+        b = (
+            torch.zeros(self.out_features, dtype=torch.float64, device=w.device)
+            if self.bias is None
+            else self.bias.double()
+        )
         if self.adapter_in is not None:
             m, c = self.adapter_in.affine()
             w, b = w @ m, w @ c + b
@@ -100,8 +114,9 @@ class AdaptedLinear(nn.Linear):
             w, b = m @ w, m @ b + c
         if self.bias is None and all(a.down.bias is None for a in adapters):
             b = None  # bias-free adapters beside a bias-free layer: nothing to add (c = 0)
-        out = nn.Linear(self.in_features, self.out_features, bias=b is not None,
-                        device=self.weight.device, dtype=self.weight.dtype)
+        out = nn.Linear(
+            self.in_features, self.out_features, bias=b is not None, device=self.weight.device, dtype=self.weight.dtype
+        )
         out.weight.copy_(w.to(self.weight.dtype))
         if b is not None:
             out.bias.copy_(b.to(self.weight.dtype))
@@ -111,11 +126,13 @@ class AdaptedLinear(nn.Linear):
         return out
 
 
-def add_adapters(block: nn.Module, positions=ADAPTER_POSITIONS, ratio: float = 0.25, scale: float = 0.5,
-                 dropout: float = 0.0) -> None:
+def add_adapters(
+    block: nn.Module, positions=ADAPTER_POSITIONS, ratio: float = 0.25, scale: float = 0.5, dropout: float = 0.0
+) -> None:
     """Wrap a timm `Block`'s qkv, proj, fc1 and fc2 in `AdaptedLinear` with adapters at `positions`.
 
     Every bottleneck is `ratio` × the block's width, also `qkv_out`'s (its input is 3 × wider)."""
+
     def make(dim: int, bias: bool, width: int) -> LinearAdapter:
         return LinearAdapter(dim, ratio, scale, dropout, bias=bias, hidden=max(1, int(round(width * ratio))))
 
@@ -131,8 +148,10 @@ def add_adapters(block: nn.Module, positions=ADAPTER_POSITIONS, ratio: float = 0
         parent, name, side = slots[pos]
         layer = getattr(parent, name, None)
         if not isinstance(layer, nn.Linear):
-            raise UserError(f"cannot place adapter '{pos}': the backbone's {type(parent).__name__} has no Linear "
-                            f"'{name}' (found {type(layer).__name__})")
+            raise UserError(
+                f"cannot place adapter '{pos}': the backbone's {type(parent).__name__} has no Linear "
+                f"'{name}' (found {type(layer).__name__})"
+            )
         if not isinstance(layer, AdaptedLinear):
             layer = AdaptedLinear(layer)
             setattr(parent, name, layer)

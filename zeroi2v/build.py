@@ -4,6 +4,7 @@
 `model.safetensors` + `model.json` (the `ModelConfig`, serialised), so `load_pretrained` rebuilds
 exactly what was saved, merged or not, without pickles.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,10 @@ def save_pretrained(model: ZeroI2V, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     atomic_save_safetensors(directory / MODEL_FILE, model.state_dict(), metadata={"format": "pt"})
-    atomic_write_json(directory / CONFIG_FILE, {"format": "zeroi2v", "merged": model.merged,
-                                                "config": dataclasses.asdict(model.config)})
+    atomic_write_json(
+        directory / CONFIG_FILE,
+        {"format": "zeroi2v", "merged": model.merged, "config": dataclasses.asdict(model.config)},
+    )
     return directory
 
 
@@ -74,12 +77,18 @@ def last_checkpoint(run: str | os.PathLike) -> Path | None:
 def _unfinished(directory: Path) -> None:
     """A run that has not finished yet has a checkpoint but no final model: say so, and how to go on."""
     if (directory / CKPT_DIR / "last.json").is_file():
-        raise UserError(f"{directory} is an unfinished run: rerun `zeroi2v train {directory / 'config.yaml'}` to "
-                        "resume it, or pass --checkpoint to use its last checkpoint")
+        raise UserError(
+            f"{directory} is an unfinished run: rerun `zeroi2v train {directory / 'config.yaml'}` to "
+            "resume it, or pass --checkpoint to use its last checkpoint"
+        )
 
 
-def load_pretrained(directory: str | os.PathLike, map_location: str | torch.device = "cpu",
-                    weights: str | os.PathLike | None = None, **overrides) -> ZeroI2V:
+def load_pretrained(
+    directory: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    weights: str | os.PathLike | None = None,
+    **overrides,
+) -> ZeroI2V:
     """Rebuild a model saved by `save_pretrained` (merged or not) and load its weights; eval mode.
 
     `weights`: another safetensors file of the same model (e.g. a run's last checkpoint)."""

@@ -4,6 +4,7 @@ Every user mistake is one line on stderr and exit code 2; `--debug` (or ZEROI2V_
 traceback instead. Each verb imports what it needs when it runs, so `zeroi2v --help` and
 `zeroi2v --version` import neither torch nor timm.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,11 @@ from zeroi2v.errors import UserError
 
 EXIT_USER_ERROR = 2
 # verbs with their own argparse: module whose main(argv) gets the rest of the command line
-PASSTHROUGH = {"bench": ("zeroi2v.bench", "cost and speed tables (zeroi2v bench --help)"),
-               "demo": ("zeroi2v.demo", "the embedded default, end to end (zeroi2v demo --help)"),
-               "synth": ("zeroi2v.data.synthetic", "write synthetic motion videos (zeroi2v synth --help)")}
+PASSTHROUGH = {
+    "bench": ("zeroi2v.bench", "cost and speed tables (zeroi2v bench --help)"),
+    "demo": ("zeroi2v.demo", "the embedded default, end to end (zeroi2v demo --help)"),
+    "synth": ("zeroi2v.data.synthetic", "write synthetic motion videos (zeroi2v synth --help)"),
+}
 
 
 def config_path(name: str) -> Path:
@@ -45,11 +48,12 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from zeroi2v.eval import evaluate
 
-    metrics = evaluate(args.directory, args.set, device=args.device, checkpoint=args.checkpoint,
-                       compile=args.compile)
-    print(f"top1={metrics['top1']:.4f} top5={metrics['top5']:.4f} "
-          f"mean_class_accuracy={metrics['mean_class_accuracy']:.4f} "
-          f"({metrics['num_videos']} videos, {metrics['views']} views, {metrics['broken_videos']} unreadable)")
+    metrics = evaluate(args.directory, args.set, device=args.device, checkpoint=args.checkpoint, compile=args.compile)
+    print(
+        f"top1={metrics['top1']:.4f} top5={metrics['top5']:.4f} "
+        f"mean_class_accuracy={metrics['mean_class_accuracy']:.4f} "
+        f"({metrics['num_videos']} videos, {metrics['views']} views, {metrics['broken_videos']} unreadable)"
+    )
     print(f"wrote {Path(args.directory) / 'metrics.json'}")
     return 0
 
@@ -127,8 +131,15 @@ def _predict(args) -> int:
     from zeroi2v.eval import predict
 
     failed = 0
-    for result in predict(args.directory, args.videos, topk=args.topk, overrides=args.set, device=args.device,
-                          checkpoint=args.checkpoint, compile=args.compile):
+    for result in predict(
+        args.directory,
+        args.videos,
+        topk=args.topk,
+        overrides=args.set,
+        device=args.device,
+        checkpoint=args.checkpoint,
+        compile=args.compile,
+    ):
         if "error" in result:
             print(f"{result['video']}: unreadable ({result['error']})", file=sys.stderr)
             failed += 1
@@ -145,12 +156,24 @@ def _timeline(args) -> int:
         raise UserError("--timeline takes one video")
     if args.topk < 1:
         raise UserError(f"--topk must be >= 1, got {args.topk}")
-    result = timeline(args.directory, args.videos[0], stride=args.stride, window=args.window, topk=args.topk,
-                      out_prefix=args.out, annotate=args.annotate, overrides=args.set, device=args.device)
+    result = timeline(
+        args.directory,
+        args.videos[0],
+        stride=args.stride,
+        window=args.window,
+        topk=args.topk,
+        out_prefix=args.out,
+        annotate=args.annotate,
+        overrides=args.set,
+        device=args.device,
+    )
     if result.get("note"):
         print(result["note"])
-    changes = [w for i, w in enumerate(result["windows"]) if i == 0 or w["top"][0]["class"] !=
-               result["windows"][i - 1]["top"][0]["class"]]
+    changes = [
+        w
+        for i, w in enumerate(result["windows"])
+        if i == 0 or w["top"][0]["class"] != result["windows"][i - 1]["top"][0]["class"]
+    ]
     for w in changes:
         print(f"{w['start_s']:8.2f}s  {w['top'][0]['class']} {w['top'][0]['probability']:.3f}")
     for path in result["paths"].values():
@@ -161,8 +184,15 @@ def _timeline(args) -> int:
 def _features(args) -> int:
     from zeroi2v.features import extract_features
 
-    result = extract_features(args.directory, args.videos, args.out, merged=not args.unmerged, root=args.root,
-                              overrides=args.set, device=args.device)
+    result = extract_features(
+        args.directory,
+        args.videos,
+        args.out,
+        merged=not args.unmerged,
+        root=args.root,
+        overrides=args.set,
+        device=args.device,
+    )
     if result.get("note"):
         print(result["note"])
     print(f"wrote {result['path']}: {result['num_videos']} videos × {result['dim']} features")
@@ -181,9 +211,11 @@ def _convert(args) -> int:
     _check_new_model_dir(Path(args.out_dir), args.force)
     info = convert_official(args.checkpoint, args.out_dir, overrides, merge=args.merge, preset=preset)
     cfg = info["config"]
-    print(f"converted {args.checkpoint}: {cfg.backbone} {cfg.timm_kwargs}, {cfg.num_frames} frames, "
-          f"{cfg.num_classes} classes, head_offsets={cfg.head_offsets}, adapter_scale={cfg.adapter_scale}"
-          + (f" (preset {args.preset})" if args.preset else ""))
+    print(
+        f"converted {args.checkpoint}: {cfg.backbone} {cfg.timm_kwargs}, {cfg.num_frames} frames, "
+        f"{cfg.num_classes} classes, head_offsets={cfg.head_offsets}, adapter_scale={cfg.adapter_scale}"
+        + (f" (preset {args.preset})" if args.preset else "")
+    )
     if info["merged"]:
         print(f"merged: max abs error {info['merge_error']:.3e}")
     print(f"wrote {args.out_dir}")
@@ -193,6 +225,7 @@ def _convert(args) -> int:
 def _passthrough(module: str):
     def run(args) -> int:
         return importlib.import_module(module).main(args.rest)
+
     return run
 
 
@@ -203,7 +236,9 @@ def one_line(error: Exception) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zeroi2v", description="Image ViT -> video model at zero extra inference cost (ZeroI2V).")
+    parser = argparse.ArgumentParser(
+        prog="zeroi2v", description="Image ViT -> video model at zero extra inference cost (ZeroI2V)."
+    )
     parser.add_argument("--version", action="version", version=f"zeroi2v {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks (also ZEROI2V_DEBUG=1)")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -215,19 +250,27 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def sets(p, what="config keys"):
-        p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                       help=f"override {what} (YAML values); repeatable, later values win")
+        p.add_argument(
+            "--set",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"override {what} (YAML values); repeatable, later values win",
+        )
 
     def test_options(p):
         p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one)")
         p.add_argument("--checkpoint", action="store_true", help="use an unfinished run's last checkpoint")
-        p.add_argument("--compile", action="store_true", help="torch.compile the model first (pays off on "
-                                                               "many videos)")
+        p.add_argument("--compile", action="store_true", help="torch.compile the model first (pays off on many videos)")
         sets(p, "test data keys (data.*, train.batch_size, train.num_workers)")
 
     p = verb("train", _train, "train (or resume) a run; writes the output directory")
-    p.add_argument("config", help=f"YAML config file, or the name of a shipped one ({', '.join(_shipped()[:3])}, ...: "
-                                  f"zeroi2v train --list-configs)")
+    p.add_argument(
+        "config",
+        help=f"YAML config file, or the name of a shipped one ({', '.join(_shipped()[:3])}, ...: "
+        f"zeroi2v train --list-configs)",
+    )
     sets(p)
     p = verb("eval", _eval, "multi-view test of a run or model directory; writes metrics.json")
     p.add_argument("directory")
@@ -245,30 +288,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("videos", nargs="+", help="video files, or folders of them")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--timeline", action="store_true", help="classify sliding windows; writes JSON, CSV and a PNG")
-    p.add_argument("--stride", type=int, default=None, help="timeline: source frames between window starts "
-                                                            "(default: half a window)")
-    p.add_argument("--window", type=int, default=None, help="timeline: window length in source frames "
-                                                            "(default: num_frames × data.frame_interval)")
-    p.add_argument("--out", default=None, metavar="PREFIX", help="timeline: prefix of the JSON/CSV/PNG files "
-                                                                 "(default: ./VIDEO_NAME.timeline)")
-    p.add_argument("--annotate", default=None, metavar="OUT.mp4", help="timeline: write the video with the "
-                                                                      "current top-1 label drawn on it")
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="timeline: source frames between window starts (default: half a window)",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="timeline: window length in source frames (default: num_frames × data.frame_interval)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="PREFIX",
+        help="timeline: prefix of the JSON/CSV/PNG files (default: ./VIDEO_NAME.timeline)",
+    )
+    p.add_argument(
+        "--annotate",
+        default=None,
+        metavar="OUT.mp4",
+        help="timeline: write the video with the current top-1 label drawn on it",
+    )
     test_options(p)
     p = verb("features", _features, "clip features (one row per video) to a safetensors file")
     p.add_argument("directory")
     p.add_argument("videos", nargs="+", help="video files, folders of them, or list files of videos")
     p.add_argument("--out", required=True, metavar="FILE.safetensors")
     p.add_argument("--unmerged", action="store_true", help="use the model with its adapters (default: merged)")
-    p.add_argument("--root", default=None, help="folder of relative paths in list files (default: data.root, "
-                                                "then the list file's folder)")
+    p.add_argument(
+        "--root",
+        default=None,
+        help="folder of relative paths in list files (default: data.root, then the list file's folder)",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
     sets(p, "test data keys (data.*)")
     p = verb("convert-official", _convert, "reference ZeroI2V (MMAction2) checkpoint -> model directory")
     p.add_argument("checkpoint")
     p.add_argument("out_dir")
-    p.add_argument("--preset", default=None, metavar="CONFIG",
-                   help="the setting the checkpoint was trained with (e.g. ssv2_vitl14_u32): offsets, adapter "
-                        "scale, frames, classes from that config")
+    p.add_argument(
+        "--preset",
+        default=None,
+        metavar="CONFIG",
+        help="the setting the checkpoint was trained with (e.g. ssv2_vitl14_u32): offsets, adapter "
+        "scale, frames, classes from that config",
+    )
     p.add_argument("--merge", action="store_true", help="also fold the adapters")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
     sets(p, "model keys")
@@ -315,7 +381,9 @@ def _run(argv: list[str]) -> int:
     except OSError as e:  # a full disk, a read-only or vanished filesystem: the user's environment, not a bug
         if debug or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENOENT, errno.EIO):
             raise
-        print(f"zeroi2v: error: {e.strerror}: {e.filename or ''} (the last complete checkpoint is kept)", file=sys.stderr)
+        print(
+            f"zeroi2v: error: {e.strerror}: {e.filename or ''} (the last complete checkpoint is kept)", file=sys.stderr
+        )
         return EXIT_USER_ERROR
 
 
@@ -329,6 +397,7 @@ def _import_deferring_ctrl_c() -> None:
 
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         import torchvision  # noqa: F401
+
         return
     caught = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))

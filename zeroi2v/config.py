@@ -9,6 +9,7 @@ The defaults reproduce the reference K400 ViT-B/16 recipe: a config file only sa
 Unknown keys, wrong types and out-of-range values are one-line `UserError`s naming the key (with
 the closest valid key suggested for typos). Only PyYAML is imported here, so the CLI stays fast.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,30 +55,42 @@ def _hints(cls) -> dict:
 @dataclass
 class ModelConfig:
     """The video model: a timm ViT with STDHA temporal heads and linear adapters."""
-    method: str = opt("zeroi2v", "zeroi2v, or a peer for comparison (aim, st_adapter, joint; they add inference cost)",
-                      choices=METHODS)
+
+    method: str = opt(
+        "zeroi2v",
+        "zeroi2v, or a peer for comparison (aim, st_adapter, joint; they add inference cost)",
+        choices=METHODS,
+    )
     backbone: str = opt("vit_base_patch16_clip_quickgelu_224", "timm ViT name (OpenAI CLIP: the *_quickgelu variants)")
     pretrained: str | None = opt(None, f"image weights file (timm/open_clip/OpenAI CLIP), or '{BUILTIN_WEIGHTS}'")
     num_frames: int = opt(8, "frames per clip", low=1)
-    num_classes: int | None = opt(None, "classifier size; null: from the data (classes.txt or largest label + 1)",
-                                  low=0)
+    num_classes: int | None = opt(
+        None, "classifier size; null: from the data (classes.txt or largest label + 1)", low=0
+    )
     head_offsets: list[int] = opt([-1, 1], "STDHA: Δt of heads 0..k-1 (|Δt| < num_frames); [] = no temporal heads")
-    stdha_blocks: list[int] | None = opt(None, "indices of the blocks with temporal heads (negative from the end); "
-                                               "null: every block")
+    stdha_blocks: list[int] | None = opt(
+        None, "indices of the blocks with temporal heads (negative from the end); null: every block"
+    )
     adapter_ratio: float = opt(0.25, "adapter bottleneck width / embedding width; 0: no adapters", low=0, high=16)
     adapter_scale: float = opt(0.5, "adapter residual scale s in x + s·up(down(x))")
-    adapter_positions: list[str] = opt(list(ADAPTER_POSITIONS), "where adapters sit: attn_in, attn_out, mlp_in, "
-                                                                "mlp_out (the method's); qkv_out: after the QKV "
-                                                                "projection, a separate map for q, k and v")
-    adapter_dropout: float = opt(0.0, "dropout between the adapter's two layers (training only)", low=0, high=1,
-                                 open_high=True)
+    adapter_positions: list[str] = opt(
+        list(ADAPTER_POSITIONS),
+        "where adapters sit: attn_in, attn_out, mlp_in, "
+        "mlp_out (the method's); qkv_out: after the QKV "
+        "projection, a separate map for q, k and v",
+    )
+    adapter_dropout: float = opt(
+        0.0, "dropout between the adapter's two layers (training only)", low=0, high=1, open_high=True
+    )
     temporal_embedding: bool = opt(True, "learned per-frame embedding added to every token")
-    freeze: bool = opt(True, "train only adapters, temporal embedding, final norm and classifier; "
-                             "false: full fine-tuning")
+    freeze: bool = opt(
+        True, "train only adapters, temporal embedding, final norm and classifier; false: full fine-tuning"
+    )
     head_dropout: float = opt(0.5, "dropout before the classifier", low=0, high=1, open_high=True)
     drop_path_rate: float = opt(0.0, "stochastic depth of the backbone", low=0, high=1, open_high=True)
-    boundary: str = opt("keep", "STDHA at clip ends: keep the own frame's K/V (reference) or zero",
-                        choices=BOUNDARY_MODES)
+    boundary: str = opt(
+        "keep", "STDHA at clip ends: keep the own frame's K/V (reference) or zero", choices=BOUNDARY_MODES
+    )
     timm_kwargs: dict = opt({}, "passed on to timm.create_model (depth, patch_size, embed_dim, ...)")
 
     def check(self, in_config: bool = False) -> ModelConfig:
@@ -90,61 +103,88 @@ class ModelConfig:
             raise UserError(f"{key}head_offsets: |Δt| must be < {name}num_frames={self.num_frames}, got {bad}")
         unknown = [p for p in self.adapter_positions if p not in ADAPTER_POSITIONS + EXTRA_ADAPTER_POSITIONS]
         if unknown:
-            raise UserError(f"{key}adapter_positions: unknown adapter positions {unknown}; "
-                            f"choose from {list(ADAPTER_POSITIONS + EXTRA_ADAPTER_POSITIONS)}")
+            raise UserError(
+                f"{key}adapter_positions: unknown adapter positions {unknown}; "
+                f"choose from {list(ADAPTER_POSITIONS + EXTRA_ADAPTER_POSITIONS)}"
+            )
         clash = sorted({"num_classes", "drop_path_rate", "pretrained"} & set(self.timm_kwargs))
         if clash:
-            raise UserError(f"{key}timm_kwargs: {clash} are zeroi2v's own arguments (create_model / model.* config "
-                            "keys), not timm arguments")
+            raise UserError(
+                f"{key}timm_kwargs: {clash} are zeroi2v's own arguments (create_model / model.* config "
+                "keys), not timm arguments"
+            )
         return self
 
 
 @dataclass
 class DataConfig:
     """Where the videos are, how clips are sampled and augmented, and the test views."""
+
     root: str | None = opt(None, "folder that relative video paths in the annotation files start from")
-    train_list: str | None = opt(None, "training annotations: list file, class-folder tree, SSv2 JSON or "
-                                       "UCF101/HMDB51 split file")
+    train_list: str | None = opt(
+        None, "training annotations: list file, class-folder tree, SSv2 JSON or UCF101/HMDB51 split file"
+    )
     val_list: str | None = opt(None, "validation annotations (same formats)")
-    sampling: str = opt("dense", "dense: T frames every frame_interval; uniform: one frame per T segments",
-                        choices=("dense", "uniform"))
+    sampling: str = opt(
+        "dense", "dense: T frames every frame_interval; uniform: one frame per T segments", choices=("dense", "uniform")
+    )
     frame_interval: int = opt(16, "frame step of dense sampling", low=1)
     test_clips: int = opt(3, "temporal views per video at test time", low=1)
     test_crops: int = opt(1, "spatial views at test time: 1 center crop or 3 crops", choices=(1, 3))
     img_size: int = opt(224, "input resolution (square)", low=1)
-    short_side: int | None = opt(None, "training resize of the short side before cropping; null: img_size·256/224",
-                                 low=1)
-    crop_scale: list[float] = opt([0.08, 1.0], "RandomResizedCrop area range [min, max]", length=2,
-                                  each=(lambda s: 0 < s <= 1, "in (0, 1]"))
+    short_side: int | None = opt(
+        None, "training resize of the short side before cropping; null: img_size·256/224", low=1
+    )
+    crop_scale: list[float] = opt(
+        [0.08, 1.0], "RandomResizedCrop area range [min, max]", length=2, each=(lambda s: 0 < s <= 1, "in (0, 1]")
+    )
     shots: int | None = opt(None, "K: train on K videos per class (few-shot, drawn with train.seed)", low=1)
     rand_augment: bool = opt(True, "RandAugment (pytorchvideo semantics: each op with probability 0.5)")
     rand_augment_layers: int = opt(4, "RandAugment ops per clip", low=1)
     rand_augment_magnitude: float = opt(7.0, "RandAugment magnitude on a 0-10 scale", low=0, high=10)
-    augment_order: str = opt("k400", "augmentation order: k400 (RandAugment before the crop; also UCF/HMDB) or "
-                                     "ssv2 (crop, flip, RandAugment, erasing)", choices=("k400", "ssv2"))
+    augment_order: str = opt(
+        "k400",
+        "augmentation order: k400 (RandAugment before the crop; also UCF/HMDB) or "
+        "ssv2 (crop, flip, RandAugment, erasing)",
+        choices=("k400", "ssv2"),
+    )
     flip: bool = opt(True, "random horizontal flip")
-    flip_label_map: str | None = opt(None, "auto: a flip swaps classes named with left/right (SSv2)",
-                                     choices=(None, "auto", "ssv2"))
+    flip_label_map: str | None = opt(
+        None, "auto: a flip swaps classes named with left/right (SSv2)", choices=(None, "auto", "ssv2")
+    )
     random_erasing: float = opt(0.0, "RandomErasing probability", low=0, high=1)
-    erasing_mode: str = opt("const", "RandomErasing fill: const (grey, before normalisation) or rand (noise)",
-                            choices=("const", "rand"))
-    mean: list[float] | None = opt(None, "normalisation mean (RGB, 0-1); null: the backbone's", length=3,
-                                   each=(lambda v: True, "(RGB, 0-1 scale)"))
-    std: list[float] | None = opt(None, "normalisation std (RGB, 0-1); null: the backbone's", length=3,
-                                  each=(lambda v: v > 0, "> 0 (RGB, 0-1 scale)"))
+    erasing_mode: str = opt(
+        "const", "RandomErasing fill: const (grey, before normalisation) or rand (noise)", choices=("const", "rand")
+    )
+    mean: list[float] | None = opt(
+        None, "normalisation mean (RGB, 0-1); null: the backbone's", length=3, each=(lambda v: True, "(RGB, 0-1 scale)")
+    )
+    std: list[float] | None = opt(
+        None,
+        "normalisation std (RGB, 0-1); null: the backbone's",
+        length=3,
+        each=(lambda v: v > 0, "> 0 (RGB, 0-1 scale)"),
+    )
     backend: str = opt("auto", "video decoder", choices=("auto", "pyav", "torchcodec"))
-    cache_frames: bool = opt(False, "decode each training/validation video once and keep its frames in memory "
-                                    "(small datasets: no decoding after the first epoch)")
+    cache_frames: bool = opt(
+        False,
+        "decode each training/validation video once and keep its frames in memory "
+        "(small datasets: no decoding after the first epoch)",
+    )
     max_broken_fraction: float = opt(0.1, "stop when more of an epoch's videos cannot be decoded", low=0, high=1)
 
 
 @dataclass
 class TrainConfig:
     """Optimisation, schedule and the run's mechanics."""
+
     epochs: int = opt(40, "training epochs", low=1)
     batch_size: int = opt(64, "global batch (all processes, after accumulation)", low=1)
     lr: float = opt(3.0e-4, "peak learning rate for train.batch_size (no automatic scaling)")
-    lr_mult: dict = opt({}, "learning-rate multipliers by parameter-name prefix or glob, e.g. {backbone: 0.1}, {'*.qkv.adapter_in': 0.25}")
+    lr_mult: dict = opt(
+        {},
+        "learning-rate multipliers by parameter-name prefix or glob, e.g. {backbone: 0.1}, {'*.qkv.adapter_in': 0.25}",
+    )
     weight_decay: float = opt(0.05, "AdamW weight decay (none on embeddings and norms)", low=0, high=10)
     betas: list[float] = opt([0.9, 0.999], "AdamW betas", length=2, each=(lambda b: 0 <= b < 1, "in [0, 1)"))
     warmup_epochs: float = opt(2.5, "linear warm-up length (capped at the run length)", low=0)
@@ -153,8 +193,9 @@ class TrainConfig:
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing", low=0, high=1, open_high=True)
     accum_steps: int = opt(1, "gradient accumulation steps per optimizer step", low=1)
     clip_grad: float | None = opt(None, "max gradient norm; null: no clipping")
-    amp: str = opt("auto", "mixed precision: auto (bf16/fp16 on GPU, none on CPU)",
-                   choices=("auto", "bf16", "fp16", "none"))
+    amp: str = opt(
+        "auto", "mixed precision: auto (bf16/fp16 on GPU, none on CPU)", choices=("auto", "bf16", "fp16", "none")
+    )
     grad_checkpointing: bool = opt(False, "recompute every block in backward (least memory)")
     compile: bool = opt(False, "torch.compile the model (fullgraph)")
     tensorboard: bool = opt(False, "write TensorBoard event files to OUTPUT/tensorboard (needs tensorboard)")
@@ -167,6 +208,7 @@ class TrainConfig:
 @dataclass
 class Config:
     """One run: where it writes, and its model, data and training settings."""
+
     output: str = opt("runs/default", "run directory")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -190,7 +232,9 @@ class Config:
             raise UserError(f"config train.clip_grad: must be > 0 or null, got {t.clip_grad}")
         bad = {k: v for k, v in t.lr_mult.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0}
         if bad or not all(isinstance(k, str) for k in t.lr_mult):
-            raise UserError(f"config train.lr_mult: must map parameter-name prefixes or globs to numbers >= 0, got {t.lr_mult}")
+            raise UserError(
+                f"config train.lr_mult: must map parameter-name prefixes or globs to numbers >= 0, got {t.lr_mult}"
+            )
         if d.crop_scale[0] > d.crop_scale[1]:
             raise UserError(f"config data.crop_scale: must be [min, max] with min <= max, got {d.crop_scale}")
         if d.short_side is not None and d.short_side < d.img_size:
@@ -200,8 +244,9 @@ class Config:
         if isinstance(patch, int) and patch > 0 and d.img_size % patch:
             raise UserError(f"config data.img_size={d.img_size} is not a multiple of the patch size {patch}")
         if "img_size" in m.timm_kwargs and m.timm_kwargs["img_size"] != d.img_size:
-            raise UserError(f"config model.timm_kwargs.img_size={m.timm_kwargs['img_size']} differs from "
-                            f"data.img_size={d.img_size}")
+            raise UserError(
+                f"config model.timm_kwargs.img_size={m.timm_kwargs['img_size']} differs from data.img_size={d.img_size}"
+            )
         return self
 
     def to_dict(self) -> dict:
@@ -209,8 +254,11 @@ class Config:
 
     def model_config(self, num_classes: int | None = None) -> ModelConfig:
         """The model part as `create_model` takes it: the input size comes from data.img_size."""
-        return dataclasses.replace(self.model, num_classes=self.model.num_classes if num_classes is None else num_classes,
-                                   timm_kwargs={**self.model.timm_kwargs, "img_size": self.data.img_size})
+        return dataclasses.replace(
+            self.model,
+            num_classes=self.model.num_classes if num_classes is None else num_classes,
+            timm_kwargs={**self.model.timm_kwargs, "img_size": self.data.img_size},
+        )
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
@@ -238,9 +286,16 @@ def _is(value, tp) -> bool:
 
 
 def _type_words(tp) -> str:
-    return "/".join("null" if a is type(None) else "mapping" if a is dict else
-                    f"list[{typing.get_args(a)[0].__name__}]" if typing.get_origin(a) is list else a.__name__
-                    for a in _arms(tp))
+    return "/".join(
+        "null"
+        if a is type(None)
+        else "mapping"
+        if a is dict
+        else f"list[{typing.get_args(a)[0].__name__}]"
+        if typing.get_origin(a) is list
+        else a.__name__
+        for a in _arms(tp)
+    )
 
 
 def check_fields(obj, label: str) -> None:
@@ -288,19 +343,25 @@ def describe() -> list[tuple[str, str, object, str]]:
     rows = [("output", "str", Config().output, dataclasses.fields(Config)[0].metadata["help"])]
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
-            rows.append((f"{section}.{f.name}", _type_words(_hints(cls)[f.name]), getattr(cls(), f.name),
-                         f.metadata["help"]))
+            rows.append(
+                (f"{section}.{f.name}", _type_words(_hints(cls)[f.name]), getattr(cls(), f.name), f.metadata["help"])
+            )
     return rows
 
 
 def config_markdown() -> str:
     """docs/config.md: every key with its type, default and meaning (generated: `python -m zeroi2v.config`)."""
-    lines = ["# Config reference", "",
-             "Generated from `zeroi2v/config.py` by `python -m zeroi2v.config docs/config.md`; do not edit.", "",
-             "A run config is YAML with the sections `model`, `data`, `train` (and `output`); a file only says what "
-             "differs from these defaults, which are the reference K400 ViT-B/16 recipe. `--set KEY=VALUE` "
-             "overrides any key (repeatable; values are YAML; the last value of a key wins). Unknown keys are "
-             "errors.", ""]
+    lines = [
+        "# Config reference",
+        "",
+        "Generated from `zeroi2v/config.py` by `python -m zeroi2v.config docs/config.md`; do not edit.",
+        "",
+        "A run config is YAML with the sections `model`, `data`, `train` (and `output`); a file only says what "
+        "differs from these defaults, which are the reference K400 ViT-B/16 recipe. `--set KEY=VALUE` "
+        "overrides any key (repeatable; values are YAML; the last value of a key wins). Unknown keys are "
+        "errors.",
+        "",
+    ]
     section = None
     for key, kind, default, meaning in describe():
         if key.split(".")[0] != section:
@@ -318,12 +379,16 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                   |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
+                  |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 def parse_yaml(text: str):

@@ -10,6 +10,7 @@
    ONNX export run with onnxruntime, predictions with class names (`merge`, `export`, `predict`),
 5. `report.md` with tables, figures and the commands that rerun each step, in the output directory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,10 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-
 import onnxruntime as ort
 import timm
+import torch
 
 from zeroi2v.build import load_pretrained, save_pretrained
 from zeroi2v.config import SHIPPED_CONFIGS, load_config
@@ -42,21 +42,34 @@ from zeroi2v.train import exit_code, train
 FRAMES = 8  # sampled from the 16-frame videos (uniform segments); configs/demo.yaml's model.num_frames
 ROWS = {  # slug -> (name, config changes on top of configs/demo.yaml); the backbone is frozen in every row
     "zeroi2v": ("ZeroI2V (STDHA + adapters + temporal emb.)", {}),
-    "averaging": ("frame averaging (adapters, no temporal heads)", {"model.head_offsets": [],
-                                                                    "model.temporal_embedding": False}),
+    "averaging": (
+        "frame averaging (adapters, no temporal heads)",
+        {"model.head_offsets": [], "model.temporal_embedding": False},
+    ),
 }
-PROBE_ROW = ("linear_probe", ("linear probe", {"model.head_offsets": [], "model.temporal_embedding": False,
-                                                "model.adapter_ratio": 0.0}))
+PROBE_ROW = (
+    "linear_probe",
+    ("linear probe", {"model.head_offsets": [], "model.temporal_embedding": False, "model.adapter_ratio": 0.0}),
+)
 FULL_ROW = ("full_finetune", ("full fine-tuning (STDHA, reference)", {"model.freeze": False, "train.lr": 5e-4}))
-SIZES = {"default": {"train_per_class": 60, "val_per_class": 25, "epochs": None},  # None: the recipe's epochs
-         "tiny": {"train_per_class": 3, "val_per_class": 2, "epochs": 1}}
+SIZES = {
+    "default": {"train_per_class": 60, "val_per_class": 25, "epochs": None},  # None: the recipe's epochs
+    "tiny": {"train_per_class": 3, "val_per_class": 2, "epochs": 1},
+}
 TIMING = {"rounds": 7, "repeats": 5}
 RECIPE = SHIPPED_CONFIGS / "demo.yaml"  # the demo's recipe (configs/demo.yaml in the repository)
 
 
 DEMO_MARK = ".zeroi2v-demo"  # written first into --out: the folder is a demo's, which a rerun may overwrite
-DEMO_OUTPUTS = ("merged", "model.onnx", "report.md", "summary.json", "accuracy.png", "frame_strip.png",
-                "confusion_matrix.png")  # and curves_*.png, runs/<row>, data/
+DEMO_OUTPUTS = (
+    "merged",
+    "model.onnx",
+    "report.md",
+    "summary.json",
+    "accuracy.png",
+    "frame_strip.png",
+    "confusion_matrix.png",
+)  # and curves_*.png, runs/<row>, data/
 
 
 def is_demo_output(out: Path) -> bool:
@@ -69,13 +82,25 @@ def is_demo_output(out: Path) -> bool:
         return False
 
 
-def run_config(out: Path, data: dict, backbone_file: Path, name: str, changes: dict, epochs: int | None = None,
-               frames: int | None = None):
+def run_config(
+    out: Path,
+    data: dict,
+    backbone_file: Path,
+    name: str,
+    changes: dict,
+    epochs: int | None = None,
+    frames: int | None = None,
+):
     """configs/demo.yaml with the demo's data, the backbone file and one row's changes, validated (the
     engine writes it to the run as config.yaml). Only what a user changes is set here: data paths,
     output (and the backbone file, which `pretrained: demo` names); the rest is the recipe."""
-    overrides = {"output": str(out / "runs" / name), "model.pretrained": str(backbone_file),
-                 "data.root": data["root"], "data.train_list": data["train_list"], "data.val_list": data["val_list"]}
+    overrides = {
+        "output": str(out / "runs" / name),
+        "model.pretrained": str(backbone_file),
+        "data.root": data["root"],
+        "data.train_list": data["train_list"],
+        "data.val_list": data["val_list"],
+    }
     if epochs:
         overrides["train.epochs"] = epochs
     if frames:
@@ -99,7 +124,7 @@ def paired_speeds(models: dict, clip: torch.Tensor, rounds: int = 7, repeats: in
             m(clip)  # warm-up
         speeds = {n: [] for n in names}
         for r in range(rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             times = {n: [] for n in names}
             for _ in range(repeats):
                 for n in order:
@@ -110,23 +135,34 @@ def paired_speeds(models: dict, clip: torch.Tensor, rounds: int = 7, repeats: in
                 speeds[n].append(clip.shape[0] / statistics.median(times[n]))
     out = {}
     for n in names:
-        ratios = [a / b for a, b in zip(speeds[n], speeds[names[0]])]
-        out[n] = {"clips_per_s": statistics.median(speeds[n]), "ratio": statistics.median(ratios),
-                  "ratio_min": min(ratios), "ratio_max": max(ratios), "rounds": rounds}
+        ratios = [a / b for a, b in zip(speeds[n], speeds[names[0]], strict=False)]
+        out[n] = {
+            "clips_per_s": statistics.median(speeds[n]),
+            "ratio": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "rounds": rounds,
+        }
     return out
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="zeroi2v demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="demo_output", help="output directory: new, empty or a previous demo's "
-                        "(default: demo_output)")
+    parser.add_argument(
+        "--out", default="demo_output", help="output directory: new, empty or a previous demo's (default: demo_output)"
+    )
     parser.add_argument("--tiny", action="store_true", help="toy size for smoke tests (seconds; accuracy meaningless)")
     parser.add_argument("--full", action="store_true", help="also train the full fine-tuning reference row")
     parser.add_argument("--probe", action="store_true", help="also train a linear probe row (no adapters)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs per row (default: configs/demo.yaml's)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="training epochs per row (default: configs/demo.yaml's)"
+    )
     parser.add_argument("--train-per-class", type=int, default=None, help="training videos per class")
-    parser.add_argument("--pretrain", action="store_true",
-                        help="pretrain the image backbone here (cached) instead of using the shipped one")
+    parser.add_argument(
+        "--pretrain",
+        action="store_true",
+        help="pretrain the image backbone here (cached) instead of using the shipped one",
+    )
     args = parser.parse_args(argv)
 
     size = dict(SIZES["tiny" if args.tiny else "default"])
@@ -148,19 +184,30 @@ def main(argv=None) -> int:
     slugs = (*ROWS, PROBE_ROW[0], FULL_ROW[0])
     ours = is_demo_output(out)
     if not ours:  # --out may be a folder with the user's own files (`--out .`): never write over them
-        theirs = [name for name in DEMO_OUTPUTS if (out / name).exists()] + sorted(
-            p.name for p in out.glob("curves_*.png")) + [f"runs/{slug}" for slug in slugs if (out / "runs" / slug).exists()]
+        theirs = (
+            [name for name in DEMO_OUTPUTS if (out / name).exists()]
+            + sorted(p.name for p in out.glob("curves_*.png"))
+            + [f"runs/{slug}" for slug in slugs if (out / "runs" / slug).exists()]
+        )
         if theirs:
-            raise UserError(f"--out {out} holds {', '.join(theirs[:4])} that no demo wrote; refusing to overwrite "
-                            "(choose a new or empty folder)")
+            raise UserError(
+                f"--out {out} holds {', '.join(theirs[:4])} that no demo wrote; refusing to overwrite "
+                "(choose a new or empty folder)"
+            )
     atomic_write_text(out / DEMO_MARK, "zeroi2v demo output: a rerun replaces what the demo wrote here\n")
     for slug in slugs:  # a demo always starts over: its own runs only (other runs under runs/ stay)
         if (out / "runs" / slug).exists():
             shutil.rmtree(out / "runs" / slug)
 
     print(f"[1/5] synthetic motion videos -> {out / 'data'}", flush=True)
-    data = make_motion_dataset(out / "data", train_per_class=size["train_per_class"],
-                               val_per_class=size["val_per_class"], num_frames=16, size=32, force=ours)
+    data = make_motion_dataset(
+        out / "data",
+        train_per_class=size["train_per_class"],
+        val_per_class=size["val_per_class"],
+        num_frames=16,
+        size=32,
+        force=ours,
+    )
     print(f"      {len(data['classes'])} classes in time-reversed pairs: {', '.join(data['classes'])}")
     print("[2/5] image-pretrained backbone (no downloads)", flush=True)
     if args.pretrain or (args.tiny and not SHIPPED.is_file()):
@@ -170,7 +217,6 @@ def main(argv=None) -> int:
     pre_info = backbone.with_suffix(".json")
     pre_info = json.loads(pre_info.read_text()) if pre_info.is_file() else {}
     print(f"      {backbone}: held-out image accuracy {pre_info.get('held_out_accuracy', 'n/a')}")
-
 
     rows = dict(ROWS)
     if args.probe:
@@ -183,20 +229,31 @@ def main(argv=None) -> int:
         cfg = run_config(out, data, backbone, slug, changes, size["epochs"])
         run_dir = str(cfg.output)
         start = time.time()
-        metrics = train(cfg, resume_hint=f"a rerun of the demo starts over (this row alone resumes with "
-                                         f"`zeroi2v train {run_dir}/config.yaml`)")
+        metrics = train(
+            cfg,
+            resume_hint=f"a rerun of the demo starts over (this row alone resumes with "
+            f"`zeroi2v train {run_dir}/config.yaml`)",
+        )
         if "interrupted" in metrics:  # Ctrl-C / SIGTERM in a row's training: stop the demo, not only the row
             return exit_code(metrics["interrupted"])
         trainable = count_params(load_pretrained(run_dir), trainable_only=True)
         history = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-        results[slug] = {"name": name, "top1": metrics.get("val_top1", 0.0), "top5": metrics.get("val_top5", 0.0),
-                         "trainable": trainable, "seconds": round(time.time() - start, 1), "dir": run_dir,
-                         "history": history}
+        results[slug] = {
+            "name": name,
+            "top1": metrics.get("val_top1", 0.0),
+            "top5": metrics.get("val_top5", 0.0),
+            "trainable": trainable,
+            "seconds": round(time.time() - start, 1),
+            "dir": run_dir,
+            "history": history,
+        }
         print(f"      val top-1 {100 * results[slug]['top1']:.1f}% ({results[slug]['seconds']:.0f} s)", flush=True)
     zero_dir = results["zeroi2v"]["dir"]
     test = evaluate(zero_dir, progress=False)  # metrics.json, per-class accuracy, confusion matrix
-    print(f"      zeroi2v eval: top-1 {100 * test['top1']:.1f}%, mean class accuracy "
-          f"{100 * test['mean_class_accuracy']:.1f}% on {test['num_videos']} videos")
+    print(
+        f"      zeroi2v eval: top-1 {100 * test['top1']:.1f}%, mean class accuracy "
+        f"{100 * test['mean_class_accuracy']:.1f}% on {test['num_videos']} videos"
+    )
 
     print("[4/5] deployment: merge, cost, ONNX, predictions", flush=True)
     deploy = deployment(out, zero_dir, data, **({"timing_rounds": 2, "timing_repeats": 1} if args.tiny else {}))
@@ -208,16 +265,26 @@ def main(argv=None) -> int:
     return 0
 
 
-def deployment(out: Path, run_dir: str, data: dict, timing_rounds: int = TIMING["rounds"],
-               timing_repeats: int = TIMING["repeats"]) -> dict:
+def deployment(
+    out: Path, run_dir: str, data: dict, timing_rounds: int = TIMING["rounds"], timing_repeats: int = TIMING["repeats"]
+) -> dict:
     """Merge, compare costs with the plain image model, export ONNX, predict: the numbers for the report."""
 
     model = load_pretrained(run_dir)
     cfg = load_config(Path(run_dir) / "config.yaml")
     val = [line.split() for line in Path(data["val_list"]).read_text().splitlines()]
-    views = [load_views(Path(data["root"]) / rel, num_frames=model.num_frames, sampling=cfg.data.sampling,
-                        frame_interval=cfg.data.frame_interval, img_size=cfg.data.img_size,
-                        mean=model.data_config["mean"], std=model.data_config["std"]) for rel, _ in val[:16]]
+    views = [
+        load_views(
+            Path(data["root"]) / rel,
+            num_frames=model.num_frames,
+            sampling=cfg.data.sampling,
+            frame_interval=cfg.data.frame_interval,
+            img_size=cfg.data.img_size,
+            mean=model.data_config["mean"],
+            std=model.data_config["std"],
+        )
+        for rel, _ in val[:16]
+    ]
     clip = torch.cat(views)  # real validation clips
     merged = reparameterize(model, video=clip)
     merged_dir = out / "merged"
@@ -226,12 +293,22 @@ def deployment(out: Path, run_dir: str, data: dict, timing_rounds: int = TIMING[
         shutil.copy(Path(run_dir) / extra, merged_dir / extra)
 
     # the plain image model on T frames, features averaged, one classifier: ZeroI2V with nothing added
-    plain = create_model(BACKBONE, num_frames=model.num_frames, num_classes=model.num_classes, head_offsets=(),
-                         adapter_ratio=0.0, temporal_embedding=False, **TIMM_KWARGS).eval()
+    plain = create_model(
+        BACKBONE,
+        num_frames=model.num_frames,
+        num_classes=model.num_classes,
+        head_offsets=(),
+        adapter_ratio=0.0,
+        temporal_embedding=False,
+        **TIMM_KWARGS,
+    ).eval()
     timm_params = count_params(timm.create_model(BACKBONE, num_classes=model.num_classes, **TIMM_KWARGS))
     assert count_params(plain) == timm_params, "the plain baseline must be exactly timm's image model"
-    models = {f"plain image ViT ({model.num_frames} frames)": plain, "ZeroI2V merged (deployed)": merged,
-              "ZeroI2V unmerged (training)": model}
+    models = {
+        f"plain image ViT ({model.num_frames} frames)": plain,
+        "ZeroI2V merged (deployed)": merged,
+        "ZeroI2V unmerged (training)": model,
+    }
     speeds = paired_speeds(models, clip, timing_rounds, timing_repeats)  # speeds relative to the plain model
     cost = {name: (count_params(m), count_flops(m), speeds[name]["clips_per_s"]) for name, m in models.items()}
     with torch.no_grad():
@@ -243,15 +320,24 @@ def deployment(out: Path, run_dir: str, data: dict, timing_rounds: int = TIMING[
     onnx_pred = onnx_top1(onnx_path, views[0], classes)
     picks = [val[i] for i in np.linspace(0, len(val) - 1, 3).round().astype(int)]
     preds = predict(merged_dir, [str(Path(data["root"]) / rel) for rel, _ in picks], topk=2)
-    for p, (_, label) in zip(preds, picks):
+    for p, (_, label) in zip(preds, picks, strict=False):
         p["true"] = classes[int(label)]
     unmerged = predict(run_dir, [p["video"] for p in preds], topk=2)
     same = same and [p["top"][0][0] for p in preds] == [p["top"][0][0] for p in unmerged]
     frame_strip(preds[0]["video"], preds[0], preds[0]["true"], out / "frame_strip.png")
-    return {"merge_error": merged.merge_error, "cost": cost, "speeds": speeds, "onnx_error": info["error"],
-            "onnx_weights": info["file_weights"], "onnx_prediction": onnx_pred, "onnx_true": classes[int(val[0][1])],
-            "predictions": preds, "predictions_identical": same, "merged_dir": str(merged_dir),
-            "onnx_path": str(onnx_path)}
+    return {
+        "merge_error": merged.merge_error,
+        "cost": cost,
+        "speeds": speeds,
+        "onnx_error": info["error"],
+        "onnx_weights": info["file_weights"],
+        "onnx_prediction": onnx_pred,
+        "onnx_true": classes[int(val[0][1])],
+        "predictions": preds,
+        "predictions_identical": same,
+        "merged_dir": str(merged_dir),
+        "onnx_path": str(onnx_path),
+    }
 
 
 def onnx_top1(path, views: torch.Tensor, classes: list[str]) -> str:
@@ -267,7 +353,7 @@ def frame_strip(video, prediction: dict, truth: str, path) -> None:
 
     frames = read_frames(video, np.linspace(0, num_frames(video) - 1, 8).round().astype(int)).numpy()
     fig, axes = plt.subplots(1, len(frames), figsize=(10, 1.9))
-    for i, (ax, frame) in enumerate(zip(axes, frames)):
+    for i, (ax, frame) in enumerate(zip(axes, frames, strict=False)):
         ax.imshow(frame, interpolation="nearest")
         ax.set_title(f"t{i}", fontsize=7)
         ax.axis("off")
@@ -278,12 +364,17 @@ def frame_strip(video, prediction: dict, truth: str, path) -> None:
     plt.close(fig)
 
 
-def write_report(out: Path, data: dict, results: dict, test: dict, deploy: dict, pre_info: dict, size: dict,
-                 seconds: float) -> None:
+def write_report(
+    out: Path, data: dict, results: dict, test: dict, deploy: dict, pre_info: dict, size: dict, seconds: float
+) -> None:
 
     names = [r["name"] for r in results.values()]
-    atomic_write(out / "accuracy.png", lambda tmp: accuracy_bars(
-        names, [r["top1"] for r in results.values()], tmp, title="val top-1, motion task (frozen image backbone)"))
+    atomic_write(
+        out / "accuracy.png",
+        lambda tmp: accuracy_bars(
+            names, [r["top1"] for r in results.values()], tmp, title="val top-1, motion task (frozen image backbone)"
+        ),
+    )
     for slug, r in results.items():
         atomic_write(out / f"curves_{slug}.png", lambda tmp, h=r["history"]: training_curves(h, tmp))
     zero_dir = Path(results["zeroi2v"]["dir"])
@@ -292,67 +383,123 @@ def write_report(out: Path, data: dict, results: dict, test: dict, deploy: dict,
 
     acc = pre_info.get("held_out_accuracy", {})
     lines = [
-        "# zeroi2v demo report", "",
+        "# zeroi2v demo report",
+        "",
         f"**Task.** {len(data['classes'])} classes of synthetic videos in time-reversed pairs "
         f"({', '.join(data['classes'])}), random shapes, colours, textures, positions and speeds; "
         f"{size['train_per_class']} training and {size['val_per_class']} validation videos per class, "
         f"{size.get('frames', FRAMES)} frames per clip. The two classes of a pair show the same set of frames, so a model that "
-        "ignores frame order (frame averaging, linear probe) cannot beat ~50%.", "",
+        "ignores frame order (frame averaging, linear probe) cannot beat ~50%.",
+        "",
         f"**Backbone.** A 4-block timm ViT ({pre_info.get('backbone', '?')} with {pre_info.get('timm_kwargs', {})}) "
         f"pretrained on still images only ({pre_info.get('steps', '?')} steps; held-out attribute accuracy "
-        + ", ".join(f"{k} {100 * v:.0f}%" for k, v in acc.items()) + "), frozen in every row.", "",
+        + ", ".join(f"{k} {100 * v:.0f}%" for k, v in acc.items())
+        + "), frozen in every row.",
+        "",
         f"**Recipe.** `configs/demo.yaml` ({size['epochs']} epochs; every row is that file with only the row's "
         "change: no temporal heads or temporal embedding for frame averaging, and no adapters either for the "
         "linear probe). To train on your own small motion dataset, copy it and set only `data.root`, `data.train_list`, "
-        "`data.val_list`, `model.num_classes` and `output`.", "",
-        "## Accuracy", "",
-        "| method | val top-1 | val top-5 | trainable params | train time (s) |", "|---|---|---|---|---|"]
+        "`data.val_list`, `model.num_classes` and `output`.",
+        "",
+        "## Accuracy",
+        "",
+        "| method | val top-1 | val top-5 | trainable params | train time (s) |",
+        "|---|---|---|---|---|",
+    ]
     for r in results.values():
-        lines.append(f"| {r['name']} | {100 * r['top1']:.1f}% | {100 * r['top5']:.1f}% | {r['trainable']:,} | {r['seconds']} |")
-    lines += ["", f"`zeroi2v eval` of the ZeroI2V run: top-1 {100 * test['top1']:.1f}%, mean class accuracy "
-              f"{100 * test['mean_class_accuracy']:.1f}% ({test['num_videos']} videos, {test['views']} views).", "",
-              "![accuracy](accuracy.png)", "", "![confusion matrix of ZeroI2V](confusion_matrix.png)", ""]
+        lines.append(
+            f"| {r['name']} | {100 * r['top1']:.1f}% | {100 * r['top5']:.1f}% | {r['trainable']:,} | {r['seconds']} |"
+        )
+    lines += [
+        "",
+        f"`zeroi2v eval` of the ZeroI2V run: top-1 {100 * test['top1']:.1f}%, mean class accuracy "
+        f"{100 * test['mean_class_accuracy']:.1f}% ({test['num_videos']} videos, {test['views']} views).",
+        "",
+        "![accuracy](accuracy.png)",
+        "",
+        "![confusion matrix of ZeroI2V](confusion_matrix.png)",
+        "",
+    ]
     lines += [f"![training curves: {r['name']}](curves_{slug}.png)" for slug, r in results.items()]
-    lines += ["", "## Deployment", "",
-              f"Merged (adapters folded into the frozen weights), verified on 16 real validation clips: max abs "
-              f"logit error {deploy['merge_error']:.2e}; merged and unmerged predictions identical: "
-              f"{deploy['predictions_identical']}.", "",
-              f"Speed: the models take turns call by call in {next(iter(deploy['speeds'].values()))['rounds']} "
-              "paired rounds (order rotated each round), so background load hits them alike; the ratio to the "
-              "plain image model is the median of the per-round ratios, with the lowest and highest round.", "",
-              "| model | params | MFLOPs / clip | clips/s (CPU, median) | speed vs plain image model (median, range) |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Deployment",
+        "",
+        f"Merged (adapters folded into the frozen weights), verified on 16 real validation clips: max abs "
+        f"logit error {deploy['merge_error']:.2e}; merged and unmerged predictions identical: "
+        f"{deploy['predictions_identical']}.",
+        "",
+        f"Speed: the models take turns call by call in {next(iter(deploy['speeds'].values()))['rounds']} "
+        "paired rounds (order rotated each round), so background load hits them alike; the ratio to the "
+        "plain image model is the median of the per-round ratios, with the lowest and highest round.",
+        "",
+        "| model | params | MFLOPs / clip | clips/s (CPU, median) | speed vs plain image model (median, range) |",
+        "|---|---|---|---|---|",
+    ]
     for name, (params, flops, speed) in deploy["cost"].items():
         sp = deploy["speeds"][name]
-        lines.append(f"| {name} | {params:,} | {flops / 1e6:.2f} | {speed:.1f} | "
-                     f"{sp['ratio']:.3f}× ({sp['ratio_min']:.3f}–{sp['ratio_max']:.3f}) |")
-    lines += ["", f"ONNX: `{deploy['onnx_path']}`, onnxruntime vs PyTorch max abs error {deploy['onnx_error']:.2e}, "
-              f"{deploy['onnx_weights']:,} float weights in the file; onnxruntime alone predicts "
-              f"**{deploy['onnx_prediction']}** for the first validation video (true: {deploy['onnx_true']}).", "",
-              "`zeroi2v predict` with the merged model:", ""]
+        lines.append(
+            f"| {name} | {params:,} | {flops / 1e6:.2f} | {speed:.1f} | "
+            f"{sp['ratio']:.3f}× ({sp['ratio_min']:.3f}–{sp['ratio_max']:.3f}) |"
+        )
+    lines += [
+        "",
+        f"ONNX: `{deploy['onnx_path']}`, onnxruntime vs PyTorch max abs error {deploy['onnx_error']:.2e}, "
+        f"{deploy['onnx_weights']:,} float weights in the file; onnxruntime alone predicts "
+        f"**{deploy['onnx_prediction']}** for the first validation video (true: {deploy['onnx_true']}).",
+        "",
+        "`zeroi2v predict` with the merged model:",
+        "",
+    ]
     for p in deploy["predictions"]:
         top = ", ".join(f"{c} {100 * q:.0f}%" for c, q in p["top"])
         lines.append(f"- `{Path(p['video']).name}` (true: {p['true']}): {top}")
-    lines += ["", "![frame strip](frame_strip.png)", "", "## Rerun each step", "", "```",
-              f"zeroi2v synth {data['root']} --train-per-class {size['train_per_class']} "
-              f"--val-per-class {size['val_per_class']} --frames 16 --size 32",
-              "python -m zeroi2v.pretrain   # regenerates the shipped image backbone (~20 min on 2 cores)"]
+    lines += [
+        "",
+        "![frame strip](frame_strip.png)",
+        "",
+        "## Rerun each step",
+        "",
+        "```",
+        f"zeroi2v synth {data['root']} --train-per-class {size['train_per_class']} "
+        f"--val-per-class {size['val_per_class']} --frames 16 --size 32",
+        "python -m zeroi2v.pretrain   # regenerates the shipped image backbone (~20 min on 2 cores)",
+    ]
     for slug, r in results.items():
         lines.append(f"zeroi2v train {Path(r['dir']) / 'config.yaml'} --set output={out / 'rerun' / slug}")
-    lines += [f"zeroi2v eval {zero_dir}", f"zeroi2v merge {zero_dir} {deploy['merged_dir']}",
-              f"zeroi2v export {deploy['merged_dir']} {deploy['onnx_path']}",
-              f"zeroi2v predict {deploy['merged_dir']} " + " ".join(p["video"] for p in deploy["predictions"]),
-              "```", "", f"Demo total: {seconds:.0f} s."]
+    lines += [
+        f"zeroi2v eval {zero_dir}",
+        f"zeroi2v merge {zero_dir} {deploy['merged_dir']}",
+        f"zeroi2v export {deploy['merged_dir']} {deploy['onnx_path']}",
+        f"zeroi2v predict {deploy['merged_dir']} " + " ".join(p["video"] for p in deploy["predictions"]),
+        "```",
+        "",
+        f"Demo total: {seconds:.0f} s.",
+    ]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
-    summary = {"rows": {slug: {k: v for k, v in r.items() if k != "history"} for slug, r in results.items()},
-               "eval": test, "merge_error": deploy["merge_error"], "onnx_error": deploy["onnx_error"],
-               "predictions_identical": deploy["predictions_identical"], "seconds": round(seconds, 1),
-               "recipe": size.get("recipe"), "epochs": size["epochs"],
-               "cost": {k: {"params": v[0], "flops": v[1], "clips_per_s": round(v[2], 2),
-                            "speed_ratio": round(deploy["speeds"][k]["ratio"], 4),
-                            "speed_ratio_range": [round(deploy["speeds"][k]["ratio_min"], 4),
-                                                  round(deploy["speeds"][k]["ratio_max"], 4)]}
-                        for k, v in deploy["cost"].items()}}
+    summary = {
+        "rows": {slug: {k: v for k, v in r.items() if k != "history"} for slug, r in results.items()},
+        "eval": test,
+        "merge_error": deploy["merge_error"],
+        "onnx_error": deploy["onnx_error"],
+        "predictions_identical": deploy["predictions_identical"],
+        "seconds": round(seconds, 1),
+        "recipe": size.get("recipe"),
+        "epochs": size["epochs"],
+        "cost": {
+            k: {
+                "params": v[0],
+                "flops": v[1],
+                "clips_per_s": round(v[2], 2),
+                "speed_ratio": round(deploy["speeds"][k]["ratio"], 4),
+                "speed_ratio_range": [
+                    round(deploy["speeds"][k]["ratio_min"], 4),
+                    round(deploy["speeds"][k]["ratio_max"], 4),
+                ],
+            }
+            for k, v in deploy["cost"].items()
+        },
+    }
     atomic_write_json(out / "summary.json", summary)
 
 
@@ -366,10 +513,14 @@ def headline(results: dict, deploy: dict) -> None:
     print(f"{'model':30s}{'params':>10s}{'MFLOPs/clip':>13s}{'clips/s':>9s}  speed vs plain ({rounds} paired rounds)")
     for name, (params, flops, speed) in deploy["cost"].items():
         sp = deploy["speeds"][name]
-        print(f"{name:30s}{params:>10,d}{flops / 1e6:>13.2f}{speed:>9.0f}  {sp['ratio']:.2f}× "
-              f"(rounds {sp['ratio_min']:.2f}–{sp['ratio_max']:.2f})")
-    print(f"merge max abs error {deploy['merge_error']:.1e} | ONNX max abs error {deploy['onnx_error']:.1e} | "
-          f"merged == unmerged predictions: {deploy['predictions_identical']}")
+        print(
+            f"{name:30s}{params:>10,d}{flops / 1e6:>13.2f}{speed:>9.0f}  {sp['ratio']:.2f}× "
+            f"(rounds {sp['ratio_min']:.2f}–{sp['ratio_max']:.2f})"
+        )
+    print(
+        f"merge max abs error {deploy['merge_error']:.1e} | ONNX max abs error {deploy['onnx_error']:.1e} | "
+        f"merged == unmerged predictions: {deploy['predictions_identical']}"
+    )
     print("=" * 78)
 
 

@@ -1,4 +1,5 @@
 """Distributed helpers: one process or many under torchrun (NCCL on GPU, gloo on CPU)."""
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ settings come from the directory's `config.yaml` (if any) and `--set` overrides.
 `data.test_clips × data.test_crops` per video; their softmax probabilities are averaged. With several
 processes each video is evaluated by exactly one rank (no sampler padding duplicates).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,22 +32,37 @@ from zeroi2v.plots import confusion_matrix
 def accuracy_metrics(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     top = np.argsort(-probs, axis=1)[:, :5]
     top1 = float(np.mean(top[:, 0] == labels)) if len(labels) else 0.0
-    top5 = float(np.mean([label in row for row, label in zip(top, labels)])) if len(labels) else 0.0
+    top5 = float(np.mean([label in row for row, label in zip(top, labels, strict=False)])) if len(labels) else 0.0
     per_class = [float(np.mean(top[labels == c, 0] == c)) for c in range(num_classes) if np.any(labels == c)]
     return {"top1": top1, "top5": top5, "mean_class_accuracy": float(np.mean(per_class)) if per_class else 0.0}
 
 
 @torch.no_grad()
-def evaluate_dataset(model, dataset, device, rank: int = 0, world: int = 1, batch_size: int = 8,
-                     num_workers: int = 2, autocast=nullcontext, progress: bool = True, should_stop=None) -> dict | None:
+def evaluate_dataset(
+    model,
+    dataset,
+    device,
+    rank: int = 0,
+    world: int = 1,
+    batch_size: int = 8,
+    num_workers: int = 2,
+    autocast=nullcontext,
+    progress: bool = True,
+    should_stop=None,
+) -> dict | None:
     """Probabilities for every video of a test-mode dataset, gathered on all ranks, and metrics. None when
     `should_stop()` (checked before each batch) turned true: a signal in training's evaluation, which then
     keeps the epoch's steps in a checkpoint instead of waiting for the evaluation. With several processes
     the ranks agree on it (one collective per batch, over the batches every rank has), so all stop at the
     same batch even when the signal reached only one of them."""
     indices = list(range(rank, len(dataset), world))  # each video on exactly one rank
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
-                                         num_workers=num_workers, collate_fn=collate, worker_init_fn=worker_init)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, indices),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate,
+        worker_init_fn=worker_init,
+    )
     distributed = dist.is_initialized() and world > 1
     # ranks hold at most one video more than another, so at most one batch more: that one is not agreed on
     common = min(math.ceil(len(range(r, len(dataset), world)) / batch_size) for r in range(world))
@@ -54,8 +70,11 @@ def evaluate_dataset(model, dataset, device, rank: int = 0, world: int = 1, batc
     model.eval()
     probs, labels, order, broken = [], [], [], []
     for i, batch in enumerate(tqdm(loader, desc="evaluating", disable=not progress, dynamic_ncols=True, leave=False)):
-        if should_stop is not None and i < common and (all_sum([float(should_stop())], device)[0] > 0 if distributed
-                                                        else should_stop()):
+        if (
+            should_stop is not None
+            and i < common
+            and (all_sum([float(should_stop())], device)[0] > 0 if distributed else should_stop())
+        ):
             model.train(was_training)
             return None
         video = batch["video"].to(device)  # (B, V, 3, T, H, W)
@@ -67,8 +86,12 @@ def evaluate_dataset(model, dataset, device, rank: int = 0, world: int = 1, batc
         order.append(batch["index"])
         broken += batch["broken"].tolist()
     model.train(was_training)
-    local = (torch.cat(probs).numpy() if probs else np.zeros((0, 0)), torch.cat(labels).numpy() if labels else np.zeros(0),
-             torch.cat(order).numpy() if order else np.zeros(0), np.array(broken, dtype=bool))
+    local = (
+        torch.cat(probs).numpy() if probs else np.zeros((0, 0)),
+        torch.cat(labels).numpy() if labels else np.zeros(0),
+        torch.cat(order).numpy() if order else np.zeros(0),
+        np.array(broken, dtype=bool),
+    )
     parts = [local]
     if dist.is_initialized() and world > 1:
         parts = [None] * world
@@ -95,8 +118,10 @@ def check_test_overrides(overrides) -> None:
     for text in overrides:
         key = parse_override(text)[0]
         if not (key.startswith(TEST_KEYS_PREFIX) or key in TEST_KEYS):
-            raise UserError(f"--set {key}: cannot apply to a trained model (it is used as saved); "
-                            f"eval/predict accept data.* and {', '.join(sorted(TEST_KEYS))}")
+            raise UserError(
+                f"--set {key}: cannot apply to a trained model (it is used as saved); "
+                f"eval/predict accept data.* and {', '.join(sorted(TEST_KEYS))}"
+            )
 
 
 def config_for_test(directory: Path, overrides, model) -> Config:
@@ -107,9 +132,15 @@ def config_for_test(directory: Path, overrides, model) -> Config:
     if config_file.is_file():
         cfg = load_config(config_file, overrides)
     else:
-        base = {"model": {"backbone": model.config.backbone, "timm_kwargs": dict(model.config.timm_kwargs),
-                          "num_frames": model.num_frames, "head_offsets": list(model.head_offsets)},
-                "data": {"img_size": int(model.img_size[0])}}
+        base = {
+            "model": {
+                "backbone": model.config.backbone,
+                "timm_kwargs": dict(model.config.timm_kwargs),
+                "num_frames": model.num_frames,
+                "head_offsets": list(model.head_offsets),
+            },
+            "data": {"img_size": int(model.img_size[0])},
+        }
         cfg = load_config(None, overrides, base=base)
     if cfg.data.img_size != model.img_size[0]:
         raise UserError(f"data.img_size={cfg.data.img_size}: the model was trained at {model.img_size[0]} px")
@@ -139,8 +170,14 @@ def load_for_test(directory, checkpoint: bool = False, device: str | None = None
     return model, rank, world, dev
 
 
-def evaluate(directory, overrides=(), device: str | None = None, progress: bool | None = None,
-             checkpoint: bool = False, compile: bool = False) -> dict:
+def evaluate(
+    directory,
+    overrides=(),
+    device: str | None = None,
+    progress: bool | None = None,
+    checkpoint: bool = False,
+    compile: bool = False,
+) -> dict:
     """`zeroi2v eval`: writes metrics.json, per_class_accuracy.json and confusion_matrix.png."""
     directory = Path(directory)
     model, rank, world, dev = load_for_test(directory, checkpoint, device, compile)
@@ -148,20 +185,32 @@ def evaluate(directory, overrides=(), device: str | None = None, progress: bool 
     d = cfg.data
     dataset = make_dataset(cfg, model, "test")
     batch = max(1, cfg.train.batch_size // max(1, world) // (d.test_clips * d.test_crops))
-    result = evaluate_dataset(model, dataset, dev, rank, world, batch_size=batch, num_workers=cfg.train.num_workers,
-                              progress=(progress if progress is not None else interactive()) and rank == 0)
+    result = evaluate_dataset(
+        model,
+        dataset,
+        dev,
+        rank,
+        world,
+        batch_size=batch,
+        num_workers=cfg.train.num_workers,
+        progress=(progress if progress is not None else interactive()) and rank == 0,
+    )
     metrics = {**result["metrics"], "views": f"{d.test_clips}x{d.test_crops}", "val_list": d.val_list}
     if result["metrics"]["num_videos"] == 0:
-        raise UserError(f"none of the {len(dataset)} videos in {d.val_list} could be read (e.g. {dataset.path(0)}); "
-                        "check data.val_list and data.root")
+        raise UserError(
+            f"none of the {len(dataset)} videos in {d.val_list} could be read (e.g. {dataset.path(0)}); "
+            "check data.val_list and data.root"
+        )
     if rank == 0:
         classes = class_names(directory, model.num_classes)
         keep = ~result["broken"]
         y, pred = result["labels"][keep], result["probs"][keep].argmax(1)
         matrix = np.zeros((model.num_classes, model.num_classes), dtype=np.int64)
         np.add.at(matrix, (y, pred), 1)
-        per_class = {classes[c]: (float(matrix[c, c] / matrix[c].sum()) if matrix[c].sum() else None)
-                     for c in range(model.num_classes)}
+        per_class = {
+            classes[c]: (float(matrix[c, c] / matrix[c].sum()) if matrix[c].sum() else None)
+            for c in range(model.num_classes)
+        }
         atomic_write_json(directory / "metrics.json", metrics)
         atomic_write_json(directory / "per_class_accuracy.json", per_class)
         title = f"{directory.name}: top-1 {metrics['top1']:.1%} on {metrics['num_videos']} videos"
@@ -175,8 +224,15 @@ def expand_folders(videos) -> list:
 
 
 @torch.no_grad()
-def predict(directory, videos, topk: int = 5, overrides=(), device: str | None = None,
-            checkpoint: bool = False, compile: bool = False) -> list[dict]:
+def predict(
+    directory,
+    videos,
+    topk: int = 5,
+    overrides=(),
+    device: str | None = None,
+    checkpoint: bool = False,
+    compile: bool = False,
+) -> list[dict]:
     """Top-k (class, probability) for each video file (or each video in a folder), with the model's own test views."""
     directory = Path(directory)
     if topk < 1:
@@ -200,5 +256,5 @@ def predict(directory, videos, topk: int = 5, overrides=(), device: str | None =
             continue
         probs = model(views.to(dev)).softmax(-1).mean(0)
         values, idx = probs.topk(min(topk, len(probs)))
-        results.append({"video": str(path), "top": [(classes[i], float(v)) for v, i in zip(values, idx)]})
+        results.append({"video": str(path), "top": [(classes[i], float(v)) for v, i in zip(values, idx, strict=False)]})
     return results

@@ -4,6 +4,7 @@ The exported graph is the image ViT's with new weights plus STDHA's K/V gather a
 add: no adapter weights are in the file. Input `video` (B, 3, T, H, W) float, normalised as the model
 expects; output `logits` (B, num_classes). The batch axis is dynamic.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,15 @@ def export_onnx(model: ZeroI2V, out_path: str | os.PathLike, opset: int = 18) ->
     clip = random_clip(model, batch=2)
     with torch.no_grad():
         torch.onnx.export(
-            model, (clip,), str(out_path), input_names=["video"], output_names=["logits"],
-            dynamic_shapes={"video": {0: batch}}, opset_version=opset, dynamo=True, verbose=False,
+            model,
+            (clip,),
+            str(out_path),
+            input_names=["video"],
+            output_names=["logits"],
+            dynamic_shapes={"video": {0: batch}},
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
             external_data=False,
         )
 
@@ -56,8 +64,13 @@ def onnx_float_weights(path: str | os.PathLike) -> int:
     """
     graph = onnx.load(str(path)).graph
     arrays = [numpy_helper.to_array(t) for t in graph.initializer]
-    arrays += [numpy_helper.to_array(a.t) for node in graph.node if node.op_type == "Constant"
-               for a in node.attribute if a.name == "value"]
+    arrays += [
+        numpy_helper.to_array(a.t)
+        for node in graph.node
+        if node.op_type == "Constant"
+        for a in node.attribute
+        if a.name == "value"
+    ]
     return int(sum(a.size for a in arrays if np.issubdtype(a.dtype, np.floating) and a.size > 1))
 
 
@@ -78,11 +91,16 @@ def check_onnx(model: ZeroI2V, path: str | os.PathLike, batch: int = 3) -> float
 def metadata(model: ZeroI2V, classes: list[str]) -> dict[str, str]:
     """What a deployer needs to feed the model: stored in the ONNX file's metadata_props."""
     h, w = model.img_size
-    return {"input": f"video float32 (batch, 3, {model.num_frames}, {h}, {w}): RGB in 0..1, normalised with mean/std",
-            "num_frames": str(model.num_frames), "img_size": f"{h}x{w}",
-            "mean": json.dumps(list(model.data_config["mean"])), "std": json.dumps(list(model.data_config["std"])),
-            "classes": json.dumps(classes), "output": "logits (batch, num_classes); softmax for probabilities",
-            "producer": f"zeroi2v {__version__} (merged ZeroI2V, {model.config.backbone})"}
+    return {
+        "input": f"video float32 (batch, 3, {model.num_frames}, {h}, {w}): RGB in 0..1, normalised with mean/std",
+        "num_frames": str(model.num_frames),
+        "img_size": f"{h}x{w}",
+        "mean": json.dumps(list(model.data_config["mean"])),
+        "std": json.dumps(list(model.data_config["std"])),
+        "classes": json.dumps(classes),
+        "output": "logits (batch, num_classes); softmax for probabilities",
+        "producer": f"zeroi2v {__version__} (merged ZeroI2V, {model.config.backbone})",
+    }
 
 
 def export_model(model_dir, out_path, fmt: str | None = None) -> dict:
@@ -98,8 +116,12 @@ def export_model(model_dir, out_path, fmt: str | None = None) -> dict:
     if fmt == "onnx" and onnx is None:
         raise UserError("ONNX export needs the onnx packages: pip install 'zeroi2v[onnx]'")
     model = _merged_model(model_dir)
-    info = {"format": fmt, "path": str(out_path), "params": count_params(model),
-            "merge_error": getattr(model, "merge_error", None)}
+    info = {
+        "format": fmt,
+        "path": str(out_path),
+        "params": count_params(model),
+        "merge_error": getattr(model, "merge_error", None),
+    }
     classes = class_names(Path(model_dir), model.num_classes) if isinstance(model_dir, (str, os.PathLike)) else []
 
     def write(tmp: str) -> None:
@@ -112,7 +134,9 @@ def export_model(model_dir, out_path, fmt: str | None = None) -> dict:
             onnx.save(proto, tmp)
         else:
             clip = random_clip(model, batch=2)
-            program = torch.export.export(model, (clip,), dynamic_shapes={"video": {0: torch.export.Dim("batch", min=1, max=1024)}})
+            program = torch.export.export(
+                model, (clip,), dynamic_shapes={"video": {0: torch.export.Dim("batch", min=1, max=1024)}}
+            )
             torch.export.save(program, tmp, extra_files={"zeroi2v.json": json.dumps(metadata(model, classes))})
             loaded = torch.export.load(tmp).module()
             check = random_clip(model, batch=3, seed=7)

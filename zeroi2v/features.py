@@ -18,15 +18,13 @@ The file (safetensors, written atomically) holds `features` float32 (N, D) and, 
 on the command line or in the list file) and the settings (`model`, `merged`, `views`, `num_frames`,
 `sampling`, `frame_interval`, `feature_dim`). `load_features(path)` reads it back.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import torch
-
-from zeroi2v.errors import UserError
-from zeroi2v.fileio import atomic_save_safetensors, check_writable, model_files
 from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
@@ -34,6 +32,8 @@ from zeroi2v.build import load_pretrained
 from zeroi2v.data import VideoDecodeError, load_views
 from zeroi2v.data.annotations import NO_VIDEOS, read_text, videos_in
 from zeroi2v.dist import interactive, setup_distributed
+from zeroi2v.errors import UserError
+from zeroi2v.fileio import atomic_save_safetensors, check_writable, model_files
 from zeroi2v.reparam import reparameterize
 from zeroi2v.timeline import data_settings, one_line
 
@@ -97,14 +97,14 @@ def _resolve(name: str, list_file: Path, root, number: int) -> Path:
 
 
 @torch.no_grad()
-def extract_features(directory, videos, out, *, merged: bool = True, root=None, overrides=(), device=None,
-                     progress: bool | None = None) -> dict:
+def extract_features(
+    directory, videos, out, *, merged: bool = True, root=None, overrides=(), device=None, progress: bool | None = None
+) -> dict:
     """Write FILE.safetensors with one feature row per video (see the module docstring).
 
     Returns {"path", "num_videos", "dim", "merged", "views", "videos" (names), "features" (N, D) tensor,
     "labels" (list or None), "note" (str or None)}.
     """
-
 
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -129,10 +129,18 @@ def extract_features(directory, videos, out, *, merged: bool = True, root=None, 
     rows = []
     for entry in tqdm(entries, desc="features", unit="video", disable=not show, dynamic_ncols=True):
         try:
-            views = load_views(entry["path"], num_frames=model.num_frames, sampling=s["sampling"],
-                               frame_interval=s["frame_interval"], img_size=s["img_size"], mean=s["mean"],
-                               std=s["std"], test_clips=s["test_clips"], test_crops=s["test_crops"],
-                               backend=s["backend"])
+            views = load_views(
+                entry["path"],
+                num_frames=model.num_frames,
+                sampling=s["sampling"],
+                frame_interval=s["frame_interval"],
+                img_size=s["img_size"],
+                mean=s["mean"],
+                std=s["std"],
+                test_clips=s["test_clips"],
+                test_crops=s["test_crops"],
+                backend=s["backend"],
+            )
         except VideoDecodeError as e:
             raise UserError(f"cannot read {entry['name']}: {one_line(e)}") from None
         rows.append(model.forward_features(views.to(dev)).float().mean(0).cpu())  # (D,) mean over the views
@@ -145,13 +153,30 @@ def extract_features(directory, videos, out, *, merged: bool = True, root=None, 
     names = [e["name"] for e in entries]
     views = f"{s['test_clips']}x{s['test_crops']}"
     is_merged = bool(model.merged)
-    metadata = {"format": FORMAT, "videos": json.dumps(names), "model": str(directory), "merged": json.dumps(is_merged),
-                "views": views, "num_frames": str(model.num_frames), "sampling": s["sampling"],
-                "frame_interval": str(s["frame_interval"]), "feature_dim": str(features.shape[1]),
-                "feature": "forward_features: frame-mean of the final-normed class token, mean over test views"}
+    metadata = {
+        "format": FORMAT,
+        "videos": json.dumps(names),
+        "model": str(directory),
+        "merged": json.dumps(is_merged),
+        "views": views,
+        "num_frames": str(model.num_frames),
+        "sampling": s["sampling"],
+        "frame_interval": str(s["frame_interval"]),
+        "feature_dim": str(features.shape[1]),
+        "feature": "forward_features: frame-mean of the final-normed class token, mean over test views",
+    }
     atomic_save_safetensors(out, tensors, metadata=metadata)
-    return {"path": str(out), "num_videos": len(names), "dim": int(features.shape[1]), "merged": is_merged,
-            "views": views, "videos": names, "features": features, "labels": labels, "note": note}
+    return {
+        "path": str(out),
+        "num_videos": len(names),
+        "dim": int(features.shape[1]),
+        "merged": is_merged,
+        "views": views,
+        "videos": names,
+        "features": features,
+        "labels": labels,
+        "note": note,
+    }
 
 
 def _is_features(metadata: dict, names) -> bool:
@@ -178,8 +203,12 @@ def load_features(path) -> dict:
         raise UserError(f"cannot read {path}: {one_line(e)}") from None
     if not _is_features(metadata, tensors):
         raise UserError(f"{path} is not a zeroi2v features file")
-    return {"features": tensors["features"], "labels": tensors.get("labels"),
-            "videos": json.loads(metadata.get("videos", "[]")), "metadata": metadata}
+    return {
+        "features": tensors["features"],
+        "labels": tensors.get("labels"),
+        "videos": json.loads(metadata.get("videos", "[]")),
+        "metadata": metadata,
+    }
 
 
 __all__ = ["extract_features", "read_video_list", "load_features"]

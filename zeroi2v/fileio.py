@@ -5,13 +5,14 @@ same directory, flush + fsync, then `os.replace` (atomic on POSIX), then fsync t
 The file gets the permissions the umask gives (mkstemp's private 0600 is not kept), so colleagues on
 a shared cluster can read runs as they read any other file.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from safetensors.torch import save_file
 
@@ -58,6 +59,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
+
     atomic_write(path, write)
 
 

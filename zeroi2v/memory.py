@@ -18,6 +18,7 @@ built by `create_model` (and every merged or exported model) stays plain timm + 
 In `zeroi2v bench`'s training table (ViT-B/16 CLIP, 8 frames, batch 2) they take ZeroI2V's peak from
 2767 to 1945 MiB. Forward values are identical, gradients equal to rounding (tests/test_core.py).
 """
+
 from __future__ import annotations
 
 import torch
@@ -96,10 +97,15 @@ def _can_lean(block: nn.Module) -> bool:
     """Exactly timm's Block (whose forward LeanBlock restates) with STDHA, a plain Mlp and an adapted qkv,
     and only the adapters LeanBlock restates: one after qkv or after fc1 (not a ZeroI2V position, but a
     user may add one) would be skipped in training, so such a block stays as it is."""
-    return (type(block) is Block and type(block.mlp) is Mlp and type(block.attn) is STDHAttention
-            and isinstance(block.attn.qkv, AdaptedLinear)
-            and block.attn.qkv.adapter_out is None and getattr(block.mlp.fc1, "adapter_out", None) is None
-            and {n for n, _ in block.named_children()} == set(LeanBlock.PARTS))
+    return (
+        type(block) is Block
+        and type(block.mlp) is Mlp
+        and type(block.attn) is STDHAttention
+        and isinstance(block.attn.qkv, AdaptedLinear)
+        and block.attn.qkv.adapter_out is None
+        and getattr(block.mlp.fc1, "adapter_out", None) is None
+        and {n for n, _ in block.named_children()} == set(LeanBlock.PARTS)
+    )
 
 
 def lean_training(model: nn.Module) -> nn.Module:

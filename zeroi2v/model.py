@@ -10,6 +10,7 @@ frozen unless `freeze=False` (full fine-tuning).
 The module tree mirrors timm's: `backbone.*` has the image model's own parameter names, so image
 weights load unchanged and a merged model has exactly the image model's parameters.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,9 @@ class ZeroI2V(nn.Module):
             offsets = config.head_offsets if i in temporal else ()
             block.attn = STDHAttention(block.attn, self.num_frames, offsets, config.boundary)
             if config.adapter_ratio > 0 and config.adapter_positions:
-                add_adapters(block, config.adapter_positions, config.adapter_ratio, config.adapter_scale,
-                             config.adapter_dropout)
+                add_adapters(
+                    block, config.adapter_positions, config.adapter_ratio, config.adapter_scale, config.adapter_dropout
+                )
         self.temporal_embed = (
             nn.Parameter(torch.zeros(self.num_frames, backbone.embed_dim)) if config.temporal_embedding else None
         )
@@ -84,8 +86,11 @@ class ZeroI2V(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Parameter names without weight decay (timm's convention): embeddings and norms."""
         norms = {n for n, m in self.named_modules() if isinstance(m, nn.LayerNorm)}
-        return {name for name, _ in self.named_parameters()
-                if name.rpartition(".")[0] in norms or name.rpartition(".")[2] in NO_WEIGHT_DECAY}
+        return {
+            name
+            for name, _ in self.named_parameters()
+            if name.rpartition(".")[0] in norms or name.rpartition(".")[2] in NO_WEIGHT_DECAY
+        }
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
@@ -143,8 +148,9 @@ def _create_vit(cfg: ModelConfig) -> VisionTransformer:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise UserError(f"unknown timm model {backbone!r}{hint}")
     try:
-        vit = timm.create_model(backbone, pretrained=False, num_classes=0, drop_path_rate=cfg.drop_path_rate,
-                                **timm_kwargs)
+        vit = timm.create_model(
+            backbone, pretrained=False, num_classes=0, drop_path_rate=cfg.drop_path_rate, **timm_kwargs
+        )
     except TypeError as e:
         with torch.device("meta"):  # only to tell a non-ViT from a bad argument: no memory, no init
             kind = type(timm.create_model(backbone, pretrained=False))
@@ -159,8 +165,10 @@ def _create_vit(cfg: ModelConfig) -> VisionTransformer:
         kinds = sorted({type(b).__name__ for b in vit.blocks})
         raise UserError(f"{backbone!r} uses {kinds} blocks; zeroi2v supports timm's standard pre-norm Block")
     if vit.global_pool == "" and getattr(vit, "attn_pool", None) is None:
-        raise UserError("global_pool='' returns every token; zeroi2v needs a pooled feature per frame "
-                        "(global_pool token, avg, max, avgmax or map)")
+        raise UserError(
+            "global_pool='' returns every token; zeroi2v needs a pooled feature per frame "
+            "(global_pool token, avg, max, avgmax or map)"
+        )
     heads = vit.blocks[0].attn.num_heads
     if len(cfg.head_offsets) > heads:
         raise UserError(f"head_offsets has {len(cfg.head_offsets)} entries but the backbone has only {heads} heads")

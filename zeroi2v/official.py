@@ -15,6 +15,7 @@ offsets are not stored in the checkpoint: they default to the reference K400 val
 0,1 -> -1,+1, ViT-L: heads 0,1 -> -1 and 2,3 -> +1) and are overridable, either as `head_offsets` or
 as the reference config's own `stdha_cfg` (channel folds, see `head_offsets_from_stdha_cfg`).
 """
+
 from __future__ import annotations
 
 import os
@@ -57,9 +58,18 @@ def default_head_offsets(num_heads: int, num_frames: int) -> list[int]:
 # The two ways the reference configs write `stdha_cfg`: `STDHA` (K400, UCF/HMDB, SSv2 B/16) and `STDHA_long`
 # (the 32-frame ViT-L runs). Defaults are the reference's own.
 STDHA_CFG_DEFAULTS = {
-    "shift_div": 12, "shift_stride": 1, "long_shift_div": -1, "long_shift_right": False,
-    "shift1_div": None, "shift2_div": -1, "shift3_div": -1, "shift3_right": False, "shift4_div": -1,
-    "shift4_right": False, "divide_head": False, "shift_pattern": "kv",
+    "shift_div": 12,
+    "shift_stride": 1,
+    "long_shift_div": -1,
+    "long_shift_right": False,
+    "shift1_div": None,
+    "shift2_div": -1,
+    "shift3_div": -1,
+    "shift3_right": False,
+    "shift4_div": -1,
+    "shift4_right": False,
+    "divide_head": False,
+    "shift_pattern": "kv",
 }
 
 
@@ -80,8 +90,10 @@ def head_offsets_from_stdha_cfg(stdha_cfg: dict, width: int, head_dim: int = 64)
         raise UserError(f"stdha_cfg: unknown keys {unknown}; known: {sorted(STDHA_CFG_DEFAULTS)}")
     cfg = {**STDHA_CFG_DEFAULTS, **stdha_cfg}
     if cfg["divide_head"] or cfg["shift_pattern"] != "kv":
-        raise UserError("stdha_cfg: divide_head=True and shift_pattern='qkv' are not implemented by the reference "
-                        "either; only whole-head K/V folds map onto head_offsets")
+        raise UserError(
+            "stdha_cfg: divide_head=True and shift_pattern='qkv' are not implemented by the reference "
+            "either; only whole-head K/V folds map onto head_offsets"
+        )
 
     def channels(div) -> int:
         if not isinstance(div, int) or isinstance(div, bool):
@@ -110,12 +122,15 @@ def head_offsets_from_stdha_cfg(stdha_cfg: dict, width: int, head_dim: int = 64)
     offsets: list[int] = []
     for size, dt in folds:
         if size % head_dim:
-            raise UserError(f"stdha_cfg {stdha_cfg}: a fold of {size} channels is not whole heads of {head_dim} "
-                            "channels; zeroi2v's STDHA assigns whole heads")
+            raise UserError(
+                f"stdha_cfg {stdha_cfg}: a fold of {size} channels is not whole heads of {head_dim} "
+                "channels; zeroi2v's STDHA assigns whole heads"
+            )
         offsets += [dt] * (size // head_dim)
     if len(offsets) * head_dim > width:
-        raise UserError(f"stdha_cfg {stdha_cfg}: the folds cover {len(offsets) * head_dim} channels, "
-                        f"more than the width {width}")
+        raise UserError(
+            f"stdha_cfg {stdha_cfg}: the folds cover {len(offsets) * head_dim} channels, more than the width {width}"
+        )
     return offsets
 
 
@@ -153,10 +168,15 @@ def describe_checkpoint(state: dict[str, torch.Tensor]) -> dict:
         std = [round(float(v) / 255, 6) for v in state["data_preprocessor.std"].flatten()]
         timm_kwargs["pretrained_cfg_overlay"] = dict(mean=mean, std=std)
     return dict(
-        backbone=timm_name, num_frames=num_frames, num_classes=int(head.shape[0]) if head is not None else 0,
+        backbone=timm_name,
+        num_frames=num_frames,
+        num_classes=int(head.shape[0]) if head is not None else 0,
         head_offsets=default_head_offsets(num_heads, num_frames),
-        adapter_ratio=ratios.pop() if ratios else 0.0, adapter_scale=0.5, adapter_positions=positions or None,
-        temporal_embedding=temporal is not None, timm_kwargs=timm_kwargs,
+        adapter_ratio=ratios.pop() if ratios else 0.0,
+        adapter_scale=0.5,
+        adapter_positions=positions or None,
+        temporal_embedding=temporal is not None,
+        timm_kwargs=timm_kwargs,
     )
 
 
@@ -177,11 +197,13 @@ def convert_state_dict(state: dict[str, torch.Tensor], model: ZeroI2V) -> dict[s
                 continue
             out[f"backbone.blocks.{block}.{ADAPTER_SLOTS[adapter][0]}.{ADAPTER_LAYERS[layer]}.{kind}"] = value
         elif key.startswith("backbone."):
-            clip["visual." + key[len("backbone."):]] = value
+            clip["visual." + key[len("backbone.") :]] = value
         else:
             unknown.append(key)
     if unknown:
-        raise UserError(f"unrecognised keys in the reference checkpoint: {unknown[:3]}" + (" ..." if len(unknown) > 3 else ""))
+        raise UserError(
+            f"unrecognised keys in the reference checkpoint: {unknown[:3]}" + (" ..." if len(unknown) > 3 else "")
+        )
     for key, value in checkpoint_filter_fn(clip, model.backbone).items():
         if not key.startswith("head."):
             out["backbone." + key] = value
@@ -189,8 +211,14 @@ def convert_state_dict(state: dict[str, torch.Tensor], model: ZeroI2V) -> dict[s
 
 
 SSV2_CLASSES = 174
-PRESET_KEYS = ("num_frames", "head_offsets", "adapter_scale", "adapter_dropout", "stdha_blocks",
-               "boundary")  # what a config says about a checkpoint that its tensors do not
+PRESET_KEYS = (
+    "num_frames",
+    "head_offsets",
+    "adapter_scale",
+    "adapter_dropout",
+    "stdha_blocks",
+    "boundary",
+)  # what a config says about a checkpoint that its tensors do not
 
 
 def preset_overrides(preset: str | os.PathLike, state: dict[str, torch.Tensor]) -> dict:
@@ -199,14 +227,24 @@ def preset_overrides(preset: str | os.PathLike, state: dict[str, torch.Tensor]) 
     found = describe_checkpoint(state)
     name = Path(preset).stem
     if cfg.model.num_classes is not None and cfg.model.num_classes != found["num_classes"]:
-        raise UserError(f"preset {name} has {cfg.model.num_classes} classes but the checkpoint's classifier has "
-                        f"{found['num_classes']}: wrong --preset for this checkpoint")
+        raise UserError(
+            f"preset {name} has {cfg.model.num_classes} classes but the checkpoint's classifier has "
+            f"{found['num_classes']}: wrong --preset for this checkpoint"
+        )
     if found["temporal_embedding"] and found["num_frames"] != cfg.model.num_frames:
-        raise UserError(f"preset {name} is for {cfg.model.num_frames} frames but the checkpoint's temporal embedding "
-                        f"has {found['num_frames']}: wrong --preset for this checkpoint")
-    if cfg.model.adapter_ratio and found["adapter_ratio"] and abs(cfg.model.adapter_ratio - found["adapter_ratio"]) > 1e-6:
-        raise UserError(f"preset {name} has adapter_ratio {cfg.model.adapter_ratio} but the checkpoint's adapters "
-                        f"have {found['adapter_ratio']:g}: wrong --preset for this checkpoint")
+        raise UserError(
+            f"preset {name} is for {cfg.model.num_frames} frames but the checkpoint's temporal embedding "
+            f"has {found['num_frames']}: wrong --preset for this checkpoint"
+        )
+    if (
+        cfg.model.adapter_ratio
+        and found["adapter_ratio"]
+        and abs(cfg.model.adapter_ratio - found["adapter_ratio"]) > 1e-6
+    ):
+        raise UserError(
+            f"preset {name} has adapter_ratio {cfg.model.adapter_ratio} but the checkpoint's adapters "
+            f"have {found['adapter_ratio']:g}: wrong --preset for this checkpoint"
+        )
     return {key: getattr(cfg.model, key) for key in PRESET_KEYS}
 
 
@@ -227,8 +265,10 @@ def load_official_checkpoint(path: str | os.PathLike, preset: str | os.PathLike 
     if preset is not None:
         overrides = {**preset_overrides(preset, state), **overrides}
     elif args["num_classes"] == SSV2_CLASSES and not {"head_offsets", "stdha_cfg"} & set(overrides):
-        raise UserError(f"{path} has {SSV2_CLASSES} classes (Something-Something v2), whose temporal heads and adapter "
-                        "scale differ from the K400 defaults: pass --preset ssv2_vitb16_u8 (or another ssv2_* config)")
+        raise UserError(
+            f"{path} has {SSV2_CLASSES} classes (Something-Something v2), whose temporal heads and adapter "
+            "scale differ from the K400 defaults: pass --preset ssv2_vitb16_u8 (or another ssv2_* config)"
+        )
     if "stdha_cfg" in overrides:
         if "head_offsets" in overrides:
             raise UserError("give either head_offsets or stdha_cfg, not both")
@@ -241,12 +281,15 @@ def load_official_checkpoint(path: str | os.PathLike, preset: str | os.PathLike 
     converted = convert_state_dict(state, model)
     missing, unexpected = model.load_state_dict(converted, strict=False)
     if unexpected or missing:
-        raise UserError(f"{path}: checkpoint does not fit the inferred model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise UserError(
+            f"{path}: checkpoint does not fit the inferred model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return model.eval()
 
 
-def convert_official(ckpt_path, out_dir, overrides: dict | None = None, merge: bool = False,
-                     preset: str | os.PathLike | None = None) -> dict:
+def convert_official(
+    ckpt_path, out_dir, overrides: dict | None = None, merge: bool = False, preset: str | os.PathLike | None = None
+) -> dict:
     """`zeroi2v convert-official`: reference checkpoint -> our model directory (optionally merged)."""
     model = load_official_checkpoint(ckpt_path, preset=preset, **(overrides or {}))
     info = {"config": model.config, "merged": False, "merge_error": None}

@@ -1,4 +1,5 @@
 """PNG figures (matplotlib, headless): training curves, confusion matrix, accuracy bars, video timeline."""
+
 from __future__ import annotations
 
 import textwrap
@@ -21,8 +22,13 @@ def training_curves(history: list[dict], path) -> None:
     ax.set_ylabel("loss")
     if any("val_top1" in h for h in history):
         ax2 = ax.twinx()
-        ax2.plot([h["epoch"] for h in history if "val_top1" in h], [h["val_top1"] for h in history if "val_top1" in h],
-                 "s-", color="tab:orange", label="val top-1")
+        ax2.plot(
+            [h["epoch"] for h in history if "val_top1" in h],
+            [h["val_top1"] for h in history if "val_top1" in h],
+            "s-",
+            color="tab:orange",
+            label="val top-1",
+        )
         ax2.set_ylabel("val top-1")
         ax2.set_ylim(0, 1)
     fig.legend(loc="upper center", ncol=2, fontsize=8)
@@ -45,8 +51,15 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path, title: str = 
         top = matrix.max() if matrix.size else 0
         for (i, j), count in np.ndenumerate(matrix):
             if count:
-                ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                        color="white" if count > top / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if count > top / 2 else "black",
+                )
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title, fontsize=10)
@@ -92,8 +105,10 @@ def timeline_chart(result: dict, probs: np.ndarray, classes: list[str], path) ->
     ax.grid(alpha=0.3)
     name = Path(result["video"]).name
     name = name if len(name) <= 60 else "…" + name[-59:]
-    detail = (f"windows of {result['window']} frames ({result['window_s']:.2f} s), stride {result['stride']} frames "
-              f"({result['stride_s']:.2f} s), {result['num_frames']} frames sampled per window ({result['sampling']})")
+    detail = (
+        f"windows of {result['window']} frames ({result['window_s']:.2f} s), stride {result['stride']} frames "
+        f"({result['stride_s']:.2f} s), {result['num_frames']} frames sampled per window ({result['sampling']})"
+    )
     ax.set_title(f"{name}: class probabilities over time\n{textwrap.fill(detail, 110)}", fontsize=10)
     fig.legend(loc="outside right upper", title="class", fontsize=8)
     fig.savefig(path, format="png", dpi=100)

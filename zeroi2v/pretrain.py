@@ -23,6 +23,7 @@ on 2 CPU cores, so the result is shipped in `zeroi2v/assets/` (3.3 MB); regenera
 
     python -m zeroi2v.pretrain [--steps 8000] [--out zeroi2v/assets/demo_vit.safetensors]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,16 @@ def random_images(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarr
             look["texture"] = multiscale_texture(rng, size)
         images.append(draw_frame(look, mask, level))
         masks.append(mask)
-        labels.append([shape, min(7, int(x / size * 8)), min(7, int(y / size * 8)),
-                       min(3, int((radius / size - 0.1) / 0.34 * 4)), min(3, int(level * 4)), heading])
+        labels.append(
+            [
+                shape,
+                min(7, int(x / size * 8)),
+                min(7, int(y / size * 8)),
+                min(3, int((radius / size - 0.1) / 0.34 * 4)),
+                min(3, int(level * 4)),
+                heading,
+            ]
+        )
     return np.stack(images), np.array(labels), np.stack(masks)
 
 
@@ -94,8 +103,17 @@ def blank_patch_mask(batch: int, grid: int, share: float) -> torch.Tensor:
     return blank
 
 
-def pretrain(out_path, *, steps: int = 8000, batch: int = 64, lr: float = 1e-3, dense_weight: float = 10.0,
-             seed: int = 0, blank_patches: float = 0.0, progress: bool = True) -> dict:
+def pretrain(
+    out_path,
+    *,
+    steps: int = 8000,
+    batch: int = 64,
+    lr: float = 1e-3,
+    dense_weight: float = 10.0,
+    seed: int = 0,
+    blank_patches: float = 0.0,
+    progress: bool = True,
+) -> dict:
     """Train the demo ViT on random stills; writes `out_path` (timm state dict) and a JSON beside it.
 
     `blank_patches` (experimental, 0: off, as the shipped backbone): blank that share of the patches
@@ -122,7 +140,7 @@ def pretrain(out_path, *, steps: int = 8000, batch: int = 64, lr: float = 1e-3, 
         if blank is not None:
             x = x * (1 - blank.repeat_interleave(patch, 1).repeat_interleave(patch, 2)[:, None])
         tokens = model.forward_features(x)
-        return model.forward_head(tokens), dense_head(tokens[:, model.num_prefix_tokens:])
+        return model.forward_head(tokens), dense_head(tokens[:, model.num_prefix_tokens :])
 
     params = list(model.parameters()) + list(dense_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
@@ -136,8 +154,10 @@ def pretrain(out_path, *, steps: int = 8000, batch: int = 64, lr: float = 1e-3, 
         blank = blank_patch_mask(batch, size // patch, blank_patches) if blank_patches > 0 else None
         logits, cells = forward(images, blank)
         y = torch.from_numpy(labels)
-        attr_loss = sum(F.cross_entropy(logits[:, splits[i]:splits[i + 1]], y[:, i], ignore_index=IGNORE)
-                        for i in range(len(TARGETS)))
+        attr_loss = sum(
+            F.cross_entropy(logits[:, splits[i] : splits[i + 1]], y[:, i], ignore_index=IGNORE)
+            for i in range(len(TARGETS))
+        )
         dense_loss = F.binary_cross_entropy_with_logits(cells, dense_targets(masks, patch))
         loss = attr_loss + dense_weight * dense_loss
         optimizer.zero_grad(set_to_none=True)
@@ -153,15 +173,24 @@ def pretrain(out_path, *, steps: int = 8000, batch: int = 64, lr: float = 1e-3, 
     accuracy = {}
     for i, name in enumerate(TARGETS):
         has = labels[:, i] != IGNORE
-        correct = logits[:, splits[i]:splits[i + 1]].argmax(1).numpy() == labels[:, i]
+        correct = logits[:, splits[i] : splits[i + 1]].argmax(1).numpy() == labels[:, i]
         accuracy[name] = round(float(correct[has].mean()), 3)
     pred, true = cells > 0, dense_targets(masks, patch) > 0.5
     accuracy["cells_iou"] = round(float((pred & true).sum() / (pred | true).sum()), 3)
     out_path = Path(out_path)
     atomic_save_safetensors(out_path, model.state_dict())
-    info = {"backbone": BACKBONE, "timm_kwargs": TIMM_KWARGS, "targets": TARGETS, "steps": steps, "batch": batch,
-            "lr": lr, "seed": seed, **({"blank_patches": blank_patches} if blank_patches else {}),
-            "seconds": round(time.time() - start, 1), "held_out_accuracy": accuracy}
+    info = {
+        "backbone": BACKBONE,
+        "timm_kwargs": TIMM_KWARGS,
+        "targets": TARGETS,
+        "steps": steps,
+        "batch": batch,
+        "lr": lr,
+        "seed": seed,
+        **({"blank_patches": blank_patches} if blank_patches else {}),
+        "seconds": round(time.time() - start, 1),
+        "held_out_accuracy": accuracy,
+    }
     atomic_write_json(out_path.with_suffix(".json"), info)
     return info
 
@@ -182,14 +211,20 @@ def cached_backbone(cache_dir=None, progress: bool = True, **kwargs) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zeroi2v.pretrain", description="Regenerate the demo's "
-                                     "image-pretrained ViT (shipped as zeroi2v/assets/demo_vit.safetensors).")
+    parser = argparse.ArgumentParser(
+        prog="python -m zeroi2v.pretrain",
+        description="Regenerate the demo's image-pretrained ViT (shipped as zeroi2v/assets/demo_vit.safetensors).",
+    )
     parser.add_argument("--out", default=str(SHIPPED))
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--blank-patches", type=float, default=0.0,
-                        help="experimental: share of patches blanked in half of each batch (0: off, as shipped)")
+    parser.add_argument(
+        "--blank-patches",
+        type=float,
+        default=0.0,
+        help="experimental: share of patches blanked in half of each batch (0: off, as shipped)",
+    )
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch < 1:
         parser.error(f"--steps and --batch must be >= 1, got {args.steps} and {args.batch}")
@@ -206,8 +241,12 @@ def main(argv=None) -> int:
         parser.error(f"cannot create the folder of --out {out}: {error.strerror or error}")
     if not os.access(out.parent, os.W_OK):
         parser.error(f"cannot write into {out.parent} (--out)")
-    print(json.dumps(pretrain(args.out, steps=args.steps, batch=args.batch, seed=args.seed,
-                              blank_patches=args.blank_patches), indent=2))
+    print(
+        json.dumps(
+            pretrain(args.out, steps=args.steps, batch=args.batch, seed=args.seed, blank_patches=args.blank_patches),
+            indent=2,
+        )
+    )
     return 0
 
 

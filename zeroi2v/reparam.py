@@ -4,6 +4,7 @@ The result is the image ViT's own architecture with new weights (plus STDHA's K/
 the T×D temporal table), so it costs what the image model costs. The fold is checked numerically on
 a random clip: a merge that changes outputs is an error, never a silent degradation.
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,7 +40,9 @@ def random_clip(model: ZeroI2V, batch: int = 2, seed: int = 0) -> torch.Tensor:
     return clip.to(device=param.device, dtype=param.dtype)
 
 
-def reparameterize(model: ZeroI2V, verify: bool = True, atol: float = 1e-4, video: torch.Tensor | None = None) -> ZeroI2V:
+def reparameterize(
+    model: ZeroI2V, verify: bool = True, atol: float = 1e-4, video: torch.Tensor | None = None
+) -> ZeroI2V:
     """Return a new model with every adapter folded in (the input model is not modified).
 
     With `verify`, both models run on `video` (default: a random clip) and a max abs difference
@@ -64,7 +67,9 @@ def reparameterize(model: ZeroI2V, verify: bool = True, atol: float = 1e-4, vide
         err = max_abs_error(model, merged, clip)
         merged.merge_error = err
         if not err <= atol * ref_scale:
-            raise MergeError(f"merged model differs from the adapted model: max abs error {err:.3g} > {atol * ref_scale:.3g}")
+            raise MergeError(
+                f"merged model differs from the adapted model: max abs error {err:.3g} > {atol * ref_scale:.3g}"
+            )
     return merged
 
 
@@ -81,6 +86,7 @@ def _bias_flags(model: ZeroI2V, merged: ZeroI2V, timm_kwargs: dict) -> dict:
                 for name in layers:
                     layer = block.get_submodule(name)
                     if layer.bias is None:
-                        layer.bias = torch.nn.Parameter(layer.weight.new_zeros(layer.out_features),
-                                                        requires_grad=layer.weight.requires_grad)
+                        layer.bias = torch.nn.Parameter(
+                            layer.weight.new_zeros(layer.out_features), requires_grad=layer.weight.requires_grad
+                        )
     return timm_kwargs

@@ -16,15 +16,17 @@ At the clip boundary (t+Δt outside [0, T)) the reference implementation keeps t
 frame (`boundary="keep"`); `boundary="zero"` reads zeros instead (the head then attends uniformly
 over zero values and outputs zeros).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from zeroi2v.errors import UserError
+
 
 class STDHAttention(nn.Module):
     """timm's `Attention` with temporal heads; same submodules, so the same state-dict keys.
@@ -38,14 +40,20 @@ class STDHAttention(nn.Module):
             raise UserError("gated attention backbones are not supported by STDHA")
         for name in ("qkv", "proj"):
             if not isinstance(getattr(attn, name, None), nn.Linear):
-                raise UserError(f"backbone attention has no fused linear '{name}'; STDHA needs timm's standard Attention")
+                raise UserError(
+                    f"backbone attention has no fused linear '{name}'; STDHA needs timm's standard Attention"
+                )
         # anything beyond timm's standard Attention (extra parameters or modules, other head arithmetic,
         # e.g. differential attention) would be silently dropped: refuse it
         known = {"qkv", "q_norm", "k_norm", "attn_drop", "norm", "proj", "proj_drop"}
-        extra = [n for n, _ in attn.named_children() if n not in known] + [n for n, _ in attn.named_parameters(recurse=False)]
+        extra = [n for n, _ in attn.named_children() if n not in known] + [
+            n for n, _ in attn.named_parameters(recurse=False)
+        ]
         if extra or attn.qkv.out_features != 3 * attn.num_heads * attn.head_dim:
-            raise UserError(f"backbone attention {type(attn).__name__} is not timm's standard Attention "
-                            f"({', '.join(extra) or 'different head layout'}); STDHA supports the standard one")
+            raise UserError(
+                f"backbone attention {type(attn).__name__} is not timm's standard Attention "
+                f"({', '.join(extra) or 'different head layout'}); STDHA supports the standard one"
+            )
         self.num_heads = attn.num_heads
         self.head_dim = attn.head_dim
         self.attn_dim = getattr(attn, "attn_dim", attn.num_heads * attn.head_dim)
@@ -74,8 +82,9 @@ class STDHAttention(nn.Module):
         BT, _, N, _ = heads.shape
         return self.proj_drop(self.proj(self.norm(heads.transpose(1, 2).reshape(BT, N, self.attn_dim))))
 
-    def attend_heads(self, qkv: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                     is_causal: bool = False) -> torch.Tensor:
+    def attend_heads(
+        self, qkv: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
         """Fused qkv output (B·T, N, 3·H·d) -> attention output (B·T, H, N, d), one SDPA call for all heads."""
         BT, N, _ = qkv.shape
         qkv = qkv.reshape(BT, N, 3, self.num_heads, self.head_dim)
@@ -91,8 +100,9 @@ class STDHAttention(nn.Module):
         if gather:
             k, v = self.gather_kv(k), self.gather_kv(v)
         q, k = self.q_norm(q), self.k_norm(k)  # per token and head: commutes with the frame shift
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
-                                              dropout_p=self.attn_drop.p if self.training else 0.0)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=self.attn_drop.p if self.training else 0.0
+        )
 
     def shift_kv(self, qkv: torch.Tensor) -> None:
         """In place on (B·T, N, 3, H, d): temporal head h's K and V of frame t become those of t+Δt_h.
@@ -109,8 +119,11 @@ class STDHAttention(nn.Module):
         for h, dt in enumerate(self.head_offsets[:k_t]):
             if dt == 0:
                 continue
-            dst, src, edge = ((slice(-dt, T), slice(0, T + dt), slice(0, -dt)) if dt < 0 else
-                              (slice(0, T - dt), slice(dt, T), slice(T - dt, T)))
+            dst, src, edge = (
+                (slice(-dt, T), slice(0, T + dt), slice(0, -dt))
+                if dt < 0
+                else (slice(0, T - dt), slice(dt, T), slice(T - dt, T))
+            )
             kv[:, dst, :, :, h] = source[:, src, :, :, h]
             if self.boundary == "zero":
                 kv[:, edge, :, :, h] = 0

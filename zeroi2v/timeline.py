@@ -31,6 +31,7 @@ and, with `annotate=`, the video with the current label drawn on each frame (sam
 frame rate as the source; no audio; odd widths/heights lose their last pixel row/column, as H.264
 in yuv420p needs even sizes).
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,21 +40,22 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
-
-import av
 from av.video.reformatter import VideoReformatter
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from zeroi2v.build import load_pretrained
-from zeroi2v.data.decode import VideoDecodeError, num_frames as count_frames, read_frames
+from zeroi2v.data.decode import VideoDecodeError, read_frames
+from zeroi2v.data.decode import num_frames as count_frames
 from zeroi2v.data.sampling import sample_indices
 from zeroi2v.data.transforms import test_transform
 from zeroi2v.dist import interactive, setup_distributed
 from zeroi2v.errors import UserError
-from zeroi2v.eval import class_names as read_classes, config_for_test
+from zeroi2v.eval import class_names as read_classes
+from zeroi2v.eval import config_for_test
 from zeroi2v.fileio import atomic_write, atomic_write_json, atomic_write_text, check_writable, model_files
 from zeroi2v.plots import timeline_chart
 
@@ -65,10 +67,17 @@ ANNOTATE_FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov"}
 def data_settings(directory, overrides, model) -> dict:
     """The run's test-time data settings (from config.yaml and `--set`, as `zeroi2v eval` reads them)."""
     d = config_for_test(Path(directory), overrides, model).data
-    return {"sampling": d.sampling, "frame_interval": d.frame_interval, "test_clips": d.test_clips,
-            "test_crops": d.test_crops, "img_size": d.img_size,
-            "mean": tuple(d.mean or model.data_config["mean"]), "std": tuple(d.std or model.data_config["std"]),
-            "backend": d.backend, "root": d.root}
+    return {
+        "sampling": d.sampling,
+        "frame_interval": d.frame_interval,
+        "test_clips": d.test_clips,
+        "test_crops": d.test_crops,
+        "img_size": d.img_size,
+        "mean": tuple(d.mean or model.data_config["mean"]),
+        "std": tuple(d.std or model.data_config["std"]),
+        "backend": d.backend,
+        "root": d.root,
+    }
 
 
 def one_line(text) -> str:
@@ -76,8 +85,11 @@ def one_line(text) -> str:
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
-            isinstance(value, float) and value.is_integer()):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        and not (isinstance(value, float) and value.is_integer())
+    ):
         raise UserError(f"{name} must be a whole number of frames, got {value!r}")
     if int(value) < 1:
         raise UserError(f"{name} must be >= 1 frame, got {value}")
@@ -85,8 +97,14 @@ def _positive_int(value, name: str) -> int:
 
 
 # --- windows -----------------------------------------------------------------------------------------
-def plan_windows(total_frames: int, num_frames: int, sampling: str = "dense", frame_interval: int = 16,
-                 stride: int | None = None, window: int | None = None) -> dict:
+def plan_windows(
+    total_frames: int,
+    num_frames: int,
+    sampling: str = "dense",
+    frame_interval: int = 16,
+    stride: int | None = None,
+    window: int | None = None,
+) -> dict:
     """The windows over a video of `total_frames` frames (see the module docstring).
 
     Returns {"window": W, "stride": S, "short": bool, "starts": (K,), "ends": (K,) exclusive,
@@ -97,15 +115,27 @@ def plan_windows(total_frames: int, num_frames: int, sampling: str = "dense", fr
     step = _positive_int(stride, "stride") if stride is not None else max(1, span // 2)
     if n < span:  # one window over the whole (short) video, the run's own short-video sampling
         local = sample_indices(n, num_frames, sampling, frame_interval, 1, train=False)
-        return {"window": span, "stride": step, "short": True, "starts": np.array([0]), "ends": np.array([n]),
-                "indices": local.astype(np.int64)}
+        return {
+            "window": span,
+            "stride": step,
+            "short": True,
+            "starts": np.array([0]),
+            "ends": np.array([n]),
+            "indices": local.astype(np.int64),
+        }
     starts = list(range(0, n - span + 1, step))
     if starts[-1] + span < n:
         starts.append(n - span)  # the tail
     starts = np.array(starts, dtype=np.int64)
     local = sample_indices(span, num_frames, sampling, frame_interval, 1, train=False)[0]
-    return {"window": span, "stride": step, "short": False, "starts": starts, "ends": starts + span,
-            "indices": starts[:, None] + local[None, :]}
+    return {
+        "window": span,
+        "stride": step,
+        "short": False,
+        "starts": starts,
+        "ends": starts + span,
+        "indices": starts[:, None] + local[None, :],
+    }
 
 
 def _video_info(path) -> dict:
@@ -113,16 +143,30 @@ def _video_info(path) -> dict:
         with av.open(os.fspath(path)) as container:
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            return {"fps": float(rate) if rate else 0.0, "width": stream.codec_context.width,
-                    "height": stream.codec_context.height}
+            return {
+                "fps": float(rate) if rate else 0.0,
+                "width": stream.codec_context.width,
+                "height": stream.codec_context.height,
+            }
     except Exception as e:  # noqa: BLE001 - num_frames has already opened it; anything here is unusual
         raise UserError(f"cannot read {path}: {one_line(e)}") from None
 
 
 # --- the verb ----------------------------------------------------------------------------------------
 @torch.no_grad()
-def timeline(directory, video, *, stride: int | None = None, window: int | None = None, topk: int = 5,
-             out_prefix=None, annotate=None, overrides=(), device=None, progress: bool | None = None) -> dict:
+def timeline(
+    directory,
+    video,
+    *,
+    stride: int | None = None,
+    window: int | None = None,
+    topk: int = 5,
+    out_prefix=None,
+    annotate=None,
+    overrides=(),
+    device=None,
+    progress: bool | None = None,
+) -> dict:
     """Classify sliding windows of `video` with the model in `directory`; write PREFIX.json/.csv/.png
     (PREFIX defaults to ./<video stem>.timeline) and, with `annotate`, the labelled video.
 
@@ -131,7 +175,6 @@ def timeline(directory, video, *, stride: int | None = None, window: int | None 
     "center_s", "frames", "top": [{"class_id", "class", "probability"}]}], "probs": (K, C) array,
     "paths": {"json", "csv", "png", "annotate"}}.
     """
-
 
     video = Path(video)
     topk = _positive_int(topk, "topk")
@@ -143,13 +186,17 @@ def timeline(directory, video, *, stride: int | None = None, window: int | None 
         raise UserError(f"{video} is a directory, not a video file" if video.is_dir() else f"no such video: {video}")
     prefix = Path(out_prefix) if out_prefix is not None else Path.cwd() / f"{video.stem}.timeline"
     inputs = [video] + model_files(directory)
-    paths = {ext: check_writable(prefix.with_name(prefix.name + "." + ext), "timeline output", inputs)
-             for ext in ("json", "csv", "png")}
+    paths = {
+        ext: check_writable(prefix.with_name(prefix.name + "." + ext), "timeline output", inputs)
+        for ext in ("json", "csv", "png")
+    }
     if annotate is not None:
         annotate = paths["annotate"] = check_writable(annotate, "--annotate", inputs)
         if annotate.suffix.lower() not in ANNOTATE_FORMATS:
-            raise UserError(f"--annotate {annotate}: the annotated video is written as "
-                            f"{', '.join(ANNOTATE_FORMATS)}; got {annotate.suffix or 'no extension'}")
+            raise UserError(
+                f"--annotate {annotate}: the annotated video is written as "
+                f"{', '.join(ANNOTATE_FORMATS)}; got {annotate.suffix or 'no extension'}"
+            )
 
     model = load_pretrained(directory)
     if model.num_classes < 1:
@@ -165,8 +212,10 @@ def timeline(directory, video, *, stride: int | None = None, window: int | None 
     plan = plan_windows(total, model.num_frames, s["sampling"], s["frame_interval"], stride, window)
     note = None
     if plan["short"]:
-        note = (f"the video has {total} frames, fewer than one window ({plan['window']}): one window over the "
-                f"whole video, frames {'looped' if s['sampling'] == 'dense' else 'repeated'} as in evaluation")
+        note = (
+            f"the video has {total} frames, fewer than one window ({plan['window']}): one window over the "
+            f"whole video, frames {'looped' if s['sampling'] == 'dense' else 'repeated'} as in evaluation"
+        )
 
     dev = setup_distributed(device)[2]
     model.to(dev)
@@ -176,7 +225,7 @@ def timeline(directory, video, *, stride: int | None = None, window: int | None 
     show = interactive() if progress is None else progress
     bar = tqdm(total=len(indices), desc="timeline", unit="window", disable=not show, dynamic_ncols=True)
     for first in range(0, len(indices), WINDOW_BATCH):
-        batch = indices[first:first + WINDOW_BATCH]
+        batch = indices[first : first + WINDOW_BATCH]
         wanted, where = np.unique(batch.ravel(), return_inverse=True)
         try:
             frames = read_frames(video, wanted, s["backend"])  # (U, H, W, 3) uint8, only this batch's frames
@@ -186,24 +235,44 @@ def timeline(directory, video, *, stride: int | None = None, window: int | None 
         clips = torch.stack([transform(clip) for clip in frames])  # (B, crops, 3, T, h, w)
         B, V = clips.shape[:2]
         logits = model(clips.flatten(0, 1).to(dev)).float()
-        probs[first:first + B] = logits.softmax(-1).view(B, V, -1).mean(1).cpu().numpy()
+        probs[first : first + B] = logits.softmax(-1).view(B, V, -1).mean(1).cpu().numpy()
         bar.update(B)
     bar.close()
 
     k = min(topk, model.num_classes)
     windows = []
-    for i, (start, end) in enumerate(zip(plan["starts"].tolist(), plan["ends"].tolist())):
+    for i, (start, end) in enumerate(zip(plan["starts"].tolist(), plan["ends"].tolist(), strict=False)):
         order = np.argsort(-probs[i], kind="stable")[:k]
-        windows.append({"index": i, "start_frame": start, "end_frame": end, "start_s": start / fps,
-                        "end_s": end / fps, "center_s": (start + end) / 2 / fps,
-                        "frames": indices[i].tolist(),
-                        "top": [{"class_id": int(c), "class": classes[c], "probability": float(probs[i, c])}
-                                for c in order]})
-    result = {"video": str(video), "model": str(directory), "fps": fps, "frames": int(total),
-              "duration_s": total / fps, "num_frames": model.num_frames, "sampling": s["sampling"],
-              "frame_interval": s["frame_interval"], "test_crops": s["test_crops"], "window": plan["window"],
-              "stride": plan["stride"], "window_s": plan["window"] / fps, "stride_s": plan["stride"] / fps,
-              "short": plan["short"], "note": note, "windows": windows}
+        windows.append(
+            {
+                "index": i,
+                "start_frame": start,
+                "end_frame": end,
+                "start_s": start / fps,
+                "end_s": end / fps,
+                "center_s": (start + end) / 2 / fps,
+                "frames": indices[i].tolist(),
+                "top": [{"class_id": int(c), "class": classes[c], "probability": float(probs[i, c])} for c in order],
+            }
+        )
+    result = {
+        "video": str(video),
+        "model": str(directory),
+        "fps": fps,
+        "frames": int(total),
+        "duration_s": total / fps,
+        "num_frames": model.num_frames,
+        "sampling": s["sampling"],
+        "frame_interval": s["frame_interval"],
+        "test_crops": s["test_crops"],
+        "window": plan["window"],
+        "stride": plan["stride"],
+        "window_s": plan["window"] / fps,
+        "stride_s": plan["stride"] / fps,
+        "short": plan["short"],
+        "note": note,
+        "windows": windows,
+    }
     atomic_write_json(paths["json"], result)
     atomic_write_text(paths["csv"], _csv(windows))
     atomic_write(paths["png"], lambda tmp: timeline_chart(result, probs, classes, tmp))
@@ -215,12 +284,24 @@ def timeline(directory, video, *, stride: int | None = None, window: int | None 
 def _csv(windows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["window", "start_frame", "end_frame", "start_s", "end_s", "rank", "class_id", "class",
-                     "probability"])
+    writer.writerow(
+        ["window", "start_frame", "end_frame", "start_s", "end_s", "rank", "class_id", "class", "probability"]
+    )
     for w in windows:
         for rank, top in enumerate(w["top"], start=1):
-            writer.writerow([w["index"], w["start_frame"], w["end_frame"], f"{w['start_s']:.3f}", f"{w['end_s']:.3f}",
-                             rank, top["class_id"], top["class"], f"{top['probability']:.6f}"])
+            writer.writerow(
+                [
+                    w["index"],
+                    w["start_frame"],
+                    w["end_frame"],
+                    f"{w['start_s']:.3f}",
+                    f"{w['end_s']:.3f}",
+                    rank,
+                    top["class_id"],
+                    top["class"],
+                    f"{top['probability']:.6f}",
+                ]
+            )
     return buffer.getvalue()
 
 
@@ -263,8 +344,9 @@ def _annotate(video: Path, out: Path, result: dict, probs: np.ndarray, classes: 
             sout = dst.add_stream(codec, rate=rate)
             width, height = sin.codec_context.width // 2 * 2, sin.codec_context.height // 2 * 2
             if width < 2 or height < 2:
-                raise UserError(f"{video}: frames of {sin.codec_context.width}x{sin.codec_context.height} are too "
-                                "small to encode")
+                raise UserError(
+                    f"{video}: frames of {sin.codec_context.width}x{sin.codec_context.height} are too small to encode"
+                )
             sout.width, sout.height, sout.pix_fmt = width, height, "yuv420p"
             if codec == "libx264":
                 sout.options = {"crf": "18", "preset": "veryfast"}

@@ -11,6 +11,7 @@ The schedule is the reference's: AdamW, a linear warm-up from `warmup_start`·lr
 (per step) multiplied by a cosine over all epochs (per epoch, to `min_lr`). Parameter groups: no
 weight decay on embeddings and norms (`ZeroI2V.no_weight_decay`), `train.lr_mult` by name prefix.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -82,7 +83,9 @@ class RunLock:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self.file.close()
-            raise UserError(f"{self.path.parent} is in use by another run; wait for it or choose another output") from None
+            raise UserError(
+                f"{self.path.parent} is in use by another run; wait for it or choose another output"
+            ) from None
         return self
 
     def __exit__(self, *exc):
@@ -98,10 +101,14 @@ def save_checkpoint(out: Path, model, optimizer, scaler, state: dict) -> Path:
     ckpt.mkdir(parents=True, exist_ok=True)
     tag = f"e{state['epoch']:04d}-s{state['step']:06d}"
     atomic_save_safetensors(ckpt / f"model-{tag}.safetensors", model.state_dict())
-    resume = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-              "torch_rng": torch.get_rng_state(),
-              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-              **{k: v for k, v in state.items() if k != "history"}, "history": json.dumps(state["history"])}
+    resume = {
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        **{k: v for k, v in state.items() if k != "history"},
+        "history": json.dumps(state["history"]),
+    }
     atomic_write(ckpt / f"state-{tag}.pt", lambda tmp: torch.save(resume, tmp))
     atomic_write_json(ckpt / "last.json", {"model": f"model-{tag}.safetensors", "state": f"state-{tag}.pt"})
     for old in ckpt.iterdir():
@@ -119,8 +126,10 @@ def load_checkpoint(out: Path, model, optimizer, scaler) -> dict | None:
         model.load_state_dict(load_file(str(out / CKPT_DIR / names["model"])))
         resume = torch.load(out / CKPT_DIR / names["state"], map_location="cpu", weights_only=True)
     except (ValueError, KeyError, TypeError, OSError, RuntimeError, pickle.UnpicklingError) as e:
-        raise UserError(f"cannot resume from {pointer.parent}: {str(e).splitlines()[0] if str(e) else type(e).__name__} "
-                        "(move the run directory away to start over)") from None
+        raise UserError(
+            f"cannot resume from {pointer.parent}: {str(e).splitlines()[0] if str(e) else type(e).__name__} "
+            "(move the run directory away to start over)"
+        ) from None
     optimizer.load_state_dict(resume["optimizer"])
     if resume.get("scaler"):
         scaler.load_state_dict(resume["scaler"])
@@ -145,6 +154,7 @@ def param_groups(model, weight_decay: float, lr_mult: dict) -> list[dict]:
     every block's q/k/v-input adapter). No weight decay on `model.no_weight_decay()` (embeddings and
     norms). timm's `param_groups_weight_decay` would also exempt every bias; the reference decays
     adapter and classifier biases, so this keeps them decayed."""
+
     def under(name: str, key: str) -> bool:
         if any(c in key for c in "*?["):
             return fnmatch.fnmatchcase(name, key) or fnmatch.fnmatchcase(name, key + ".*")
@@ -153,8 +163,10 @@ def param_groups(model, weight_decay: float, lr_mult: dict) -> list[dict]:
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     unused = [k for k in lr_mult if not any(under(n, k) for n in names)]
     if unused:
-        raise UserError(f"config train.lr_mult: {unused} match no trainable parameter (top-level names: "
-                        f"{sorted({n.split('.')[0] for n in names})})")
+        raise UserError(
+            f"config train.lr_mult: {unused} match no trainable parameter (top-level names: "
+            f"{sorted({n.split('.')[0] for n in names})})"
+        )
     skip = model.no_weight_decay()
     groups: dict[tuple, dict] = {}
     for name, p in model.named_parameters():
@@ -189,17 +201,28 @@ def tensorboard_writer(out: Path):
 def _absolute(cfg: Config) -> Config:
     """Data and weight paths made absolute, so the saved config works from any directory."""
     d = cfg.data
-    paths = {k: os.path.abspath(v) for k, v in (("root", d.root), ("train_list", d.train_list),
-                                                ("val_list", d.val_list)) if v}
+    paths = {
+        k: os.path.abspath(v)
+        for k, v in (("root", d.root), ("train_list", d.train_list), ("val_list", d.val_list))
+        if v
+    }
     pretrained = cfg.model.pretrained
     if pretrained and not pretrained.startswith("builtin:"):
         pretrained = os.path.abspath(pretrained)
-    return dataclasses.replace(cfg, data=dataclasses.replace(d, **paths),
-                               model=dataclasses.replace(cfg.model, pretrained=pretrained))
+    return dataclasses.replace(
+        cfg, data=dataclasses.replace(d, **paths), model=dataclasses.replace(cfg.model, pretrained=pretrained)
+    )
 
 
-RUN_FILES = ("config.yaml", CONFIG_FILE, "classes.txt", "model.safetensors", "metrics.jsonl", "training_curves.png",
-             "few_shot_train.txt")  # what a run writes at its top level (and its folders CKPT_DIR, best/)
+RUN_FILES = (
+    "config.yaml",
+    CONFIG_FILE,
+    "classes.txt",
+    "model.safetensors",
+    "metrics.jsonl",
+    "training_curves.png",
+    "few_shot_train.txt",
+)  # what a run writes at its top level (and its folders CKPT_DIR, best/)
 
 
 def _check_output_is_a_run(out: Path) -> None:
@@ -215,8 +238,10 @@ def _check_output_is_a_run(out: Path) -> None:
         return
     clash = [name for name in RUN_FILES if (out / name).exists()]
     if clash:
-        raise UserError(f"output {out} is not a zeroi2v run but holds {', '.join(clash)}, which training would "
-                        f"overwrite; choose a new or empty output directory")
+        raise UserError(
+            f"output {out} is not a zeroi2v run but holds {', '.join(clash)}, which training would "
+            f"overwrite; choose a new or empty output directory"
+        )
 
 
 def _check_resumable(out: Path, cfg: Config) -> None:
@@ -234,20 +259,23 @@ def _check_resumable(out: Path, cfg: Config) -> None:
     before, now, default = flatten(old), flatten(cfg.to_dict()), flatten(Config().to_dict())
     changed = [k for k in now if k not in RESUME_MAY_CHANGE and before.get(k, default[k]) != now[k]]
     if changed:
-        raise UserError(f"{out} holds a run with a different config ({', '.join(changed[:4])}); rerun with "
-                        f"its config.yaml to resume it, or choose another output for a new run")
+        raise UserError(
+            f"{out} holds a run with a different config ({', '.join(changed[:4])}); rerun with "
+            f"its config.yaml to resume it, or choose another output for a new run"
+        )
 
 
 # --- setup -----------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Run:
     """Everything the loop needs, built by `setup`."""
+
     cfg: Config
     out: Path
     rank: int
     world: int
     device: torch.device
-    model: torch.nn.Module       # the model (saved, evaluated)
+    model: torch.nn.Module  # the model (saved, evaluated)
     step_model: torch.nn.Module  # what the training step calls: DDP and/or compiled
     train_set: object
     val_set: object
@@ -255,7 +283,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     autocast: object
-    per_step: int                # clips per process per micro-step
+    per_step: int  # clips per process per micro-step
     steps_per_epoch: int
     notes: list
 
@@ -267,23 +295,29 @@ def setup(cfg: Config) -> Run:
     notes = []
     per_step = t.batch_size // (world * t.accum_steps)
     if per_step < 1 or t.batch_size % (world * t.accum_steps):
-        raise UserError(f"train.batch_size={t.batch_size} (global) must be a multiple of processes × "
-                        f"train.accum_steps = {world} × {t.accum_steps}")
+        raise UserError(
+            f"train.batch_size={t.batch_size} (global) must be a multiple of processes × "
+            f"train.accum_steps = {world} × {t.accum_steps}"
+        )
 
     train_ann = load_split(cfg, "train")
     val_ann = load_split(cfg, "val") if d.val_list else None
     classes = train_ann.classes or (val_ann.classes if val_ann else None)
     if classes and cfg.model.num_classes and len(classes) != cfg.model.num_classes:
-        raise UserError(f"model.num_classes={cfg.model.num_classes} but the data names {len(classes)} classes; "
-                        "set model.num_classes to that (or null: from the data)")
+        raise UserError(
+            f"model.num_classes={cfg.model.num_classes} but the data names {len(classes)} classes; "
+            "set model.num_classes to that (or null: from the data)"
+        )
     num_classes = cfg.model.num_classes or (len(classes) if classes else 1 + max(l for _, l in train_ann.samples))
     samples = few_shot(train_ann.samples, d.shots, t.seed) if d.shots else train_ann.samples
 
     torch.manual_seed(t.seed)
     model = build_model(cfg.model_config(num_classes)).to(device)
     if not cfg.model.pretrained and cfg.model.freeze:
-        notes.append("WARNING: model.pretrained is null and the backbone is frozen: training adapters on random "
-                     "features will not learn much; set model.pretrained to image weights")
+        notes.append(
+            "WARNING: model.pretrained is null and the backbone is frozen: training adapters on random "
+            "features will not learn much; set model.pretrained to image weights"
+        )
     flips = flip_label_map(classes) if d.flip_label_map and classes else None
     train_set = make_dataset(cfg, model, "train", samples, flip_label_map=flips)
     val_set = make_dataset(cfg, model, "val", val_ann.samples) if val_ann else None
@@ -294,36 +328,68 @@ def setup(cfg: Config) -> Run:
         fix = f"set train.batch_size to at most {fits}" if fits else "add training videos"
         raise UserError(f"{len(train_set)} training videos are fewer than one batch of {t.batch_size}; {fix}")
     if t.warmup_epochs > t.epochs:
-        notes.append(f"train.warmup_epochs={t.warmup_epochs} is longer than the run: warm-up capped at "
-                     f"{t.epochs} epoch(s)")
+        notes.append(
+            f"train.warmup_epochs={t.warmup_epochs} is longer than the run: warm-up capped at {t.epochs} epoch(s)"
+        )
 
     lean_training(model)
     model.set_grad_checkpointing(t.grad_checkpointing)
     groups = param_groups(model, t.weight_decay, t.lr_mult)
     optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
     for g in groups if t.lr_mult else []:
-        notes.append(f"lr group ×{g['lr_mult']:g} (weight decay {g['weight_decay']:g}): "
-                     f"{len(g['names'])} tensors, e.g. {g['names'][0]}")
-    amp = t.amp if t.amp != "auto" else ("bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported()
-                                         else "fp16" if device.type == "cuda" else "none")
+        notes.append(
+            f"lr group ×{g['lr_mult']:g} (weight decay {g['weight_decay']:g}): "
+            f"{len(g['names'])} tensors, e.g. {g['names'][0]}"
+        )
+    amp = (
+        t.amp
+        if t.amp != "auto"
+        else (
+            "bf16"
+            if device.type == "cuda" and torch.cuda.is_bf16_supported()
+            else "fp16"
+            if device.type == "cuda"
+            else "none"
+        )
+    )
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
     step_model = model
     if world > 1:
         step_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if t.compile:
         step_model = torch.compile(step_model, fullgraph=world == 1)
     trainable = count_params(model, trainable_only=True)
-    notes[:0] = [f"run {cfg.output}: {len(train_set)} training videos"
-                 + (f", {len(val_set)} validation" if val_set else "") + f", {num_classes} classes"
-                 + (f" ({', '.join(classes[:4])}{', ...' if len(classes) > 4 else ''})" if classes else ""),
-                 f"model {cfg.model.backbone} ({cfg.model.method}): {trainable:,} of {count_params(model):,} "
-                 f"parameters trained; {world} process(es) on {device}, precision {amp}, "
-                 f"{t.epochs} epochs × {steps_per_epoch} steps of {t.batch_size} clips"]
-    return Run(cfg, Path(cfg.output), rank, world, device, model, step_model, train_set, val_set, classes,
-               optimizer, scaler, autocast, per_step, steps_per_epoch, notes)
+    notes[:0] = [
+        f"run {cfg.output}: {len(train_set)} training videos"
+        + (f", {len(val_set)} validation" if val_set else "")
+        + f", {num_classes} classes"
+        + (f" ({', '.join(classes[:4])}{', ...' if len(classes) > 4 else ''})" if classes else ""),
+        f"model {cfg.model.backbone} ({cfg.model.method}): {trainable:,} of {count_params(model):,} "
+        f"parameters trained; {world} process(es) on {device}, precision {amp}, "
+        f"{t.epochs} epochs × {steps_per_epoch} steps of {t.batch_size} clips",
+    ]
+    return Run(
+        cfg,
+        Path(cfg.output),
+        rank,
+        world,
+        device,
+        model,
+        step_model,
+        train_set,
+        val_set,
+        classes,
+        optimizer,
+        scaler,
+        autocast,
+        per_step,
+        steps_per_epoch,
+        notes,
+    )
 
 
 # --- the loop --------------------------------------------------------------------------------------
@@ -354,13 +420,16 @@ def train(cfg: Config, progress: bool | None = None, resume_hint: str = RESUME_H
             run = setup(cfg)
             if rank == 0:
                 atomic_write_text(out / "config.yaml", dump_config(cfg))
-                atomic_write_json(out / CONFIG_FILE, {"format": "zeroi2v", "merged": False,
-                                                      "config": dataclasses.asdict(run.model.config)})
+                atomic_write_json(
+                    out / CONFIG_FILE,
+                    {"format": "zeroi2v", "merged": False, "config": dataclasses.asdict(run.model.config)},
+                )
                 if run.classes:
                     atomic_write_text(out / "classes.txt", "\n".join(run.classes) + "\n")
                 if cfg.data.shots:
-                    atomic_write_text(out / "few_shot_train.txt",
-                                      "".join(f"{p} {label}\n" for p, label in run.train_set.samples))
+                    atomic_write_text(
+                        out / "few_shot_train.txt", "".join(f"{p} {label}\n" for p, label in run.train_set.samples)
+                    )
             return loop(run, progress if progress is not None else (rank == 0 and interactive()), resume_hint)
     except (UserError, KeyboardInterrupt):
         if rank == 0 and created and not (out / CKPT_DIR).exists():  # failed before any work: leave nothing
@@ -385,8 +454,10 @@ def loop(run: Run, show: bool, resume_hint: str = RESUME_HINT) -> dict:
         if resume and epoch >= t.epochs:
             print(f"{out} already finished ({t.epochs} epochs); nothing to do")
         elif resume:
-            print(f"resuming {out}: {epoch} epoch(s) done, continuing epoch {epoch + 1} at step "
-                  f"{start_step}/{run.steps_per_epoch}")
+            print(
+                f"resuming {out}: {epoch} epoch(s) done, continuing epoch {epoch + 1} at step "
+                f"{start_step}/{run.steps_per_epoch}"
+            )
     writer = tensorboard_writer(out) if t.tensorboard and run.rank == 0 else None
     stop = {"signal": None}
 
@@ -396,12 +467,22 @@ def loop(run: Run, show: bool, resume_hint: str = RESUME_HINT) -> dict:
     def stop_here(epoch: int, step: int, sums: dict, when: str = "") -> dict:
         """Checkpoint after `step` steps of `epoch` because of the signal, say so, return the interruption."""
         name = signal.Signals(stop["signal"] or signal.SIGTERM).name
-        totals = dict(zip(sums, all_sum(list(sums.values()), run.device)))  # the ranks stop together: one collective
+        totals = dict(
+            zip(sums, all_sum(list(sums.values()), run.device), strict=False)
+        )  # the ranks stop together: one collective
         if run.rank == 0:
-            path = save_checkpoint(out, model, optimizer, scaler, dict(
-                epoch=epoch, step=step, history=history, best_top1=best, bad_steps=bad_steps, partial_sums=totals))
-            print(f"{name}: checkpoint saved in epoch {epoch + 1} after step {step}/{run.steps_per_epoch}{when} "
-                  f"({path.relative_to(out)}); {resume_hint}", flush=True)
+            path = save_checkpoint(
+                out,
+                model,
+                optimizer,
+                scaler,
+                dict(epoch=epoch, step=step, history=history, best_top1=best, bad_steps=bad_steps, partial_sums=totals),
+            )
+            print(
+                f"{name}: checkpoint saved in epoch {epoch + 1} after step {step}/{run.steps_per_epoch}{when} "
+                f"({path.relative_to(out)}); {resume_hint}",
+                flush=True,
+            )
         return {"interrupted": name}
 
     handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -410,19 +491,40 @@ def loop(run: Run, show: bool, resume_hint: str = RESUME_HINT) -> dict:
     try:
         while epoch < t.epochs:
             run.train_set.set_epoch(epoch)
-            sampler = EpochSampler(len(run.train_set), run.rank, run.world, t.seed, epoch, run.per_step * t.accum_steps,
-                                   start=start_step * run.per_step * t.accum_steps)
-            batches = iter(torch.utils.data.DataLoader(
-                run.train_set, batch_size=run.per_step, sampler=sampler, num_workers=t.num_workers,
-                collate_fn=collate, worker_init_fn=worker_init, drop_last=True, pin_memory=run.device.type == "cuda"))
+            sampler = EpochSampler(
+                len(run.train_set),
+                run.rank,
+                run.world,
+                t.seed,
+                epoch,
+                run.per_step * t.accum_steps,
+                start=start_step * run.per_step * t.accum_steps,
+            )
+            batches = iter(
+                torch.utils.data.DataLoader(
+                    run.train_set,
+                    batch_size=run.per_step,
+                    sampler=sampler,
+                    num_workers=t.num_workers,
+                    collate_fn=collate,
+                    worker_init_fn=worker_init,
+                    drop_last=True,
+                    pin_memory=run.device.type == "cuda",
+                )
+            )
             run.step_model.train()
             sums = partial or {"loss": 0.0, "seen": 0.0, "skipped": 0.0, "seconds": 0.0}
             partial = None
             tick = time.time()
             # the epoch's last lr, for its metrics even when no step is left (stopped after its last step)
             lr = t.lr * lr_factor((epoch + 1) * run.steps_per_epoch - 1, run.steps_per_epoch, t)
-            bar = tqdm(total=run.steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{t.epochs}",
-                       disable=not show, dynamic_ncols=True)
+            bar = tqdm(
+                total=run.steps_per_epoch,
+                initial=start_step,
+                desc=f"epoch {epoch + 1}/{t.epochs}",
+                disable=not show,
+                dynamic_ncols=True,
+            )
             for step in range(start_step, run.steps_per_epoch):
                 global_step = epoch * run.steps_per_epoch + step
                 lr = t.lr * lr_factor(global_step, run.steps_per_epoch, t)
@@ -434,14 +536,15 @@ def loop(run: Run, show: bool, resume_hint: str = RESUME_HINT) -> dict:
                     sums["skipped"] += len(batch["skipped"])
                     video, label = batch["video"].to(run.device, non_blocking=True), batch["label"].to(run.device)
                     sync = micro == t.accum_steps - 1 or run.world == 1
-                    with (nullcontext() if sync else run.step_model.no_sync()), run.autocast():
+                    with nullcontext() if sync else run.step_model.no_sync(), run.autocast():
                         loss = F.cross_entropy(run.step_model(video).float(), label, label_smoothing=t.label_smoothing)
                     scaler.scale(loss / t.accum_steps).backward()
                     step_loss += loss.item() / t.accum_steps
                 # one collective per step: every rank agrees on a non-finite loss and on stopping (a signal
                 # may reach the ranks at different steps; all must checkpoint at the same one)
-                finite_ranks, stopping = all_sum([float(math.isfinite(step_loss)), float(stop["signal"] is not None)],
-                                                 run.device)
+                finite_ranks, stopping = all_sum(
+                    [float(math.isfinite(step_loss)), float(stop["signal"] is not None)], run.device
+                )
                 if finite_ranks == run.world:
                     scaler.unscale_(optimizer)
                     if t.clip_grad:
@@ -453,12 +556,17 @@ def loop(run: Run, show: bool, resume_hint: str = RESUME_HINT) -> dict:
                 else:
                     bad_steps += 1
                     if bad_steps > t.max_bad_steps:
-                        raise UserError(f"non-finite loss at epoch {epoch + 1} step {step + 1}; the last good "
-                                        f"checkpoint is kept in {out / CKPT_DIR} (lower train.lr or set train.clip_grad)")
+                        raise UserError(
+                            f"non-finite loss at epoch {epoch + 1} step {step + 1}; the last good "
+                            f"checkpoint is kept in {out / CKPT_DIR} (lower train.lr or set train.clip_grad)"
+                        )
                 optimizer.zero_grad(set_to_none=True)
                 bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.3g}",
-                                clips_per_s=f"{t.batch_size * (step + 1 - start_step) / (time.time() - tick):.1f}")
+                bar.set_postfix(
+                    loss=f"{step_loss:.3f}",
+                    lr=f"{lr:.3g}",
+                    clips_per_s=f"{t.batch_size * (step + 1 - start_step) / (time.time() - tick):.1f}",
+                )
                 if writer:
                     writer.add_scalar("train/loss", step_loss, global_step + 1)
                     writer.add_scalar("train/lr", lr, global_step + 1)
@@ -467,22 +575,41 @@ def loop(run: Run, show: bool, resume_hint: str = RESUME_HINT) -> dict:
                     return stop_here(epoch, step + 1, sums)
             bar.close()
             sums["seconds"] += time.time() - tick
-            loss_sum, seen, skipped, seconds = all_sum([sums[k] for k in ("loss", "seen", "skipped", "seconds")],
-                                                       run.device)
+            loss_sum, seen, skipped, seconds = all_sum(
+                [sums[k] for k in ("loss", "seen", "skipped", "seconds")], run.device
+            )
             if seen and skipped / (seen + skipped) > cfg.data.max_broken_fraction:
-                raise UserError(f"{int(skipped)} of {int(seen + skipped)} training samples this epoch could not be "
-                                f"decoded (> data.max_broken_fraction={cfg.data.max_broken_fraction}); check data.root")
-            metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, seen), "lr": lr,
-                       "skipped_videos": int(skipped), "epoch_seconds": round(sums["seconds"], 2)}
+                raise UserError(
+                    f"{int(skipped)} of {int(seen + skipped)} training samples this epoch could not be "
+                    f"decoded (> data.max_broken_fraction={cfg.data.max_broken_fraction}); check data.root"
+                )
+            metrics = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / max(1, seen),
+                "lr": lr,
+                "skipped_videos": int(skipped),
+                "epoch_seconds": round(sums["seconds"], 2),
+            }
             if run.val_set is not None and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
-                result = evaluate_dataset(model, run.val_set, run.device, run.rank, run.world, batch_size=run.per_step,
-                                          num_workers=t.num_workers, autocast=run.autocast, progress=show,
-                                          should_stop=lambda: stop["signal"] is not None)
+                result = evaluate_dataset(
+                    model,
+                    run.val_set,
+                    run.device,
+                    run.rank,
+                    run.world,
+                    batch_size=run.per_step,
+                    num_workers=t.num_workers,
+                    autocast=run.autocast,
+                    progress=show,
+                    should_stop=lambda: stop["signal"] is not None,
+                )
                 if result is None:  # a signal during the evaluation: keep the epoch's steps, evaluate on resume
                     return stop_here(epoch, run.steps_per_epoch, sums, ", before its evaluation")
                 if result["metrics"]["num_videos"] == 0:
-                    raise UserError(f"none of the {len(run.val_set)} validation videos could be read (e.g. "
-                                    f"{run.val_set.path(0)}); check data.val_list and data.root")
+                    raise UserError(
+                        f"none of the {len(run.val_set)} validation videos could be read (e.g. "
+                        f"{run.val_set.path(0)}); check data.val_list and data.root"
+                    )
                 metrics.update({f"val_{k}": v for k, v in result["metrics"].items()})
             history.append(metrics)
             epoch, start_step = epoch + 1, 0
@@ -491,16 +618,23 @@ def loop(run: Run, show: bool, resume_hint: str = RESUME_HINT) -> dict:
                 if top1 > best:
                     best = top1
                     save_pretrained(model, out / "best")
-                save_checkpoint(out, model, optimizer, scaler, dict(epoch=epoch, step=0, history=history,
-                                                                    best_top1=best, bad_steps=bad_steps))
+                save_checkpoint(
+                    out,
+                    model,
+                    optimizer,
+                    scaler,
+                    dict(epoch=epoch, step=0, history=history, best_top1=best, bad_steps=bad_steps),
+                )
                 write_metrics(out, history)
                 if writer:
                     for key, value in metrics.items():
                         if key.startswith("val_") and isinstance(value, float):
                             writer.add_scalar(f"val/{key[4:]}", value, epoch * run.steps_per_epoch)
                     writer.flush()
-                print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()),
-                      flush=True)
+                print(
+                    ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()),
+                    flush=True,
+                )
     finally:
         if bar is not None:
             bar.close()

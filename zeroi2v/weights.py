@@ -8,6 +8,7 @@ embeddings), never by a hand-written key map. The image classifier / CLIP projec
 Pickles are loaded with `weights_only=True`; TorchScript archives with `torch.jit.load`, which
 deserialises tensors and TorchScript code (not arbitrary Python) — we only read its state_dict.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,13 +56,16 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if head == b"PK" and not zipfile.is_zipfile(path):
         raise UserError(f"cannot read {path}: a truncated or damaged checkpoint (incomplete zip archive)")
     if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # neither torch.save's zip nor a legacy pickle
-        raise UserError(f"cannot read {path}: not a PyTorch checkpoint (neither a zip archive nor a pickle), "
-                        "safetensors (.safetensors) or TorchScript file")
+        raise UserError(
+            f"cannot read {path}: not a PyTorch checkpoint (neither a zip archive nor a pickle), "
+            "safetensors (.safetensors) or TorchScript file"
+        )
     try:
         obj = _load_pickle_safely(path)
     except Exception as e:  # noqa: BLE001 - unpickling errors of many kinds; all mean "not a usable checkpoint"
-        raise UserError(f"cannot read {path} as a PyTorch checkpoint (truncated or not a checkpoint): "
-                        f"{_reason(e)[:200]}") from None
+        raise UserError(
+            f"cannot read {path} as a PyTorch checkpoint (truncated or not a checkpoint): {_reason(e)[:200]}"
+        ) from None
     return _unwrap(obj, path)
 
 
@@ -96,14 +100,18 @@ def _load_pickle_safely(path: Path):
 
 def _stub(qualified_name: str) -> type:
     """A class that accepts any constructor arguments and state, and does nothing with them."""
+
     def init(self, *args, **kwargs):
         pass
 
     def setstate(self, state):
         pass
 
-    return type(qualified_name.rsplit(".", 1)[-1], (), {"__init__": init, "__setstate__": setstate,
-                                                         "__new__": lambda cls, *a, **k: object.__new__(cls)})
+    return type(
+        qualified_name.rsplit(".", 1)[-1],
+        (),
+        {"__init__": init, "__setstate__": setstate, "__new__": lambda cls, *a, **k: object.__new__(cls)},
+    )
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -135,18 +143,26 @@ def load_image_weights(vit: nn.Module, path: str | os.PathLike) -> None:
         path = builtin_weights_path()
     state = read_state_dict(path)
     if any(k.startswith("module.") and not k.startswith("module.visual.") for k in state):
-        state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+        state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
     if any(k.startswith("backbone.") for k in state) and "backbone.conv1.weight" in state:
-        raise UserError(f"{path} looks like a ZeroI2V reference checkpoint; use load_official_checkpoint / convert-official")
+        raise UserError(
+            f"{path} looks like a ZeroI2V reference checkpoint; use load_official_checkpoint / convert-official"
+        )
     try:
         state = checkpoint_filter_fn(state, vit)
     except Exception as e:  # noqa: BLE001 - a foreign architecture breaks timm's converter in many ways
         raise UserError(f"{path}: timm could not convert these weights for {type(vit).__name__}: {e}") from None
     state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
     own = vit.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
     if wrong:
-        raise UserError(f"{path} does not fit this backbone: {wrong[0]}" + (f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+        raise UserError(
+            f"{path} does not fit this backbone: {wrong[0]}" + (f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else "")
+        )
     missing = [k for k in own if k not in state and not k.startswith(HEAD_PREFIXES)]
     unexpected = [k for k in state if k not in own]
     if missing or len(unexpected) > len(state) // 2:

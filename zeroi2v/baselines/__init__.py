@@ -12,6 +12,7 @@ Each builder takes a `ModelConfig` and returns a `ZeroI2V` model whose blocks ar
 peers train, evaluate and save through the same engine (`model.method` in a config;
 `zeroi2v.build.build_model` picks the builder).
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -9,6 +9,7 @@ roughly one extra attention pass per block at inference. As in the official code
 the adapters that write into the residual stream (T, S, MLP) starts at zero, so training starts from
 frame averaging of the image model.
 """
+
 from __future__ import annotations
 
 import torch

@@ -11,6 +11,7 @@ vector per frame, added to the tokens of frame t where they enter the joint atte
 small and random (std 0.02) so the frames are told apart from the first step; it trains with the
 adapters. The model's own temporal embedding (at the input, zero-initialised) stays as in ZeroI2V.
 """
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ Before the MSA of each block: x = x + up(DWConv3d(down(x))), where the depth-wis
 as in the official code, the class (prefix) tokens pass unchanged and the up-projection starts at zero.
 The convolution cannot be folded into the frozen weights: it costs FLOPs at inference.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,7 +28,7 @@ class STAdapter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         BT, N, D = x.shape
         T, (h, w) = self.num_frames, self.grid
-        prefix, patches = x[:, : N - h * w], x[:, N - h * w:]
+        prefix, patches = x[:, : N - h * w], x[:, N - h * w :]
         p = self.down(patches)
         C = p.shape[-1]
         p = p.reshape(BT // T, T, h, w, C).permute(0, 4, 1, 2, 3)

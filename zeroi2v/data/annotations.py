@@ -16,6 +16,7 @@
 
 Every problem is a one-line `UserError` naming the file (and line).
 """
+
 from __future__ import annotations
 
 import glob
@@ -56,7 +57,7 @@ def load_annotations(root, ann=None, split: str = "train") -> Annotations:
     if re.fullmatch(r"(train|test)list\d+\.txt", path.name):
         return _ucf101(path)
     if re.search(r"_test_split\d+\.txt$", path.name):
-        return _hmdb_splits(str(path.with_name("*" + path.name[path.name.index("_test_split"):])), split)
+        return _hmdb_splits(str(path.with_name("*" + path.name[path.name.index("_test_split") :])), split)
     return _list_file(path)
 
 
@@ -72,8 +73,10 @@ def _list_file(path: Path) -> Annotations:
             continue
         fields = line.split()
         if len(fields) != 2:
-            raise UserError(f"{path}:{number}: expected 'relative/path.ext LABEL', got {len(fields)} fields "
-                            f"({line[:60]!r}); rawframe lists with a frame-count column are not supported")
+            raise UserError(
+                f"{path}:{number}: expected 'relative/path.ext LABEL', got {len(fields)} fields "
+                f"({line[:60]!r}); rawframe lists with a frame-count column are not supported"
+            )
         try:
             label = int(fields[1])
         except ValueError:
@@ -117,12 +120,16 @@ def videos_in(folder: Path) -> list[Path]:
 
 def _folder_tree(root: Path) -> Annotations:
     if not root.is_dir():
-        raise UserError(f"data root {root} is a file, not a folder" if root.exists() else f"data root not found: {root}")
+        raise UserError(
+            f"data root {root} is a file, not a folder" if root.exists() else f"data root not found: {root}"
+        )
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     splits = [c for c in classes if c.lower() in SPLIT_NAMES]
     if len(splits) >= 2 or (splits and len(classes) == len(splits)):
-        raise UserError(f"{root} holds split folders ({', '.join(splits)}), not class folders: point "
-                        f"data.train_list / data.val_list at {root / splits[0]} and the other split")
+        raise UserError(
+            f"{root} holds split folders ({', '.join(splits)}), not class folders: point "
+            f"data.train_list / data.val_list at {root / splits[0]} and the other split"
+        )
     samples = [(str(file.resolve()), label) for label, name in enumerate(classes) for file in videos_in(root / name)]
     if not samples:
         raise UserError(f"{NO_VIDEOS} in class folders under {root}")
@@ -197,7 +204,7 @@ def _hmdb_splits(pattern: str, split: str) -> Annotations:
     wanted = "1" if split == "train" else "2"
     classes = [re.sub(r"_test_split\d+\.txt$", "", os.path.basename(f)) for f in files]
     samples = []
-    for label, (name, file) in enumerate(zip(classes, files)):
+    for label, (name, file) in enumerate(zip(classes, files, strict=False)):
         for number, line in enumerate(read_text(Path(file)).splitlines(), start=1):
             fields = line.split()
             if not fields:
@@ -227,8 +234,13 @@ def few_shot(samples: list[tuple[str, int]], shots: int, seed: int = 0) -> list[
     return [samples[i] for i in sorted(chosen)]
 
 
-MIRRORED_WORDS = {"left": "right", "right": "left", "clockwise": "counter-clockwise",  # a mirror turns
-                  "counter-clockwise": "clockwise", "counterclockwise": "clockwise"}     # rotations too
+MIRRORED_WORDS = {
+    "left": "right",
+    "right": "left",
+    "clockwise": "counter-clockwise",  # a mirror turns
+    "counter-clockwise": "clockwise",
+    "counterclockwise": "clockwise",
+}  # rotations too
 
 
 def ssv2_flip_label_map(classes: list[str]) -> dict[int, int]:

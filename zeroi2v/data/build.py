@@ -3,6 +3,7 @@
 Used by `train`, `eval`, `predict` and `merge`, so the data a model is trained on and tested on are
 assembled the same way (normalisation from the config, else the backbone's own statistics).
 """
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,9 @@ def load_split(cfg, split: str) -> Annotations:
         raise UserError("no data.val_list to evaluate on: pass --set data.val_list=PATH data.root=DIR")
     if d.root and not os.path.isdir(d.root):
         if os.path.exists(d.root):
-            raise UserError(f"data.root {d.root} is a file, not a folder (the list files go in data.train_list / data.val_list)")
+            raise UserError(
+                f"data.root {d.root} is a file, not a folder (the list files go in data.train_list / data.val_list)"
+            )
         raise UserError(f"data.root not found: {d.root}")
     ann = load_annotations(d.root, source, split="train" if split == "train" else "val")
     check_some_exist(d.root, ann.samples, source or d.root)
@@ -35,8 +38,10 @@ def check_some_exist(root, samples, source, probes: int = 32) -> None:
     """Fail early (and clearly) when none of a few listed videos exist: a wrong data.root, not broken files."""
     picks = samples[:: max(1, len(samples) // probes)][:probes]
     if picks and not any(os.path.exists(os.path.join(root or "", rel)) for rel, _ in picks):
-        raise UserError(f"none of {len(picks)} videos listed in {source} exist under data.root={root!r} "
-                        f"(e.g. {os.path.join(root or '', picks[0][0])}); check data.root")
+        raise UserError(
+            f"none of {len(picks)} videos listed in {source} exist under data.root={root!r} "
+            f"(e.g. {os.path.join(root or '', picks[0][0])}); check data.root"
+        )
 
 
 def make_dataset(cfg, model, split: str, samples=None, flip_label_map: dict | None = None) -> VideoDataset:
@@ -51,15 +56,33 @@ def make_dataset(cfg, model, split: str, samples=None, flip_label_map: dict | No
     samples = load_split(cfg, split).samples if samples is None else samples
     if model.num_classes:
         check_labels(samples, model.num_classes, (d.train_list if split == "train" else d.val_list) or d.root)
-    common = dict(num_frames=model.num_frames, sampling=d.sampling, frame_interval=d.frame_interval,
-                  img_size=d.img_size, mean=tuple(d.mean or model.data_config["mean"]),
-                  std=tuple(d.std or model.data_config["std"]), seed=cfg.train.seed, backend=d.backend,
-                  cache_frames=d.cache_frames and split in ("train", "val"))  # val: every eval_every epochs
+    common = dict(
+        num_frames=model.num_frames,
+        sampling=d.sampling,
+        frame_interval=d.frame_interval,
+        img_size=d.img_size,
+        mean=tuple(d.mean or model.data_config["mean"]),
+        std=tuple(d.std or model.data_config["std"]),
+        seed=cfg.train.seed,
+        backend=d.backend,
+        cache_frames=d.cache_frames and split in ("train", "val"),
+    )  # val: every eval_every epochs
     if split == "train":
-        return VideoDataset(d.root, samples, train=True, flip=d.flip, flip_label_map=flip_label_map,
-                            rand_augment=d.rand_augment, rand_augment_layers=d.rand_augment_layers,
-                            rand_augment_magnitude=d.rand_augment_magnitude, augment_order=d.augment_order,
-                            random_erasing=d.random_erasing, erasing_mode=d.erasing_mode,
-                            short_side=d.short_side, crop_scale=tuple(d.crop_scale), **common)
+        return VideoDataset(
+            d.root,
+            samples,
+            train=True,
+            flip=d.flip,
+            flip_label_map=flip_label_map,
+            rand_augment=d.rand_augment,
+            rand_augment_layers=d.rand_augment_layers,
+            rand_augment_magnitude=d.rand_augment_magnitude,
+            augment_order=d.augment_order,
+            random_erasing=d.random_erasing,
+            erasing_mode=d.erasing_mode,
+            short_side=d.short_side,
+            crop_scale=tuple(d.crop_scale),
+            **common,
+        )
     views = (1, 1) if split == "val" else (d.test_clips, d.test_crops)
     return VideoDataset(d.root, samples, train=False, test_clips=views[0], test_crops=views[1], **common)

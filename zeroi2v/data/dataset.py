@@ -15,6 +15,7 @@ memory (uint8): DataLoader workers are forked from the process that holds them, 
 again. Items are identical to decoding each time. For small datasets (the demo's 480 clips of
 16 x 32 x 32 pixels are 24 MB); past a quarter of the memory it warns and decodes each epoch instead.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,7 +26,8 @@ import threading
 import numpy as np
 import torch
 
-from zeroi2v.data.decode import VideoDecodeError, num_frames as count_frames, read_frames
+from zeroi2v.data.decode import VideoDecodeError, read_frames
+from zeroi2v.data.decode import num_frames as count_frames
 from zeroi2v.data.sampling import sample_indices
 from zeroi2v.data.transforms import test_transform, train_transform
 from zeroi2v.errors import UserError
@@ -50,13 +52,35 @@ class VideoDataset(torch.utils.data.Dataset):
     `rand_augment*`, `random_erasing`, `erasing_mode`, `crop_scale`, `short_side`) go to `train_transform`.
     """
 
-    def __init__(self, root, samples, *, num_frames: int, sampling: str = "dense", frame_interval: int = 16,
-                 train: bool = True, img_size: int = 224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                 test_clips: int = 1, test_crops: int = 1, flip: bool = True, flip_label_map: dict | None = None,
-                 rand_augment: bool = True, rand_augment_layers: int = 4, rand_augment_magnitude: float = 7.0,
-                 augment_order: str = "k400", random_erasing: float = 0.0, erasing_mode: str = "const",
-                 short_side: int | None = None, crop_scale=(0.08, 1.0), seed: int = 0, backend: str = "auto",
-                 max_retries: int = 10, cache_frames: bool = False):
+    def __init__(
+        self,
+        root,
+        samples,
+        *,
+        num_frames: int,
+        sampling: str = "dense",
+        frame_interval: int = 16,
+        train: bool = True,
+        img_size: int = 224,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        test_clips: int = 1,
+        test_crops: int = 1,
+        flip: bool = True,
+        flip_label_map: dict | None = None,
+        rand_augment: bool = True,
+        rand_augment_layers: int = 4,
+        rand_augment_magnitude: float = 7.0,
+        augment_order: str = "k400",
+        random_erasing: float = 0.0,
+        erasing_mode: str = "const",
+        short_side: int | None = None,
+        crop_scale=(0.08, 1.0),
+        seed: int = 0,
+        backend: str = "auto",
+        max_retries: int = 10,
+        cache_frames: bool = False,
+    ):
         self.root = os.fspath(root) if root else ""
         self.samples = list(samples)
         self.num_frames, self.sampling, self.frame_interval = num_frames, sampling, frame_interval
@@ -68,11 +92,20 @@ class VideoDataset(torch.utils.data.Dataset):
         self._lengths: dict[str, int] = {}  # verified frame counts, per process
         self._frames: dict[str, torch.Tensor] = {}  # cache_frames: every decoded frame, (N, H, W, 3) uint8
         if train:
-            self.transform = train_transform(img_size, mean, std, short_side=short_side, rand_augment=rand_augment,
-                                             rand_augment_layers=rand_augment_layers,
-                                             rand_augment_magnitude=rand_augment_magnitude, flip=flip,
-                                             order=augment_order, random_erasing=random_erasing,
-                                             erasing_mode=erasing_mode, scale=crop_scale)
+            self.transform = train_transform(
+                img_size,
+                mean,
+                std,
+                short_side=short_side,
+                rand_augment=rand_augment,
+                rand_augment_layers=rand_augment_layers,
+                rand_augment_magnitude=rand_augment_magnitude,
+                flip=flip,
+                order=augment_order,
+                random_erasing=random_erasing,
+                erasing_mode=erasing_mode,
+                scale=crop_scale,
+            )
         else:
             self.transform = test_transform(img_size, mean, std, crops=test_crops)
         self.shape = (3, num_frames, img_size, img_size)
@@ -96,8 +129,12 @@ class VideoDataset(torch.utils.data.Dataset):
             used += frames.numel()
             projected = used * len(paths) / len(self._frames)
             if budget and projected > budget:
-                log.warning("data.cache_frames: the decoded frames of %d videos would take about %.1f GB, more "
-                            "than a quarter of the memory; decoding each epoch instead", len(paths), projected / 2**30)
+                log.warning(
+                    "data.cache_frames: the decoded frames of %d videos would take about %.1f GB, more "
+                    "than a quarter of the memory; decoding each epoch instead",
+                    len(paths),
+                    projected / 2**30,
+                )
                 self._frames.clear()
                 return
 
@@ -119,8 +156,9 @@ class VideoDataset(torch.utils.data.Dataset):
         path, label = self.path(index), self.samples[index][1]
         if path not in self._lengths:
             self._lengths[path] = count_frames(path, self.backend)
-        indices = sample_indices(self._lengths[path], self.num_frames, self.sampling, self.frame_interval,
-                                 self.clips, self.train, rng)
+        indices = sample_indices(
+            self._lengths[path], self.num_frames, self.sampling, self.frame_interval, self.clips, self.train, rng
+        )
         if path in self._frames:  # read_frames repeats the last frame past the end: so does the cache
             cached = self._frames[path]
             frames = cached[np.minimum(indices.reshape(-1), len(cached) - 1)]
@@ -145,11 +183,17 @@ class VideoDataset(torch.utils.data.Dataset):
                 report_broken(self.path(candidate), e)
                 skipped.append(self.path(candidate))
                 if not self.train:
-                    return {"video": torch.zeros(self.views, *self.shape), "label": self.samples[index][1],
-                            "index": index, "skipped": skipped, "broken": True}
+                    return {
+                        "video": torch.zeros(self.views, *self.shape),
+                        "label": self.samples[index][1],
+                        "index": index,
+                        "skipped": skipped,
+                        "broken": True,
+                    }
                 candidate = int(self.rng(index, attempt + 1).integers(len(self.samples)))
-        raise UserError(f"{len(skipped)} videos in a row could not be decoded (last: {skipped[-1]}); "
-                        "is data.root right?")
+        raise UserError(
+            f"{len(skipped)} videos in a row could not be decoded (last: {skipped[-1]}); is data.root right?"
+        )
 
 
 def _memory_bytes() -> int:
@@ -197,13 +241,35 @@ def _exit_after_grace(signum, frame) -> None:
     timer.start()
 
 
-def load_views(path, *, num_frames: int, sampling: str, frame_interval: int, img_size: int, mean, std,
-               test_clips: int = 1, test_crops: int = 1, backend: str = "auto") -> torch.Tensor:
+def load_views(
+    path,
+    *,
+    num_frames: int,
+    sampling: str,
+    frame_interval: int,
+    img_size: int,
+    mean,
+    std,
+    test_clips: int = 1,
+    test_crops: int = 1,
+    backend: str = "auto",
+) -> torch.Tensor:
     """The test views (V, 3, T, H, W) of one video file, as evaluation builds them (for `predict`).
 
     Raises VideoDecodeError for a file that cannot be read.
     """
-    dataset = VideoDataset("", [(os.fspath(path), 0)], num_frames=num_frames, sampling=sampling,
-                           frame_interval=frame_interval, train=False, img_size=img_size, mean=mean, std=std,
-                           test_clips=test_clips, test_crops=test_crops, backend=backend)
+    dataset = VideoDataset(
+        "",
+        [(os.fspath(path), 0)],
+        num_frames=num_frames,
+        sampling=sampling,
+        frame_interval=frame_interval,
+        train=False,
+        img_size=img_size,
+        mean=mean,
+        std=std,
+        test_clips=test_clips,
+        test_crops=test_crops,
+        backend=backend,
+    )
     return dataset.load(0, dataset.rng(0))[0]

@@ -13,6 +13,7 @@ claimed end and reads (demuxes, without decoding) the packets there. When they a
 header says (a truncated file, a WebM whose duration was written for a longer stream), the count is
 taken by decoding the whole video, so the sampler never asks for frames that do not exist.
 """
+
 from __future__ import annotations
 
 import functools
@@ -73,8 +74,10 @@ def read_frames(path, indices, backend: str = "auto") -> torch.Tensor:
     if indices.size == 0 or indices.min() < 0:
         raise ValueError(f"frame indices must be non-negative and not empty, got {indices.tolist()}")
     if backend == "torchcodec" and not torchcodec_available():
-        raise UserError("decode backend 'torchcodec' asked for, but torchcodec cannot be imported "
-                        "(pip install torchcodec; it needs the system FFmpeg libraries), or use backend auto/pyav")
+        raise UserError(
+            "decode backend 'torchcodec' asked for, but torchcodec cannot be imported "
+            "(pip install torchcodec; it needs the system FFmpeg libraries), or use backend auto/pyav"
+        )
     if backend != "pyav" and torchcodec_available():
         try:
             return _read_torchcodec(path, indices)
@@ -270,6 +273,7 @@ def torchcodec_available() -> bool:
     try:
         import torchcodec
         import torchcodec.decoders  # noqa: F401  (older releases fail here without the system FFmpeg libraries)
+
         # newer ones import without FFmpeg (for their image decoders) and say so in ffmpeg_major_version
         return getattr(torchcodec, "ffmpeg_major_version", 0) is not None
     except Exception:  # noqa: BLE001 - ImportError, or OSError/RuntimeError for a missing shared library

@@ -18,6 +18,7 @@ uniform (SSv2/UCF101/HMDB51 recipe, "u8", "u16"): the video is cut into `clip_le
                2/(num_clips+1), ... of each segment (MMAction2's multi-clip UniformSample).
         A video shorter than `clip_len` repeats frames; indices never decrease.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,15 @@ import numpy as np
 SAMPLINGS = ("dense", "uniform")
 
 
-def sample_indices(num_video_frames: int, num_frames: int, sampling: str = "dense", frame_interval: int = 16,
-                   num_clips: int = 1, train: bool = True, rng: np.random.Generator | None = None) -> np.ndarray:
+def sample_indices(
+    num_video_frames: int,
+    num_frames: int,
+    sampling: str = "dense",
+    frame_interval: int = 16,
+    num_clips: int = 1,
+    train: bool = True,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """(num_clips, num_frames) int64 frame indices into a video of `num_video_frames` frames.
 
     `rng` drives the training randomness (pass a seeded generator for reproducible runs); test-mode
@@ -39,8 +47,11 @@ def sample_indices(num_video_frames: int, num_frames: int, sampling: str = "dens
     n = max(1, int(num_video_frames))
     rng = rng if rng is not None else np.random.default_rng()
     if sampling == "dense":
-        offsets = _dense_train(n, num_frames * frame_interval, num_clips, rng) if train else \
-            _dense_test(n, (num_frames - 1) * frame_interval + 1, num_clips)
+        offsets = (
+            _dense_train(n, num_frames * frame_interval, num_clips, rng)
+            if train
+            else _dense_test(n, (num_frames - 1) * frame_interval + 1, num_clips)
+        )
         indices = offsets.astype(np.int64)[:, None] + np.arange(num_frames) * frame_interval
         return np.mod(indices, n)
     return _uniform(n, num_frames, num_clips, train, rng)

@@ -25,6 +25,7 @@ world, never its motion; the `--shapes all` extras (triangle, ring, cross) it ne
     zeroi2v synth OUT_DIR --train-per-class 100 --val-per-class 20
     zeroi2v synth OUT_DIR --family complex --frames 16 --size 48 --codec mixed --noise 6
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,17 +39,37 @@ from zeroi2v.errors import UserError
 from zeroi2v.fileio import atomic_write, atomic_write_json, atomic_write_text
 
 FAMILIES = {
-    "basic": ["moving up", "moving down", "moving left", "moving right", "growing", "shrinking",
-              "brightening", "darkening"],
-    "complex": ["rotating clockwise", "rotating counter-clockwise", "moving up and left", "moving down and right",
-                "moving up and right", "moving down and left", "approaching", "receding"],
+    "basic": [
+        "moving up",
+        "moving down",
+        "moving left",
+        "moving right",
+        "growing",
+        "shrinking",
+        "brightening",
+        "darkening",
+    ],
+    "complex": [
+        "rotating clockwise",
+        "rotating counter-clockwise",
+        "moving up and left",
+        "moving down and right",
+        "moving up and right",
+        "moving down and left",
+        "approaching",
+        "receding",
+    ],
 }
 CLASSES = FAMILIES["basic"]
 SHAPES = ("square", "disc", "diamond")  # the pretraining's shapes (its shape target has these classes)
 EXTRA_SHAPES = ("triangle", "ring", "cross")  # `shapes="all"`: shapes the backbone never saw
 POINTERS = ("arrow", "key", "ell")  # no rotational symmetry: the complex family's rotating shapes
-CODECS = {"libx264": ("mp4", "yuv420p"), "mpeg4": ("mp4", "yuv420p"), "mjpeg": ("avi", "yuvj420p"),
-          "libvpx-vp9": ("webm", "yuv420p")}
+CODECS = {
+    "libx264": ("mp4", "yuv420p"),
+    "mpeg4": ("mp4", "yuv420p"),
+    "mjpeg": ("avi", "yuvj420p"),
+    "libvpx-vp9": ("webm", "yuv420p"),
+}
 MIXED = ("libx264", "mjpeg")  # codec="mixed": MP4 and AVI files alternate
 
 
@@ -70,15 +91,17 @@ def object_mask(size: int, shape: int, x: float, y: float, radius: float) -> np.
     if shape == 0:
         return (np.abs(dx) < radius) & (np.abs(dy) < radius)
     if shape == 1:
-        return dx ** 2 + dy ** 2 < radius ** 2
+        return dx**2 + dy**2 < radius**2
     if shape == 2:
         return np.abs(dx) + np.abs(dy) < 1.3 * radius
     if shape == 3:  # apex up: |dx| grows toward the base
         return (dy < 0.8 * radius) & (np.abs(dx) < 0.6 * (dy + 1.1 * radius))
     if shape == 4:
-        d2 = dx ** 2 + dy ** 2
-        return (d2 < radius ** 2) & (d2 > (0.5 * radius) ** 2)
-    return ((np.abs(dx) < radius) & (np.abs(dy) < 0.35 * radius)) | ((np.abs(dy) < radius) & (np.abs(dx) < 0.35 * radius))
+        d2 = dx**2 + dy**2
+        return (d2 < radius**2) & (d2 > (0.5 * radius) ** 2)
+    return ((np.abs(dx) < radius) & (np.abs(dy) < 0.35 * radius)) | (
+        (np.abs(dy) < radius) & (np.abs(dx) < 0.35 * radius)
+    )
 
 
 def pointer_mask(u: np.ndarray, v: np.ndarray, kind: int, radius: float) -> np.ndarray:
@@ -87,9 +110,10 @@ def pointer_mask(u: np.ndarray, v: np.ndarray, kind: int, radius: float) -> np.n
     if kind == 0:  # arrow: a long isosceles triangle pointing along +u
         return (u > -radius) & (u < radius) & (np.abs(v) < 0.45 * (radius - u))
     if kind == 1:  # key: a bar with a disc at its +u end
-        return ((np.abs(v) < 0.22 * radius) & (np.abs(u) < radius)) | ((u - radius) ** 2 + v ** 2 < (0.45 * radius) ** 2)
+        return ((np.abs(v) < 0.22 * radius) & (np.abs(u) < radius)) | ((u - radius) ** 2 + v**2 < (0.45 * radius) ** 2)
     return ((np.abs(v) < 0.25 * radius) & (u > -radius) & (u < radius)) | (  # ell
-        (u > -radius) & (u < -0.5 * radius) & (v > -0.25 * radius) & (v < 0.9 * radius))
+        (u > -radius) & (u < -0.5 * radius) & (v > -0.25 * radius) & (v < 0.9 * radius)
+    )
 
 
 def heading_mask(size: int, kind: int, x: float, y: float, radius: float, angle: float) -> np.ndarray:
@@ -119,8 +143,17 @@ def draw_frame(look: dict, mask: np.ndarray, level: float = 0.5) -> np.ndarray:
     return np.clip(frame, 0, 255).astype(np.uint8)
 
 
-def render(label: int, num_frames: int, size: int, rng: np.random.Generator, *, family: str = "basic",
-           speed: float = 1.0, noise: float = 0.0, shapes: str = "basic") -> np.ndarray:
+def render(
+    label: int,
+    num_frames: int,
+    size: int,
+    rng: np.random.Generator,
+    *,
+    family: str = "basic",
+    speed: float = 1.0,
+    noise: float = 0.0,
+    shapes: str = "basic",
+) -> np.ndarray:
     """(num_frames, size, size, 3) uint8 frames of one random video of class `label` of `family`.
 
     `speed` scales how far things move / turn / zoom over the clip (1: the defaults below); `noise` is
@@ -139,8 +172,9 @@ def render(label: int, num_frames: int, size: int, rng: np.random.Generator, *, 
     return np.ascontiguousarray(frames)
 
 
-def _render_basic(pair: int, num_frames: int, size: int, rng: np.random.Generator, speed: float,
-                  shapes: str) -> np.ndarray:
+def _render_basic(
+    pair: int, num_frames: int, size: int, rng: np.random.Generator, speed: float, shapes: str
+) -> np.ndarray:
     """Movements cover about half the frame, so that neighbouring frames of an 8-frame clip differ by a
     few pixels, a distance a patch-8 ViT can see."""
     look = scene(rng, size)
@@ -176,16 +210,21 @@ def multiscale_texture(rng: np.random.Generator, size: int) -> np.ndarray:
     return out
 
 
-def _render_complex(pair: int, num_frames: int, size: int, rng: np.random.Generator, speed: float,
-                    shapes: str) -> np.ndarray:
+def _render_complex(
+    pair: int, num_frames: int, size: int, rng: np.random.Generator, speed: float, shapes: str
+) -> np.ndarray:
     """Rotation, diagonal motion or a zoom, on a world drawn at 2x resolution and sampled per frame."""
     look = scene(rng, size)
     world_size = 2 * size  # the world is drawn at twice the frame's resolution (the zoom samples it)
     texture = multiscale_texture(rng, world_size)
     background = np.broadcast_to(look["background"], (world_size, world_size, 3)) + texture
     for _ in range(int(rng.integers(1, 3))):  # static distractors in their own colours
-        mask = object_mask(world_size, int(rng.integers(len(SHAPES) + len(EXTRA_SHAPES))),
-                           *(rng.uniform(0.1, 0.9, 2) * world_size), rng.uniform(0.06, 0.12) * world_size)
+        mask = object_mask(
+            world_size,
+            int(rng.integers(len(SHAPES) + len(EXTRA_SHAPES))),
+            *(rng.uniform(0.1, 0.9, 2) * world_size),
+            rng.uniform(0.06, 0.12) * world_size,
+        )
         background = np.where(mask[..., None], rng.integers(0, 256, 3).astype(np.float32), background)
     color = look["color"]
     radius = rng.uniform(0.16, 0.26) * size
@@ -193,13 +232,18 @@ def _render_complex(pair: int, num_frames: int, size: int, rng: np.random.Genera
     frames = []
     if pair == 3:  # approaching: the camera zooms in about a random point; the object sits near it
         cx, cy = rng.uniform(0.35, 0.65, 2) * size
-        obj = object_mask(world_size, int(rng.integers(len(SHAPES))), 2 * (cx + rng.uniform(-0.1, 0.1) * size),
-                          2 * (cy + rng.uniform(-0.1, 0.1) * size), 2 * radius * 0.7)
+        obj = object_mask(
+            world_size,
+            int(rng.integers(len(SHAPES))),
+            2 * (cx + rng.uniform(-0.1, 0.1) * size),
+            2 * (cy + rng.uniform(-0.1, 0.1) * size),
+            2 * radius * 0.7,
+        )
         world = np.where(obj[..., None], color, background)
         zoom = 1.0 + min(2.0, rng.uniform(0.7, 1.2) * speed)
         py, px = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
         for t in np.linspace(0.0, 1.0, num_frames):
-            s = zoom ** t  # geometric: the same relative change per frame
+            s = zoom**t  # geometric: the same relative change per frame
             sy, sx = cy + (py - cy) / s, cx + (px - cx) / s  # frame pixel -> world point (frame units)
             iy = np.clip((sy * 2).astype(int), 0, world_size - 1)
             ix = np.clip((sx * 2).astype(int), 0, world_size - 1)
@@ -245,10 +289,24 @@ def write_video(path, frames: np.ndarray, fps: int = 8, codec: str = "libx264") 
     atomic_write(path, write)
 
 
-def make_motion_dataset(out_dir, *, train_per_class: int = 100, val_per_class: int = 20, num_frames: int = 16,
-                        size: int = 32, num_classes: int = len(CLASSES), fps: int = 8, seed: int = 0,
-                        codec: str = "libx264", family: str = "basic", speed: float = 1.0, noise: float | None = None,
-                        shapes: str = "basic", progress: bool | None = None, force: bool = False) -> dict:
+def make_motion_dataset(
+    out_dir,
+    *,
+    train_per_class: int = 100,
+    val_per_class: int = 20,
+    num_frames: int = 16,
+    size: int = 32,
+    num_classes: int = len(CLASSES),
+    fps: int = 8,
+    seed: int = 0,
+    codec: str = "libx264",
+    family: str = "basic",
+    speed: float = 1.0,
+    noise: float | None = None,
+    shapes: str = "basic",
+    progress: bool | None = None,
+    force: bool = False,
+) -> dict:
     """Write `train/`, `val/` videos, `train.txt`, `val.txt` (MMAction2 lists) and `classes.txt`.
 
     `synth.json` records the arguments. A folder whose lists this function did not write (a real
@@ -270,8 +328,12 @@ def make_motion_dataset(out_dir, *, train_per_class: int = 100, val_per_class: i
     if shapes not in ("basic", "all"):
         raise UserError(f"shapes must be 'basic' or 'all', got {shapes!r}")
     noise = (0.0 if family == "basic" else 4.0) if noise is None else float(noise)
-    for name, value, low in (("train_per_class", train_per_class, 1), ("val_per_class", val_per_class, 0),
-                             ("num_frames", num_frames, 2), ("size", size, 16)):
+    for name, value, low in (
+        ("train_per_class", train_per_class, 1),
+        ("val_per_class", val_per_class, 0),
+        ("num_frames", num_frames, 2),
+        ("size", size, 16),
+    ):
         if int(value) < low:
             raise UserError(f"{name} must be >= {low}, got {value}")
     if size % 2:
@@ -283,17 +345,35 @@ def make_motion_dataset(out_dir, *, train_per_class: int = 100, val_per_class: i
         raise UserError(f"{out} exists and is not a folder")
     theirs = [name for name in ("train.txt", "val.txt", "classes.txt") if (out / name).exists()]
     if theirs and not force and not (out / "synth.json").is_file():
-        raise UserError(f"{out} holds {', '.join(theirs)} that zeroi2v synth did not write; refusing to overwrite "
-                        "them (choose a new or empty folder; zeroi2v synth --force overwrites them)")
-    settings = dict(family=family, train_per_class=int(train_per_class), val_per_class=int(val_per_class),
-                    num_frames=int(num_frames), size=int(size), num_classes=int(num_classes), fps=int(fps),
-                    codec=codec, speed=float(speed), noise=noise, shapes=shapes, seed=int(seed))
+        raise UserError(
+            f"{out} holds {', '.join(theirs)} that zeroi2v synth did not write; refusing to overwrite "
+            "them (choose a new or empty folder; zeroi2v synth --force overwrites them)"
+        )
+    settings = dict(
+        family=family,
+        train_per_class=int(train_per_class),
+        val_per_class=int(val_per_class),
+        num_frames=int(num_frames),
+        size=int(size),
+        num_classes=int(num_classes),
+        fps=int(fps),
+        codec=codec,
+        speed=float(speed),
+        noise=noise,
+        shapes=shapes,
+        seed=int(seed),
+    )
     rng = np.random.default_rng(seed)
-    jobs = [(split, label, i) for split, n in (("train", train_per_class), ("val", val_per_class))
-            for i in range(n) for label in range(num_classes)]
+    jobs = [
+        (split, label, i)
+        for split, n in (("train", train_per_class), ("val", val_per_class))
+        for i in range(n)
+        for label in range(num_classes)
+    ]
     lists = {"train": [], "val": []}
-    for k, (split, label, i) in enumerate(tqdm(jobs, desc="synthesising videos", disable=not progress,
-                                               dynamic_ncols=True)):
+    for k, (split, label, i) in enumerate(
+        tqdm(jobs, desc="synthesising videos", disable=not progress, dynamic_ncols=True)
+    ):
         video_codec = MIXED[k % 2] if codec == "mixed" else codec
         rel = f"{split}/{names[label].replace(' ', '_')}_{i:04d}.{CODECS[video_codec][0]}"
         frames = render(label, num_frames, size, rng, family=family, speed=speed, noise=noise, shapes=shapes)
@@ -303,40 +383,77 @@ def make_motion_dataset(out_dir, *, train_per_class: int = 100, val_per_class: i
         atomic_write_text(out / f"{split}.txt", "".join(line + "\n" for line in lines))
     atomic_write_text(out / "classes.txt", "".join(name + "\n" for name in names[:num_classes]))
     atomic_write_json(out / "synth.json", {"written_by": "zeroi2v synth", **settings})
-    return {"root": str(out), "train_list": str(out / "train.txt"), "val_list": str(out / "val.txt"),
-            "classes_file": str(out / "classes.txt"), "classes": names[:num_classes]}
+    return {
+        "root": str(out),
+        "train_list": str(out / "train.txt"),
+        "val_list": str(out / "val.txt"),
+        "classes_file": str(out / "classes.txt"),
+        "classes": names[:num_classes],
+    }
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="zeroi2v synth", description="Write synthetic motion videos "
-                                     "(classes differ only in temporal order) with MMAction2 list files.")
+    parser = argparse.ArgumentParser(
+        prog="zeroi2v synth",
+        description="Write synthetic motion videos (classes differ only in temporal order) with MMAction2 list files.",
+    )
     parser.add_argument("out_dir")
-    parser.add_argument("--family", default="basic", choices=sorted(FAMILIES),
-                        help="basic: up/down, left/right, grow/shrink, brighten/darken (the demo's); complex: "
-                        "rotation, diagonal motion, approach/recede with distractors and noise")
+    parser.add_argument(
+        "--family",
+        default="basic",
+        choices=sorted(FAMILIES),
+        help="basic: up/down, left/right, grow/shrink, brighten/darken (the demo's); complex: "
+        "rotation, diagonal motion, approach/recede with distractors and noise",
+    )
     parser.add_argument("--train-per-class", type=int, default=100)
     parser.add_argument("--val-per-class", type=int, default=20)
     parser.add_argument("--frames", type=int, default=16, help="frames per video")
     parser.add_argument("--size", type=int, default=32, help="frame height and width (even)")
     parser.add_argument("--classes", type=int, default=8, help="even number of classes (pairs)")
     parser.add_argument("--fps", type=int, default=8)
-    parser.add_argument("--codec", default="libx264", choices=sorted(CODECS) + ["mixed"],
-                        help="mixed: MP4 (H.264) and AVI (MJPEG) files alternate")
+    parser.add_argument(
+        "--codec",
+        default="libx264",
+        choices=sorted(CODECS) + ["mixed"],
+        help="mixed: MP4 (H.264) and AVI (MJPEG) files alternate",
+    )
     parser.add_argument("--speed", type=float, default=1.0, help="scale of movement / rotation / zoom per clip")
-    parser.add_argument("--noise", type=float, default=None,
-                        help="per-frame pixel noise std, 0-255 (default: 0 basic, 4 complex)")
-    parser.add_argument("--shapes", default="basic", choices=("basic", "all"),
-                        help="all: also shapes the demo backbone never saw (triangle, ring, cross)")
+    parser.add_argument(
+        "--noise", type=float, default=None, help="per-frame pixel noise std, 0-255 (default: 0 basic, 4 complex)"
+    )
+    parser.add_argument(
+        "--shapes",
+        default="basic",
+        choices=("basic", "all"),
+        help="all: also shapes the demo backbone never saw (triangle, ring, cross)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--force", action="store_true",
-                        help="overwrite train.txt / val.txt / classes.txt that zeroi2v synth did not write")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite train.txt / val.txt / classes.txt that zeroi2v synth did not write",
+    )
     args = parser.parse_args(argv)
-    info = make_motion_dataset(args.out_dir, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
-                               num_frames=args.frames, size=args.size, num_classes=args.classes, fps=args.fps,
-                               codec=args.codec, family=args.family, speed=args.speed, noise=args.noise,
-                               shapes=args.shapes, seed=args.seed, force=args.force)
-    print(f"wrote {args.out_dir}: {info['train_list']}, {info['val_list']}, {info['classes_file']} "
-          f"({len(info['classes'])} classes)")
+    info = make_motion_dataset(
+        args.out_dir,
+        train_per_class=args.train_per_class,
+        val_per_class=args.val_per_class,
+        num_frames=args.frames,
+        size=args.size,
+        num_classes=args.classes,
+        fps=args.fps,
+        codec=args.codec,
+        family=args.family,
+        speed=args.speed,
+        noise=args.noise,
+        shapes=args.shapes,
+        seed=args.seed,
+        force=args.force,
+    )
+    print(
+        f"wrote {args.out_dir}: {info['train_list']}, {info['val_list']}, {info['classes_file']} "
+        f"({len(info['classes'])} classes)"
+    )
     return 0
 
 

@@ -27,6 +27,7 @@ Test views: resize short side to img_size -> center crop, or three crops along t
 All randomness comes from torch's global generator, in the order pytorchvideo draws it, so seeding it
 right before the call (the dataset does, from (seed, epoch, index)) makes a clip reproducible.
 """
+
 from __future__ import annotations
 
 import math
@@ -106,12 +107,21 @@ def apply_op(video: torch.Tensor, name: str, argument) -> torch.Tensor:
     if name in ("ShearX", "ShearY"):
         angle = math.degrees(math.atan(argument))
         shear = [angle, 0.0] if name == "ShearX" else [0.0, angle]
-        return F.affine(video, angle=0.0, translate=[0.0, 0.0], scale=1.0, shear=shear, interpolation=_BILINEAR,
-                        fill=FILL, center=[0.0, 0.0])
+        return F.affine(
+            video,
+            angle=0.0,
+            translate=[0.0, 0.0],
+            scale=1.0,
+            shear=shear,
+            interpolation=_BILINEAR,
+            fill=FILL,
+            center=[0.0, 0.0],
+        )
     if name in ("TranslateX", "TranslateY"):
         translate = [-argument * w, 0.0] if name == "TranslateX" else [0.0, -argument * h]
-        return F.affine(video, angle=0.0, translate=translate, scale=1.0, shear=[0.0, 0.0], interpolation=_BILINEAR,
-                        fill=FILL)
+        return F.affine(
+            video, angle=0.0, translate=translate, scale=1.0, shear=[0.0, 0.0], interpolation=_BILINEAR, fill=FILL
+        )
     raise KeyError(f"unknown RandAugment op {name!r}")
 
 
@@ -162,8 +172,9 @@ class RandomErasing(torch.nn.Module):
     mode "const": filled with `fill` (grey 128); "rand": uniform integers 0..255, per pixel and frame.
     """
 
-    def __init__(self, p: float, mode: str = "const", fill=(128, 128, 128), area=(0.02, 1 / 3),
-                 aspect=(3 / 10, 10 / 3)):
+    def __init__(
+        self, p: float, mode: str = "const", fill=(128, 128, 128), area=(0.02, 1 / 3), aspect=(3 / 10, 10 / 3)
+    ):
         super().__init__()
         if mode not in ("const", "rand"):
             raise ValueError(f"erasing mode must be 'const' or 'rand', got {mode!r}")
@@ -184,7 +195,7 @@ class RandomErasing(torch.nn.Module):
             return video
         top, left, bh, bw = self.box(*video.shape[-2:])
         out = video.as_subclass(torch.Tensor).clone()
-        patch = out[..., top:top + bh, left:left + bw]
+        patch = out[..., top : top + bh, left : left + bw]
         if self.mode == "const":
             patch.copy_(torch.tensor(self.fill, dtype=out.dtype).view(-1, 1, 1).expand_as(patch))
         else:
@@ -202,10 +213,22 @@ class TrainTransform(torch.nn.Module):
     label of direction classes (SSv2).
     """
 
-    def __init__(self, img_size: int, mean, std, *, short_side: int | None = None, rand_augment: bool = True,
-                 rand_augment_layers: int = 4, rand_augment_magnitude: float = 7.0, flip: bool = True,
-                 order: str = "k400", random_erasing: float = 0.0, erasing_mode: str = "const",
-                 scale=(0.08, 1.0)):
+    def __init__(
+        self,
+        img_size: int,
+        mean,
+        std,
+        *,
+        short_side: int | None = None,
+        rand_augment: bool = True,
+        rand_augment_layers: int = 4,
+        rand_augment_magnitude: float = 7.0,
+        flip: bool = True,
+        order: str = "k400",
+        random_erasing: float = 0.0,
+        erasing_mode: str = "const",
+        scale=(0.08, 1.0),
+    ):
         super().__init__()
         if order not in ("k400", "ssv2"):
             raise ValueError(f"augmentation order must be 'k400' or 'ssv2', got {order!r}")
@@ -217,8 +240,9 @@ class TrainTransform(torch.nn.Module):
         crop = [("random_resized_crop", v2.RandomResizedCrop(img_size, scale=tuple(scale), antialias=True))]
         mirror = [("flip", None)] if flip else []
         erase = [("random_erasing", RandomErasing(random_erasing, erasing_mode))] if random_erasing > 0 else []
-        normalize = [("normalize", v2.Compose([v2.ToDtype(torch.float32, scale=True),
-                                               v2.Normalize(list(mean), list(std))]))]
+        normalize = [
+            ("normalize", v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]))
+        ]
         if order == "k400":
             chain = resize + augment + crop + mirror + erase + normalize
         else:
@@ -240,20 +264,41 @@ class TrainTransform(torch.nn.Module):
         return video.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous(), flipped
 
 
-def train_transform(img_size: int, mean, std, *, short_side: int | None = None, rand_augment: bool = True,
-                    rand_augment_layers: int = 4, rand_augment_magnitude: float = 7.0, flip: bool = True,
-                    order: str = "k400", random_erasing: float = 0.0, erasing_mode: str = "const",
-                    scale=(0.08, 1.0)) -> TrainTransform:
+def train_transform(
+    img_size: int,
+    mean,
+    std,
+    *,
+    short_side: int | None = None,
+    rand_augment: bool = True,
+    rand_augment_layers: int = 4,
+    rand_augment_magnitude: float = 7.0,
+    flip: bool = True,
+    order: str = "k400",
+    random_erasing: float = 0.0,
+    erasing_mode: str = "const",
+    scale=(0.08, 1.0),
+) -> TrainTransform:
     """The training augmentation. `short_side=None`: img_size·256/224 (256 for 224); 0: no pre-resize.
 
     `order`: "k400" (RandAugment before the crop; also UCF101/HMDB51) or "ssv2" (after the flip).
     `scale` is RandomResizedCrop's area range (MMAction2's default (0.08, 1)); `random_erasing` is the
     probability of erasing a box (the SSv2 recipe: 0.25 "const"; K400 ViT-L 32×4: 0.25 "rand").
     """
-    return TrainTransform(img_size, mean, std, short_side=short_side, rand_augment=rand_augment,
-                          rand_augment_layers=rand_augment_layers, rand_augment_magnitude=rand_augment_magnitude,
-                          flip=flip, order=order, random_erasing=random_erasing, erasing_mode=erasing_mode,
-                          scale=scale)
+    return TrainTransform(
+        img_size,
+        mean,
+        std,
+        short_side=short_side,
+        rand_augment=rand_augment,
+        rand_augment_layers=rand_augment_layers,
+        rand_augment_magnitude=rand_augment_magnitude,
+        flip=flip,
+        order=order,
+        random_erasing=random_erasing,
+        erasing_mode=erasing_mode,
+        scale=scale,
+    )
 
 
 class ThreeCrop(torch.nn.Module):
@@ -270,7 +315,7 @@ class ThreeCrop(torch.nn.Module):
             boxes = [(0, (h - s) // 2), ((w - s) // 2, (h - s) // 2), (w - s, (h - s) // 2)]
         else:
             boxes = [((w - s) // 2, 0), ((w - s) // 2, (h - s) // 2), ((w - s) // 2, h - s)]
-        return torch.stack([video[..., y:y + s, x:x + s] for x, y in boxes])
+        return torch.stack([video[..., y : y + s, x : x + s] for x, y in boxes])
 
 
 class TestTransform(torch.nn.Module):
