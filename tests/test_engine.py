@@ -275,6 +275,25 @@ def test_torchrun_signal_during_an_evaluation_stops_every_rank_there_and_resumes
     assert [drop(m) for m in run_lines] == [drop(m) for m in ref_lines]
 
 
+@pytest.mark.parametrize("method", ["aim", "st_adapter", "joint"])
+def test_a_peer_run_reruns_as_finished_and_predicts_evaluates_exports(method, ramps, tmp_path, capsys):
+    """A peer is never a 'merged model': its finished run is a run; every verb works on it unmerged."""
+    cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", train__epochs=1, model__method=method)
+    assert main(["train", str(cfg)]) == 0
+    run = tmp_path / "run"
+    assert json.loads((run / "model.json").read_text())["merged"] is False
+    capsys.readouterr()
+    assert main(["train", str(cfg)]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert main(["eval", str(run)]) == 0
+    video = str(Path(ramps["root"]) / Path(ramps["val_list"]).read_text().split()[0])
+    assert main(["predict", str(run), video, "--topk", "2"]) == 0
+    assert main(["export", str(run), str(tmp_path / "m.onnx")]) == 0
+    assert "max abs error vs PyTorch" in capsys.readouterr().out
+    assert main(["merge", str(run), str(tmp_path / "merged")]) == 2
+    assert "cannot be merged" in capsys.readouterr().err
+
+
 def test_second_run_on_same_output_is_refused(ramps, tmp_path, capsys):
     cfg = write_config(tmp_path / "cfg.yaml", ramps, tmp_path / "run", train__epochs=30)
     proc = subprocess.Popen(

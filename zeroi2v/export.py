@@ -1,7 +1,8 @@
 """Deployment export of the merged model: ONNX (checked with onnxruntime) or torch.export (.pt2).
 
 The exported graph is the image ViT's with new weights plus STDHA's K/V gather and the T×D temporal
-add: no adapter weights are in the file. Input `video` (B, 3, T, H, W) float, normalised as the model
+add: no adapter weights are in the file. A peer baseline (AIM, ST-Adapter, joint attention) cannot be
+merged: it is exported as trained, with its extra modules. Input `video` (B, 3, T, H, W) float, normalised as the model
 expects; output `logits` (B, num_classes). The batch axis is dynamic.
 """
 
@@ -31,9 +32,10 @@ except ImportError:
 FORMATS = ("onnx", "pt2")
 
 
-def _merged_model(model_or_dir) -> ZeroI2V:
+def _deployed_model(model_or_dir) -> ZeroI2V:
+    """ZeroI2V merged (folded here if needed); a peer as it is."""
     model = load_pretrained(model_or_dir) if isinstance(model_or_dir, (str, os.PathLike)) else model_or_dir
-    if not model.merged:
+    if model.method == "zeroi2v" and not model.merged:
         model = reparameterize(model)
     return model.float().eval()
 
@@ -99,8 +101,12 @@ def metadata(model: ZeroI2V, classes: list[str]) -> dict[str, str]:
         "std": json.dumps(list(model.data_config["std"])),
         "classes": json.dumps(classes),
         "output": "logits (batch, num_classes); softmax for probabilities",
-        "producer": f"zeroi2v {__version__} (merged ZeroI2V, {model.config.backbone})",
+        "producer": f"zeroi2v {__version__} ({_describe(model)}, {model.config.backbone})",
     }
+
+
+def _describe(model: ZeroI2V) -> str:
+    return "merged ZeroI2V" if model.merged else f"{model.method}, unmerged"
 
 
 def export_model(model_dir, out_path, fmt: str | None = None) -> dict:
@@ -115,7 +121,7 @@ def export_model(model_dir, out_path, fmt: str | None = None) -> dict:
         raise UserError(f"export to {out_path}: the file exists and is not a .{fmt} file; refusing to overwrite it")
     if fmt == "onnx" and onnx is None:
         raise UserError("ONNX export needs the onnx packages: pip install 'zeroi2v[onnx]'")
-    model = _merged_model(model_dir)
+    model = _deployed_model(model_dir)
     info = {
         "format": fmt,
         "path": str(out_path),

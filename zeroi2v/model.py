@@ -80,8 +80,14 @@ class ZeroI2V(nn.Module):
         return {"mean": tuple(cfg.get("mean", IMAGENET_MEAN)), "std": tuple(cfg.get("std", IMAGENET_STD))}
 
     @property
+    def method(self) -> str:
+        """Which method this model is: "zeroi2v" or a peer baseline ("aim", "st_adapter", "joint")."""
+        return self.config.method
+
+    @property
     def merged(self) -> bool:
-        return not any(isinstance(m, LinearAdapter) for m in self.modules())
+        """A ZeroI2V model whose adapters are folded in. A peer is never merged: it cannot be."""
+        return self.method == "zeroi2v" and not any(isinstance(m, LinearAdapter) for m in self.modules())
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names without weight decay (timm's convention): embeddings and norms."""

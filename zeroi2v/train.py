@@ -233,7 +233,7 @@ def _check_output_is_a_run(out: Path) -> None:
     except (OSError, ValueError):
         ours = None
     if isinstance(ours, dict) and ours.get("format") == "zeroi2v":
-        if ours.get("merged"):
+        if ours.get("merged") and (ours.get("config") or {}).get("method", "zeroi2v") == "zeroi2v":
             raise UserError(f"output {out} holds a merged model, not a run; choose another output directory")
         return
     clash = [name for name in RUN_FILES if (out / name).exists()]

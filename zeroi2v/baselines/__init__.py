@@ -8,7 +8,8 @@ They are not ZeroI2V: each adds inference cost (that is the point of the compari
 - `joint`: joint space-time attention — every token attends to all T·N tokens of the clip (frozen
   weights with linear adapters, or full fine-tuning with `freeze=False`).
 
-Each builder takes a `ModelConfig` and returns a `ZeroI2V` model whose blocks are wrapped, so the
+Each builder takes a `ModelConfig` and returns a `ZeroI2V` model whose blocks are wrapped and whose `method`
+names the peer (a peer is never `merged`), so the
 peers train, evaluate and save through the same engine (`model.method` in a config;
 `zeroi2v.build.build_model` picks the builder).
 """
