@@ -410,3 +410,24 @@ def test_errors_raised_in_dataloader_workers_are_one_line(ramps, tmp_path, capsy
     assert main(["train", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("zeroi2v: error: ") and "could not be decoded" in err[0]
+
+
+def test_train_state_round_trips_through_a_checkpoint():
+    """What a checkpoint holds reads back as the same state; an interrupted epoch's sums go to rank 0 only."""
+    from zeroi2v.train import TrainState, plural
+
+    state = TrainState(epoch=2, step=5, history=[{"epoch": 1}, {"epoch": 2}], best_top1=0.5, bad_steps=1)
+    state.sums["loss"] = 3.0
+    saved = torch.load(_saved(state.to_checkpoint()), weights_only=True)
+    assert TrainState.from_checkpoint(saved, rank=0) == state
+    assert TrainState.from_checkpoint(saved, rank=1).sums["loss"] == 0.0
+    assert plural(1, "epoch") == "1 epoch" and plural(3, "epoch") == "3 epochs"
+
+
+def _saved(obj):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return buffer

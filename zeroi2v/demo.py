@@ -37,7 +37,7 @@ from zeroi2v.model import count_flops, count_params, create_model
 from zeroi2v.plots import accuracy_bars, plt, training_curves
 from zeroi2v.pretrain import BACKBONE, SHIPPED, TIMM_KWARGS, cached_backbone
 from zeroi2v.reparam import reparameterize
-from zeroi2v.train import exit_code, train
+from zeroi2v.train import exit_code, fit, interruption_message
 
 FRAMES = 8  # sampled from the 16-frame videos (uniform segments); configs/demo.yaml's model.num_frames
 ROWS = {  # slug -> (name, config changes on top of configs/demo.yaml); the backbone is frozen in every row
@@ -229,12 +229,13 @@ def main(argv=None) -> int:
         cfg = run_config(out, data, backbone, slug, changes, size["epochs"])
         run_dir = str(cfg.output)
         start = time.time()
-        metrics = train(
-            cfg,
-            resume_hint=f"a rerun of the demo starts over (this row alone resumes with "
-            f"`zeroi2v train {run_dir}/config.yaml`)",
-        )
+        metrics = fit(cfg)
         if "interrupted" in metrics:  # Ctrl-C / SIGTERM in a row's training: stop the demo, not only the row
+            print(
+                f"{interruption_message(metrics)}; a rerun of the demo starts over (this row alone resumes "
+                f"with `zeroi2v train {run_dir}/config.yaml`)",
+                flush=True,
+            )
             return exit_code(metrics["interrupted"])
         trainable = count_params(load_pretrained(run_dir), trainable_only=True)
         history = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]

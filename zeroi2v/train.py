@@ -93,21 +93,54 @@ class RunLock:
         self.file.close()
 
 
-def save_checkpoint(out: Path, model, optimizer, scaler, state: dict) -> Path:
+def new_sums() -> dict[str, float]:
+    return {"loss": 0.0, "seen": 0.0, "skipped": 0.0, "seconds": 0.0}
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Where a run is: what a checkpoint holds besides weights, optimizer, scaler and RNG."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0  # steps done of the next epoch
+    history: list[dict] = dataclasses.field(default_factory=list)  # each finished epoch's metrics
+    best_top1: float = -1.0
+    bad_steps: int = 0  # steps skipped for a non-finite loss, over the whole run
+    sums: dict[str, float] = dataclasses.field(default_factory=new_sums)  # the unfinished epoch's loss sums
+
+    def to_checkpoint(self) -> dict:
+        """Plain values only (a `weights_only` torch.load reads them back)."""
+        fields = dataclasses.asdict(self)
+        return {**fields, "history": json.dumps(self.history), "partial_sums": fields.pop("sums")}
+
+    @classmethod
+    def from_checkpoint(cls, resume: dict, rank: int) -> TrainState:
+        """An interrupted epoch's sums are over all ranks: rank 0 carries them, the others start from 0."""
+        sums = resume.get("partial_sums") if rank == 0 else None
+        return cls(
+            epoch=resume["epoch"],
+            step=resume["step"],
+            history=json.loads(resume["history"]),
+            best_top1=resume["best_top1"],
+            bad_steps=resume["bad_steps"],
+            sums=dict(sums) if sums else new_sums(),
+        )
+
+
+def save_checkpoint(out: Path, model, optimizer, scaler, state: TrainState) -> Path:
     """Weights (safetensors) + resume state (tensors and plain containers only), then an atomic
-    pointer `last.json` naming both; older files are removed after the pointer moved. The name says
-    how far the run is: `e0002-s000010` = 2 epochs done and 10 steps into the third."""
+    pointer `last.json` naming both; the previous files are removed after the pointer moved. The name
+    says how far the run is: `e0002-s000010` = 2 epochs done and 10 steps into the third."""
     ckpt = out / CKPT_DIR
     ckpt.mkdir(parents=True, exist_ok=True)
-    tag = f"e{state['epoch']:04d}-s{state['step']:06d}"
+    tag = f"e{state.epoch:04d}-s{state.step:06d}"
     atomic_save_safetensors(ckpt / f"model-{tag}.safetensors", model.state_dict())
     resume = {
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        **{k: v for k, v in state.items() if k != "history"},
-        "history": json.dumps(state["history"]),
+        **state.to_checkpoint(),
     }
     atomic_write(ckpt / f"state-{tag}.pt", lambda tmp: torch.save(resume, tmp))
     atomic_write_json(ckpt / "last.json", {"model": f"model-{tag}.safetensors", "state": f"state-{tag}.pt"})
@@ -117,7 +150,8 @@ def save_checkpoint(out: Path, model, optimizer, scaler, state: dict) -> Path:
     return ckpt / f"model-{tag}.safetensors"
 
 
-def load_checkpoint(out: Path, model, optimizer, scaler) -> dict | None:
+def load_checkpoint(out: Path, model, optimizer, scaler, rank: int = 0) -> TrainState | None:
+    """Restore weights, optimizer, scaler and RNG from the last checkpoint; its `TrainState` (None: none)."""
     pointer = out / CKPT_DIR / "last.json"
     if not pointer.is_file():
         return None
@@ -136,8 +170,7 @@ def load_checkpoint(out: Path, model, optimizer, scaler) -> dict | None:
     torch.set_rng_state(resume["torch_rng"])
     if torch.cuda.is_available() and resume.get("cuda_rng"):
         torch.cuda.set_rng_state_all(resume["cuda_rng"])
-    resume["history"] = json.loads(resume["history"])
-    return resume
+    return TrainState.from_checkpoint(resume, rank)
 
 
 def write_metrics(out: Path, history: list[dict]) -> None:
@@ -288,27 +321,72 @@ class Run:
     notes: list
 
 
-def setup(cfg: Config) -> Run:
-    """Data, model, optimizer and precision of a run, checked before any work starts."""
-    t, d = cfg.train, cfg.data
-    rank, world, device = setup_distributed()
-    notes = []
+def _clips_per_step(t, world: int) -> int:
     per_step = t.batch_size // (world * t.accum_steps)
     if per_step < 1 or t.batch_size % (world * t.accum_steps):
         raise UserError(
             f"train.batch_size={t.batch_size} (global) must be a multiple of processes × "
             f"train.accum_steps = {world} × {t.accum_steps}"
         )
+    return per_step
 
-    train_ann = load_split(cfg, "train")
-    val_ann = load_split(cfg, "val") if d.val_list else None
+
+def _classes(cfg: Config, train_ann, val_ann) -> tuple[list | None, int]:
+    """The class names (if the data names them) and the number of classes."""
     classes = train_ann.classes or (val_ann.classes if val_ann else None)
     if classes and cfg.model.num_classes and len(classes) != cfg.model.num_classes:
         raise UserError(
             f"model.num_classes={cfg.model.num_classes} but the data names {len(classes)} classes; "
             "set model.num_classes to that (or null: from the data)"
         )
-    num_classes = cfg.model.num_classes or (len(classes) if classes else 1 + max(l for _, l in train_ann.samples))
+    return classes, cfg.model.num_classes or (
+        len(classes) if classes else 1 + max(label for _, label in train_ann.samples)
+    )
+
+
+def _steps_per_epoch(t, train_set, world: int, per_step: int) -> int:
+    steps = (len(train_set) // world) // per_step // t.accum_steps
+    if steps < 1:
+        unit = world * t.accum_steps  # the batch splits evenly over processes and accumulation steps
+        fits = (len(train_set) // world) * world // unit * unit
+        fix = f"set train.batch_size to at most {fits}" if fits else "add training videos"
+        raise UserError(f"{len(train_set)} training videos are fewer than one batch of {t.batch_size}; {fix}")
+    return steps
+
+
+def _precision(amp: str, device: torch.device) -> tuple[str, torch.amp.GradScaler, object]:
+    """`train.amp` resolved ("auto": bf16 on a GPU that has it, else fp16 on GPU, none on CPU), its scaler
+    (fp16 only) and its autocast context factory."""
+    if amp == "auto":
+        amp = "none" if device.type != "cuda" else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    return amp, scaler, (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
+
+
+def _summary(cfg: Config, run: Run, num_classes: int, amp: str) -> list[str]:
+    """The two lines that say what the run will do."""
+    t, classes, model = cfg.train, run.classes, run.model
+    named = f" ({', '.join(classes[:4])}{', ...' if len(classes) > 4 else ''})" if classes else ""
+    return [
+        f"run {cfg.output}: {len(run.train_set)} training videos"
+        + (f", {len(run.val_set)} validation" if run.val_set else "")
+        + f", {num_classes} classes{named}",
+        f"model {cfg.model.backbone} ({cfg.model.method}): {count_params(model, trainable_only=True):,} of "
+        f"{count_params(model):,} parameters trained; {run.world} process(es) on {run.device}, precision {amp}, "
+        f"{plural(t.epochs, 'epoch')} × {run.steps_per_epoch} steps of {t.batch_size} clips",
+    ]
+
+
+def setup(cfg: Config) -> Run:
+    """Data, model, optimizer and precision of a run, checked before any work starts."""
+    t, d = cfg.train, cfg.data
+    rank, world, device = setup_distributed()
+    notes = []
+    per_step = _clips_per_step(t, world)
+    train_ann = load_split(cfg, "train")
+    val_ann = load_split(cfg, "val") if d.val_list else None
+    classes, num_classes = _classes(cfg, train_ann, val_ann)
     samples = few_shot(train_ann.samples, d.shots, t.seed) if d.shots else train_ann.samples
 
     torch.manual_seed(t.seed)
@@ -321,15 +399,11 @@ def setup(cfg: Config) -> Run:
     flips = flip_label_map(classes) if d.flip_label_map and classes else None
     train_set = make_dataset(cfg, model, "train", samples, flip_label_map=flips)
     val_set = make_dataset(cfg, model, "val", val_ann.samples) if val_ann else None
-    steps_per_epoch = (len(train_set) // world) // per_step // t.accum_steps
-    if steps_per_epoch < 1:
-        unit = world * t.accum_steps  # the batch splits evenly over processes and accumulation steps
-        fits = (len(train_set) // world) * world // unit * unit
-        fix = f"set train.batch_size to at most {fits}" if fits else "add training videos"
-        raise UserError(f"{len(train_set)} training videos are fewer than one batch of {t.batch_size}; {fix}")
+    steps_per_epoch = _steps_per_epoch(t, train_set, world, per_step)
     if t.warmup_epochs > t.epochs:
         notes.append(
-            f"train.warmup_epochs={t.warmup_epochs} is longer than the run: warm-up capped at {t.epochs} epoch(s)"
+            f"train.warmup_epochs={t.warmup_epochs} is longer than the run: warm-up capped at "
+            f"{plural(t.epochs, 'epoch')}"
         )
 
     lean_training(model)
@@ -341,20 +415,7 @@ def setup(cfg: Config) -> Run:
             f"lr group ×{g['lr_mult']:g} (weight decay {g['weight_decay']:g}): "
             f"{len(g['names'])} tensors, e.g. {g['names'][0]}"
         )
-    amp = (
-        t.amp
-        if t.amp != "auto"
-        else (
-            "bf16"
-            if device.type == "cuda" and torch.cuda.is_bf16_supported()
-            else "fp16"
-            if device.type == "cuda"
-            else "none"
-        )
-    )
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
+    amp, scaler, autocast = _precision(t.amp, device)
     step_model = model
     if world > 1:
         step_model = torch.nn.parallel.DistributedDataParallel(
@@ -362,17 +423,7 @@ def setup(cfg: Config) -> Run:
         )
     if t.compile:
         step_model = torch.compile(step_model, fullgraph=world == 1)
-    trainable = count_params(model, trainable_only=True)
-    notes[:0] = [
-        f"run {cfg.output}: {len(train_set)} training videos"
-        + (f", {len(val_set)} validation" if val_set else "")
-        + f", {num_classes} classes"
-        + (f" ({', '.join(classes[:4])}{', ...' if len(classes) > 4 else ''})" if classes else ""),
-        f"model {cfg.model.backbone} ({cfg.model.method}): {trainable:,} of {count_params(model):,} "
-        f"parameters trained; {world} process(es) on {device}, precision {amp}, "
-        f"{t.epochs} epochs × {steps_per_epoch} steps of {t.batch_size} clips",
-    ]
-    return Run(
+    run = Run(
         cfg,
         Path(cfg.output),
         rank,
@@ -390,10 +441,16 @@ def setup(cfg: Config) -> Run:
         steps_per_epoch,
         notes,
     )
+    notes[:0] = _summary(cfg, run, num_classes, amp)
+    return run
 
 
-# --- the loop --------------------------------------------------------------------------------------
-RESUME_HINT = "rerun the same command to resume"  # ends the line of a SIGTERM/SIGINT checkpoint
+# --- train: the run's directory, then the loop -----------------------------------------------------
+RESUME_HINT = "rerun the same command to resume"
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def exit_code(interrupted: str) -> int:
@@ -401,9 +458,26 @@ def exit_code(interrupted: str) -> int:
     return 128 + signal.Signals[interrupted].value
 
 
-def train(cfg: Config, progress: bool | None = None, resume_hint: str = RESUME_HINT) -> dict:
-    """Train (or resume) the run described by `cfg`; returns the last epoch's metrics, or {"interrupted": SIGNAL}
-    after a SIGTERM/SIGINT checkpoint (`resume_hint` ends the line that says so)."""
+def interruption_message(result: dict) -> str:
+    """What an interrupted `fit` did, for its caller to print (with how to go on)."""
+    where = ", before its evaluation" if result["before_evaluation"] else ""
+    return (
+        f"{result['interrupted']}: checkpoint saved in epoch {result['epoch'] + 1} after step "
+        f"{result['step']}/{result['steps_per_epoch']}{where} ({result['checkpoint']})"
+    )
+
+
+def train(cfg: Config, progress: bool | None = None) -> dict:
+    """`zeroi2v train`: `fit`, and on SIGTERM/SIGINT say where it stopped and how to resume."""
+    result = fit(cfg, progress)
+    if "interrupted" in result and int(os.environ.get("RANK", 0)) == 0:
+        print(f"{interruption_message(result)}; {RESUME_HINT}", flush=True)
+    return result
+
+
+def fit(cfg: Config, progress: bool | None = None) -> dict:
+    """Train (or resume) the run described by `cfg`. Returns the last epoch's metrics, or after a
+    SIGTERM/SIGINT checkpoint the interruption: {"interrupted": SIGNAL, "epoch", "step", ...}."""
     cfg = _absolute(cfg)
     out = Path(cfg.output)
     if out.exists() and not out.is_dir():
@@ -419,18 +493,8 @@ def train(cfg: Config, progress: bool | None = None, resume_hint: str = RESUME_H
                 _check_resumable(out, cfg)
             run = setup(cfg)
             if rank == 0:
-                atomic_write_text(out / "config.yaml", dump_config(cfg))
-                atomic_write_json(
-                    out / CONFIG_FILE,
-                    {"format": "zeroi2v", "merged": False, "config": dataclasses.asdict(run.model.config)},
-                )
-                if run.classes:
-                    atomic_write_text(out / "classes.txt", "\n".join(run.classes) + "\n")
-                if cfg.data.shots:
-                    atomic_write_text(
-                        out / "few_shot_train.txt", "".join(f"{p} {label}\n" for p, label in run.train_set.samples)
-                    )
-            return loop(run, progress if progress is not None else (rank == 0 and interactive()), resume_hint)
+                _write_run_files(run)
+            return loop(run, progress if progress is not None else (rank == 0 and interactive()))
     except (UserError, KeyboardInterrupt):
         if rank == 0 and created and not (out / CKPT_DIR).exists():  # failed before any work: leave nothing
             shutil.rmtree(out, ignore_errors=True)
@@ -440,212 +504,256 @@ def train(cfg: Config, progress: bool | None = None, resume_hint: str = RESUME_H
         raise
 
 
-def loop(run: Run, show: bool, resume_hint: str = RESUME_HINT) -> dict:
-    cfg, t, out, model, optimizer, scaler = run.cfg, run.cfg.train, run.out, run.model, run.optimizer, run.scaler
-    resume = load_checkpoint(out, model, optimizer, scaler)
-    epoch, start_step = (resume["epoch"], resume["step"]) if resume else (0, 0)
-    history, best = (resume["history"], resume["best_top1"]) if resume else ([], -1.0)
-    bad_steps = resume["bad_steps"] if resume else 0
-    # this epoch's sums before an interruption, over all ranks: rank 0 carries them, the others start from 0
-    partial = resume.get("partial_sums") if resume and run.rank == 0 else None
+def _write_run_files(run: Run) -> None:
+    """config.yaml, model.json, classes.txt (and the few-shot list): the run directory before any step."""
+    out, cfg = run.out, run.cfg
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    atomic_write_json(
+        out / CONFIG_FILE, {"format": "zeroi2v", "merged": False, "config": dataclasses.asdict(run.model.config)}
+    )
+    if run.classes:
+        atomic_write_text(out / "classes.txt", "\n".join(run.classes) + "\n")
+    if cfg.data.shots:
+        atomic_write_text(out / "few_shot_train.txt", "".join(f"{p} {label}\n" for p, label in run.train_set.samples))
+
+
+class SignalFlag:
+    """While entered, SIGTERM/SIGINT only set a flag: the loop checkpoints at its next step and returns."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __enter__(self):
+        self.handlers = {s: signal.signal(s, self._set) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self.handlers.items():
+            signal.signal(s, h)
+
+    def _set(self, signum, frame):
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum or signal.SIGTERM).name
+
+
+def loop(run: Run, show: bool) -> dict:
+    """Epochs from the last checkpoint to the end: each epoch's steps, then its end (evaluate, checkpoint)."""
+    t = run.cfg.train
+    state = load_checkpoint(run.out, run.model, run.optimizer, run.scaler, run.rank)
     if run.rank == 0:
-        for note in run.notes:
-            print(note, file=sys.stderr if note.startswith("WARNING") else sys.stdout, flush=True)
-        if resume and epoch >= t.epochs:
-            print(f"{out} already finished ({t.epochs} epochs); nothing to do")
-        elif resume:
-            print(
-                f"resuming {out}: {epoch} epoch(s) done, continuing epoch {epoch + 1} at step "
-                f"{start_step}/{run.steps_per_epoch}"
-            )
-    writer = tensorboard_writer(out) if t.tensorboard and run.rank == 0 else None
-    stop = {"signal": None}
-
-    def on_signal(signum, frame):
-        stop["signal"] = signum
-
-    def stop_here(epoch: int, step: int, sums: dict, when: str = "") -> dict:
-        """Checkpoint after `step` steps of `epoch` because of the signal, say so, return the interruption."""
-        name = signal.Signals(stop["signal"] or signal.SIGTERM).name
-        totals = dict(
-            zip(sums, all_sum(list(sums.values()), run.device), strict=False)
-        )  # the ranks stop together: one collective
-        if run.rank == 0:
-            path = save_checkpoint(
-                out,
-                model,
-                optimizer,
-                scaler,
-                dict(epoch=epoch, step=step, history=history, best_top1=best, bad_steps=bad_steps, partial_sums=totals),
-            )
-            print(
-                f"{name}: checkpoint saved in epoch {epoch + 1} after step {step}/{run.steps_per_epoch}{when} "
-                f"({path.relative_to(out)}); {resume_hint}",
-                flush=True,
-            )
-        return {"interrupted": name}
-
-    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    metrics = history[-1] if history else {}
-    bar = None
+        announce(run, state)
+    state = state or TrainState()
+    writer = tensorboard_writer(run.out) if t.tensorboard and run.rank == 0 else None
     try:
-        while epoch < t.epochs:
-            run.train_set.set_epoch(epoch)
-            sampler = EpochSampler(
-                len(run.train_set),
-                run.rank,
-                run.world,
-                t.seed,
-                epoch,
-                run.per_step * t.accum_steps,
-                start=start_step * run.per_step * t.accum_steps,
-            )
-            batches = iter(
-                torch.utils.data.DataLoader(
-                    run.train_set,
-                    batch_size=run.per_step,
-                    sampler=sampler,
-                    num_workers=t.num_workers,
-                    collate_fn=collate,
-                    worker_init_fn=worker_init,
-                    drop_last=True,
-                    pin_memory=run.device.type == "cuda",
-                )
-            )
-            run.step_model.train()
-            sums = partial or {"loss": 0.0, "seen": 0.0, "skipped": 0.0, "seconds": 0.0}
-            partial = None
-            tick = time.time()
-            # the epoch's last lr, for its metrics even when no step is left (stopped after its last step)
-            lr = t.lr * lr_factor((epoch + 1) * run.steps_per_epoch - 1, run.steps_per_epoch, t)
-            bar = tqdm(
-                total=run.steps_per_epoch,
-                initial=start_step,
-                desc=f"epoch {epoch + 1}/{t.epochs}",
-                disable=not show,
-                dynamic_ncols=True,
-            )
-            for step in range(start_step, run.steps_per_epoch):
-                global_step = epoch * run.steps_per_epoch + step
-                lr = t.lr * lr_factor(global_step, run.steps_per_epoch, t)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * group["lr_mult"]
-                step_loss = 0.0
-                for micro in range(t.accum_steps):
-                    batch = next(batches)
-                    sums["skipped"] += len(batch["skipped"])
-                    video, label = batch["video"].to(run.device, non_blocking=True), batch["label"].to(run.device)
-                    sync = micro == t.accum_steps - 1 or run.world == 1
-                    with nullcontext() if sync else run.step_model.no_sync(), run.autocast():
-                        loss = F.cross_entropy(run.step_model(video).float(), label, label_smoothing=t.label_smoothing)
-                    scaler.scale(loss / t.accum_steps).backward()
-                    step_loss += loss.item() / t.accum_steps
-                # one collective per step: every rank agrees on a non-finite loss and on stopping (a signal
-                # may reach the ranks at different steps; all must checkpoint at the same one)
-                finite_ranks, stopping = all_sum(
-                    [float(math.isfinite(step_loss)), float(stop["signal"] is not None)], run.device
-                )
-                if finite_ranks == run.world:
-                    scaler.unscale_(optimizer)
-                    if t.clip_grad:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    sums["loss"] += step_loss * run.per_step
-                    sums["seen"] += run.per_step
-                else:
-                    bad_steps += 1
-                    if bad_steps > t.max_bad_steps:
-                        raise UserError(
-                            f"non-finite loss at epoch {epoch + 1} step {step + 1}; the last good "
-                            f"checkpoint is kept in {out / CKPT_DIR} (lower train.lr or set train.clip_grad)"
-                        )
-                optimizer.zero_grad(set_to_none=True)
-                bar.update(1)
-                bar.set_postfix(
-                    loss=f"{step_loss:.3f}",
-                    lr=f"{lr:.3g}",
-                    clips_per_s=f"{t.batch_size * (step + 1 - start_step) / (time.time() - tick):.1f}",
-                )
-                if writer:
-                    writer.add_scalar("train/loss", step_loss, global_step + 1)
-                    writer.add_scalar("train/lr", lr, global_step + 1)
-                if stopping:
-                    bar.close()
-                    return stop_here(epoch, step + 1, sums)
-            bar.close()
-            sums["seconds"] += time.time() - tick
-            loss_sum, seen, skipped, seconds = all_sum(
-                [sums[k] for k in ("loss", "seen", "skipped", "seconds")], run.device
-            )
-            if seen and skipped / (seen + skipped) > cfg.data.max_broken_fraction:
-                raise UserError(
-                    f"{int(skipped)} of {int(seen + skipped)} training samples this epoch could not be "
-                    f"decoded (> data.max_broken_fraction={cfg.data.max_broken_fraction}); check data.root"
-                )
-            metrics = {
-                "epoch": epoch + 1,
-                "train_loss": loss_sum / max(1, seen),
-                "lr": lr,
-                "skipped_videos": int(skipped),
-                "epoch_seconds": round(sums["seconds"], 2),
-            }
-            if run.val_set is not None and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
-                result = evaluate_dataset(
-                    model,
-                    run.val_set,
-                    run.device,
-                    run.rank,
-                    run.world,
-                    batch_size=run.per_step,
-                    num_workers=t.num_workers,
-                    autocast=run.autocast,
-                    progress=show,
-                    should_stop=lambda: stop["signal"] is not None,
-                )
-                if result is None:  # a signal during the evaluation: keep the epoch's steps, evaluate on resume
-                    return stop_here(epoch, run.steps_per_epoch, sums, ", before its evaluation")
-                if result["metrics"]["num_videos"] == 0:
-                    raise UserError(
-                        f"none of the {len(run.val_set)} validation videos could be read (e.g. "
-                        f"{run.val_set.path(0)}); check data.val_list and data.root"
-                    )
-                metrics.update({f"val_{k}": v for k, v in result["metrics"].items()})
-            history.append(metrics)
-            epoch, start_step = epoch + 1, 0
-            if run.rank == 0:
-                top1 = metrics.get("val_top1", -1.0)
-                if top1 > best:
-                    best = top1
-                    save_pretrained(model, out / "best")
-                save_checkpoint(
-                    out,
-                    model,
-                    optimizer,
-                    scaler,
-                    dict(epoch=epoch, step=0, history=history, best_top1=best, bad_steps=bad_steps),
-                )
-                write_metrics(out, history)
-                if writer:
-                    for key, value in metrics.items():
-                        if key.startswith("val_") and isinstance(value, float):
-                            writer.add_scalar(f"val/{key[4:]}", value, epoch * run.steps_per_epoch)
-                    writer.flush()
-                print(
-                    ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()),
-                    flush=True,
-                )
+        with SignalFlag() as stop:
+            while state.epoch < t.epochs:
+                if train_epoch(run, state, stop, show, writer):
+                    return interrupt(run, state, stop)
+                if end_epoch(run, state, stop, show, writer):
+                    return interrupt(run, state, stop, before_evaluation=True)
     finally:
-        if bar is not None:
-            bar.close()
         if writer:
             writer.close()
-        for s, h in handlers.items():
-            signal.signal(s, h)
+    finish(run)
+    return state.history[-1] if state.history else {}
+
+
+def announce(run: Run, state: TrainState | None) -> None:
+    """The run's notes, and whether it starts, resumes or has nothing left to do."""
+    t = run.cfg.train
+    for note in run.notes:
+        print(note, file=sys.stderr if note.startswith("WARNING") else sys.stdout, flush=True)
+    if state and state.epoch >= t.epochs:
+        print(f"{run.out} already finished ({plural(t.epochs, 'epoch')}); nothing to do")
+    elif state:
+        print(
+            f"resuming {run.out}: {plural(state.epoch, 'epoch')} done, continuing epoch {state.epoch + 1} at "
+            f"step {state.step}/{run.steps_per_epoch}"
+        )
+
+
+def epoch_batches(run: Run, state: TrainState):
+    """This rank's batches of epoch `state.epoch`, from step `state.step` on."""
+    t = run.cfg.train
+    run.train_set.set_epoch(state.epoch)
+    clips = run.per_step * t.accum_steps
+    sampler = EpochSampler(len(run.train_set), run.rank, run.world, t.seed, state.epoch, clips, state.step * clips)
+    loader = torch.utils.data.DataLoader(
+        run.train_set,
+        batch_size=run.per_step,
+        sampler=sampler,
+        num_workers=t.num_workers,
+        collate_fn=collate,
+        worker_init_fn=worker_init,
+        drop_last=True,
+        pin_memory=run.device.type == "cuda",
+    )
+    return iter(loader)
+
+
+def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A collated batch on the training device: (video, label)."""
+    return batch["video"].to(device, non_blocking=True), batch["label"].to(device)
+
+
+def train_step(run: Run, batches, sums: dict) -> float:
+    """Forward and backward over `accum_steps` micro-batches (gradients synchronised on the last); the loss."""
+    t, step_loss = run.cfg.train, 0.0
+    for micro in range(t.accum_steps):
+        batch = next(batches)
+        sums["skipped"] += len(batch["skipped"])
+        video, label = to_device(batch, run.device)
+        sync = micro == t.accum_steps - 1 or run.world == 1
+        with nullcontext() if sync else run.step_model.no_sync(), run.autocast():
+            loss = F.cross_entropy(run.step_model(video).float(), label, label_smoothing=t.label_smoothing)
+        run.scaler.scale(loss / t.accum_steps).backward()
+        step_loss += loss.item() / t.accum_steps
+    return step_loss
+
+
+def optimizer_step(run: Run, state: TrainState, all_finite: bool, step_loss: float) -> None:
+    """Apply the step's gradients, or skip a step whose loss is not finite on some rank (too many: stop)."""
+    t = run.cfg.train
+    if all_finite:
+        run.scaler.unscale_(run.optimizer)
+        if t.clip_grad:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.clip_grad)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        state.sums["loss"] += step_loss * run.per_step
+        state.sums["seen"] += run.per_step
+    else:
+        state.bad_steps += 1
+        if state.bad_steps > t.max_bad_steps:
+            raise UserError(
+                f"non-finite loss at epoch {state.epoch + 1} step {state.step + 1}; the last good "
+                f"checkpoint is kept in {run.out / CKPT_DIR} (lower train.lr or set train.clip_grad)"
+            )
+    run.optimizer.zero_grad(set_to_none=True)
+
+
+def train_epoch(run: Run, state: TrainState, stop: SignalFlag, show: bool, writer) -> bool:
+    """The steps of epoch `state.epoch` from step `state.step`; True if a signal stopped it (after a step)."""
+    t, first = run.cfg.train, state.step
+    batches = epoch_batches(run, state)
+    run.step_model.train()
+    tick = time.time()
+    bar = tqdm(
+        total=run.steps_per_epoch,
+        initial=first,
+        desc=f"epoch {state.epoch + 1}/{t.epochs}",
+        disable=not show,
+        dynamic_ncols=True,
+    )
+    with bar:
+        for step in range(first, run.steps_per_epoch):
+            global_step = state.epoch * run.steps_per_epoch + step
+            lr = t.lr * lr_factor(global_step, run.steps_per_epoch, t)
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr * group["lr_mult"]
+            step_loss = train_step(run, batches, state.sums)
+            # one collective per step: every rank agrees on a non-finite loss and on stopping (a signal
+            # may reach the ranks at different steps; all must checkpoint at the same one)
+            finite_ranks, stopping = all_sum(
+                [float(math.isfinite(step_loss)), float(stop.signum is not None)], run.device
+            )
+            optimizer_step(run, state, finite_ranks == run.world, step_loss)
+            state.step = step + 1
+            speed = t.batch_size * (step + 1 - first) / (time.time() - tick)
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.3g}", clips_per_s=f"{speed:.1f}")
+            if writer:
+                writer.add_scalar("train/loss", step_loss, global_step + 1)
+                writer.add_scalar("train/lr", lr, global_step + 1)
+            if stopping:
+                return True
+    state.sums["seconds"] += time.time() - tick
+    return False
+
+
+def end_epoch(run: Run, state: TrainState, stop: SignalFlag, show: bool, writer) -> bool:
+    """Metrics over all ranks, the evaluation when due, the checkpoint; True if a signal stopped the
+    evaluation (the epoch's steps are kept: the resume only evaluates)."""
+    t, epoch, sums = run.cfg.train, state.epoch, state.sums
+    loss_sum, seen, skipped = all_sum([sums[k] for k in ("loss", "seen", "skipped")], run.device)
+    if seen and skipped / (seen + skipped) > run.cfg.data.max_broken_fraction:
+        raise UserError(
+            f"{int(skipped)} of {int(seen + skipped)} training samples this epoch could not be "
+            f"decoded (> data.max_broken_fraction={run.cfg.data.max_broken_fraction}); check data.root"
+        )
+    metrics = {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / max(1, seen),
+        "lr": t.lr * lr_factor((epoch + 1) * run.steps_per_epoch - 1, run.steps_per_epoch, t),  # its last step's
+        "skipped_videos": int(skipped),
+        "epoch_seconds": round(sums["seconds"], 2),
+    }
+    if run.val_set is not None and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
+        result = evaluate_dataset(
+            run.model,
+            run.val_set,
+            run.device,
+            run.rank,
+            run.world,
+            batch_size=run.per_step,
+            num_workers=t.num_workers,
+            autocast=run.autocast,
+            progress=show,
+            should_stop=lambda: stop.signum is not None,
+        )
+        if result is None:
+            return True
+        if result["metrics"]["num_videos"] == 0:
+            raise UserError(
+                f"none of the {len(run.val_set)} validation videos could be read (e.g. "
+                f"{run.val_set.path(0)}); check data.val_list and data.root"
+            )
+        metrics.update({f"val_{k}": v for k, v in result["metrics"].items()})
+    state.history.append(metrics)
+    state.epoch, state.step, state.sums = epoch + 1, 0, new_sums()
     if run.rank == 0:
-        save_pretrained(model, out)  # the run directory is a model directory (final weights)
-        if (out / "best").is_dir() and run.classes:
-            shutil.copy(out / "classes.txt", out / "best" / "classes.txt")
+        record_epoch(run, state, metrics, writer)
+    return False
+
+
+def record_epoch(run: Run, state: TrainState, metrics: dict, writer) -> None:
+    """Rank 0, after an epoch: the best model so far, the checkpoint, metrics.jsonl and the log line."""
+    top1 = metrics.get("val_top1", -1.0)
+    if top1 > state.best_top1:
+        state.best_top1 = top1
+        save_pretrained(run.model, run.out / "best")
+    save_checkpoint(run.out, run.model, run.optimizer, run.scaler, state)
+    write_metrics(run.out, state.history)
+    if writer:
+        for key, value in metrics.items():
+            if key.startswith("val_") and isinstance(value, float):
+                writer.add_scalar(f"val/{key[4:]}", value, state.epoch * run.steps_per_epoch)
+        writer.flush()
+    print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
+
+
+def interrupt(run: Run, state: TrainState, stop: SignalFlag, before_evaluation: bool = False) -> dict:
+    """Checkpoint where a signal stopped the run (the ranks stop together: one collective for the sums)."""
+    state.sums = dict(zip(state.sums, all_sum(list(state.sums.values()), run.device), strict=True))
+    path = save_checkpoint(run.out, run.model, run.optimizer, run.scaler, state) if run.rank == 0 else None
+    return {
+        "interrupted": stop.name,
+        "epoch": state.epoch,
+        "step": state.step,
+        "steps_per_epoch": run.steps_per_epoch,
+        "before_evaluation": before_evaluation,
+        "checkpoint": str(path.relative_to(run.out)) if path else None,
+    }
+
+
+def finish(run: Run) -> None:
+    """The run directory becomes a model directory (final weights); every rank waits for it."""
+    if run.rank == 0:
+        save_pretrained(run.model, run.out)
+        if (run.out / "best").is_dir() and run.classes:
+            shutil.copy(run.out / "classes.txt", run.out / "best" / "classes.txt")
     if dist.is_initialized():
         dist.barrier()
-    return metrics
