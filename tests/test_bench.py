@@ -11,16 +11,10 @@ from pathlib import Path
 import timm
 import torch
 
-from zeroi2v.bench import (
-    assemble,
-    checks,
-    compile_markdown,
-    cpu_peak_bytes,
-    interleaved_times,
-    main,
-    reference_style_attention,
-    train_step_child,
-)
+from zeroi2v.bench import main
+from zeroi2v.bench_report import assemble, checks, compile_markdown
+from zeroi2v.cost_tables import reference_style_attention, train_step_child
+from zeroi2v.timing import cpu_peak_bytes, interleaved_times
 from zeroi2v.stdha import STDHAttention
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +95,7 @@ def test_bench_smoke_as_a_command(tmp_path):
 
 def test_training_measurement_child():
     """One training configuration as the bench's subprocesses run it (frozen vs full: what trains)."""
-    from zeroi2v.bench import TINY
+    from zeroi2v.cost_tables import TINY
 
     spec = dict(
         method="zeroi2v",

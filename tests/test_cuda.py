@@ -180,7 +180,7 @@ def test_inductor_compiles_training_step_and_merged_model_on_cuda():
 
 
 def test_training_peak_memory_from_cuda_allocator():
-    from zeroi2v.bench import train_step_child
+    from zeroi2v.cost_tables import train_step_child
 
     spec = dict(
         method="zeroi2v",

@@ -4,6 +4,8 @@ pretraining that produces the shipped backbone."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -24,8 +26,28 @@ def demo(tmp_path_factory):
     for run in ("mine", "zeroi2v"):  # a user's run beside the demo's, and a stale demo run
         (out / "runs" / run).mkdir(parents=True)
         (out / "runs" / run / "old.txt").write_text("x")
-    assert cli_main(["demo", "--tiny", "--probe", "--out", str(out)]) == 0
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        assert cli_main(["demo", "--tiny", "--probe", "--out", str(out)]) == 0
+    (out.parent / f"{out.name}.log").write_text(log.getvalue())
     return out
+
+
+def test_demo_log_says_each_step_once_in_plain_words(demo):
+    log = (demo.parent / f"{demo.name}.log").read_text()
+    assert log.count("[3/5]") == 1 and "3 rows, 1 epoch each" in log and "1 epochs" not in log
+    averaging = next(line for line in log.splitlines() if line.startswith("model ") and "frame averaging" in line)
+    assert "(zeroi2v)" not in averaging
+
+
+def test_demo_without_onnxruntime_helps_and_says_what_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as on an install without the onnx extra
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["demo", "--help"])
+    assert exit_.value.code == 0 and "--tiny" in capsys.readouterr().out
+    assert cli_main(["demo", "--tiny", "--out", str(tmp_path / "d")]) == 2
+    assert "pip install 'zeroi2v[onnx]'" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()  # said before any work
 
 
 def test_demo_starts_its_own_runs_over_and_leaves_other_runs_alone(demo):

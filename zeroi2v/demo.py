@@ -16,12 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import timm
 import torch
 
@@ -37,7 +35,8 @@ from zeroi2v.model import count_flops, count_params, create_model
 from zeroi2v.plots import accuracy_bars, plt, training_curves
 from zeroi2v.pretrain import BACKBONE, SHIPPED, TIMM_KWARGS, cached_backbone
 from zeroi2v.reparam import reparameterize
-from zeroi2v.train import exit_code, fit, interruption_message
+from zeroi2v.timing import relative_speeds
+from zeroi2v.train import exit_code, fit, interruption_message, plural
 
 FRAMES = 8  # sampled from the 16-frame videos (uniform segments); configs/demo.yaml's model.num_frames
 ROWS = {  # slug -> (name, config changes on top of configs/demo.yaml); the backbone is frozen in every row
@@ -72,16 +71,6 @@ DEMO_OUTPUTS = (
 )  # and curves_*.png, runs/<row>, data/
 
 
-def is_demo_output(out: Path) -> bool:
-    """A folder a demo wrote: its marker, or the summary.json of a demo from before the marker existed."""
-    if (out / DEMO_MARK).is_file():
-        return True
-    try:
-        return "predictions_identical" in json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        return False
-
-
 def run_config(
     out: Path,
     data: dict,
@@ -109,44 +98,7 @@ def run_config(
     return load_config(RECIPE, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
 
 
-def paired_speeds(models: dict, clip: torch.Tensor, rounds: int = 7, repeats: int = 5) -> dict:
-    """Clips/s of each model and its speed relative to the first one, from paired, interleaved rounds.
-
-    Within a round the models take turns call by call (the order rotated every round), so load from
-    other processes hits all of them alike; each round gives each model a median time and a ratio to
-    the first model. Returns {name: {"clips_per_s", "ratio" (median over rounds), "ratio_min",
-    "ratio_max", "rounds"}}: the spread is how far one round's ratio strayed.
-    """
-    names = list(models)
-    with torch.no_grad():
-        for m in models.values():
-            m.eval()
-            m(clip)  # warm-up
-        speeds = {n: [] for n in names}
-        for r in range(rounds):
-            order = names[r % len(names) :] + names[: r % len(names)]
-            times = {n: [] for n in names}
-            for _ in range(repeats):
-                for n in order:
-                    start = time.perf_counter()
-                    models[n](clip)
-                    times[n].append(time.perf_counter() - start)
-            for n in names:
-                speeds[n].append(clip.shape[0] / statistics.median(times[n]))
-    out = {}
-    for n in names:
-        ratios = [a / b for a, b in zip(speeds[n], speeds[names[0]], strict=False)]
-        out[n] = {
-            "clips_per_s": statistics.median(speeds[n]),
-            "ratio": statistics.median(ratios),
-            "ratio_min": min(ratios),
-            "ratio_max": max(ratios),
-            "rounds": rounds,
-        }
-    return out
-
-
-def main(argv=None) -> int:
+def parse_args(argv):
     parser = argparse.ArgumentParser(prog="zeroi2v demo", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--out", default="demo_output", help="output directory: new, empty or a previous demo's (default: demo_output)"
@@ -163,8 +115,11 @@ def main(argv=None) -> int:
         action="store_true",
         help="pretrain the image backbone here (cached) instead of using the shipped one",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def demo_size(args) -> dict:
+    """Videos per class, epochs and frames of this demo (the recipe's, unless the options say otherwise)."""
     size = dict(SIZES["tiny" if args.tiny else "default"])
     recipe = load_config(RECIPE)
     size["epochs"] = args.epochs if args.epochs is not None else size["epochs"] or recipe.train.epochs
@@ -173,8 +128,11 @@ def main(argv=None) -> int:
     size["recipe"] = str(RECIPE)
     if size["epochs"] < 1 or size["train_per_class"] < 2:
         raise UserError("--epochs must be >= 1 and --train-per-class >= 2")
-    t0 = time.time()
-    out = Path(args.out)
+    return size
+
+
+def prepare_out(out: Path) -> bool:
+    """Make --out a demo's folder (never over files a demo did not write); True if a demo wrote it before."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")
     try:
@@ -182,7 +140,7 @@ def main(argv=None) -> int:
     except OSError as e:
         raise UserError(f"cannot create --out {out}: {e.strerror}") from None
     slugs = (*ROWS, PROBE_ROW[0], FULL_ROW[0])
-    ours = is_demo_output(out)
+    ours = (out / DEMO_MARK).is_file()
     if not ours:  # --out may be a folder with the user's own files (`--out .`): never write over them
         theirs = (
             [name for name in DEMO_OUTPUTS if (out / name).exists()]
@@ -198,6 +156,25 @@ def main(argv=None) -> int:
     for slug in slugs:  # a demo always starts over: its own runs only (other runs under runs/ stay)
         if (out / "runs" / slug).exists():
             shutil.rmtree(out / "runs" / slug)
+    return ours
+
+
+def require_onnxruntime() -> None:
+    """The demo's deployment step runs the ONNX file with onnxruntime: say so before minutes of training."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise UserError("the demo exports to ONNX and runs it with onnxruntime: pip install 'zeroi2v[onnx]'") from None
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    size = demo_size(args)
+    require_onnxruntime()
+    t0 = time.time()
+    out = Path(args.out)
+    ours = prepare_out(out)
 
     print(f"[1/5] synthetic motion videos -> {out / 'data'}", flush=True)
     data = make_motion_dataset(
@@ -218,37 +195,10 @@ def main(argv=None) -> int:
     pre_info = json.loads(pre_info.read_text()) if pre_info.is_file() else {}
     print(f"      {backbone}: held-out image accuracy {pre_info.get('held_out_accuracy', 'n/a')}")
 
-    rows = dict(ROWS)
-    if args.probe:
-        rows[PROBE_ROW[0]] = PROBE_ROW[1]
-    if args.full:
-        rows[FULL_ROW[0]] = FULL_ROW[1]
-    results = {}
-    for slug, (name, changes) in rows.items():
-        print(f"[3/5] training {name}: {size['epochs']} epochs, frozen image backbone", flush=True)
-        cfg = run_config(out, data, backbone, slug, changes, size["epochs"])
-        run_dir = str(cfg.output)
-        start = time.time()
-        metrics = fit(cfg)
-        if "interrupted" in metrics:  # Ctrl-C / SIGTERM in a row's training: stop the demo, not only the row
-            print(
-                f"{interruption_message(metrics)}; a rerun of the demo starts over (this row alone resumes "
-                f"with `zeroi2v train {run_dir}/config.yaml`)",
-                flush=True,
-            )
-            return exit_code(metrics["interrupted"])
-        trainable = count_params(load_pretrained(run_dir), trainable_only=True)
-        history = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-        results[slug] = {
-            "name": name,
-            "top1": metrics.get("val_top1", 0.0),
-            "top5": metrics.get("val_top5", 0.0),
-            "trainable": trainable,
-            "seconds": round(time.time() - start, 1),
-            "dir": run_dir,
-            "history": history,
-        }
-        print(f"      val top-1 {100 * results[slug]['top1']:.1f}% ({results[slug]['seconds']:.0f} s)", flush=True)
+    rows = {**ROWS, **dict([PROBE_ROW] if args.probe else []), **dict([FULL_ROW] if args.full else [])}
+    results = train_rows(out, data, backbone, rows, size["epochs"])
+    if isinstance(results, int):  # interrupted: the exit status
+        return results
     zero_dir = results["zeroi2v"]["dir"]
     test = evaluate(zero_dir, progress=False)  # metrics.json, per-class accuracy, confusion matrix
     print(
@@ -264,6 +214,36 @@ def main(argv=None) -> int:
     headline(results, deploy)
     print(f"\nreport: {out / 'report.md'}  (demo took {seconds:.0f} s)")
     return 0
+
+
+def train_rows(out: Path, data: dict, backbone: Path, rows: dict, epochs: int) -> dict | int:
+    """Train every row; their results, or the exit status after Ctrl-C / SIGTERM (which stops the demo)."""
+    print(f"[3/5] training {len(rows)} rows, {plural(epochs, 'epoch')} each, frozen image backbone", flush=True)
+    results = {}
+    for slug, (name, changes) in rows.items():
+        print(f"      {name}", flush=True)
+        cfg = run_config(out, data, backbone, slug, changes, epochs)
+        run_dir = str(cfg.output)
+        start = time.time()
+        metrics = fit(cfg)
+        if "interrupted" in metrics:
+            print(
+                f"{interruption_message(metrics)}; a rerun of the demo starts over (this row alone resumes "
+                f"with `zeroi2v train {run_dir}/config.yaml`)",
+                flush=True,
+            )
+            return exit_code(metrics["interrupted"])
+        results[slug] = {
+            "name": name,
+            "top1": metrics.get("val_top1", 0.0),
+            "top5": metrics.get("val_top5", 0.0),
+            "trainable": count_params(load_pretrained(run_dir), trainable_only=True),
+            "seconds": round(time.time() - start, 1),
+            "dir": run_dir,
+            "history": [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()],
+        }
+        print(f"      val top-1 {100 * results[slug]['top1']:.1f}% ({results[slug]['seconds']:.0f} s)", flush=True)
+    return results
 
 
 def deployment(
@@ -310,7 +290,7 @@ def deployment(
         "ZeroI2V merged (deployed)": merged,
         "ZeroI2V unmerged (training)": model,
     }
-    speeds = paired_speeds(models, clip, timing_rounds, timing_repeats)  # speeds relative to the plain model
+    speeds = relative_speeds(models, clip, timing_rounds, timing_repeats)  # speeds relative to the plain model
     cost = {name: (count_params(m), count_flops(m), speeds[name]["clips_per_s"]) for name, m in models.items()}
     with torch.no_grad():
         same = bool(torch.equal(model(clip).argmax(-1), merged(clip).argmax(-1)))
@@ -343,6 +323,7 @@ def deployment(
 
 def onnx_top1(path, views: torch.Tensor, classes: list[str]) -> str:
     """One prediction through onnxruntime alone (no torch model involved)."""
+    import onnxruntime as ort  # the `onnx` extra (checked by require_onnxruntime)
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {session.get_inputs()[0].name: views.numpy()})
@@ -382,6 +363,14 @@ def write_report(
     if (zero_dir / "confusion_matrix.png").is_file():
         shutil.copy(zero_dir / "confusion_matrix.png", out / "confusion_matrix.png")
 
+    lines = report_accuracy(data, results, test, pre_info, size)
+    lines += report_deployment(deploy)
+    lines += report_reruns(out, data, results, deploy, size, seconds)
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    atomic_write_json(out / "summary.json", summary(results, test, deploy, size, seconds))
+
+
+def report_accuracy(data: dict, results: dict, test: dict, pre_info: dict, size: dict) -> list[str]:
     acc = pre_info.get("held_out_accuracy", {})
     lines = [
         "# zeroi2v demo report",
@@ -389,18 +378,18 @@ def write_report(
         f"**Task.** {len(data['classes'])} classes of synthetic videos in time-reversed pairs "
         f"({', '.join(data['classes'])}), random shapes, colours, textures, positions and speeds; "
         f"{size['train_per_class']} training and {size['val_per_class']} validation videos per class, "
-        f"{size.get('frames', FRAMES)} frames per clip. The two classes of a pair show the same set of frames, so a model that "
-        "ignores frame order (frame averaging, linear probe) cannot beat ~50%.",
+        f"{size.get('frames', FRAMES)} frames per clip. The two classes of a pair show the same set of frames, "
+        "so a model that ignores frame order (frame averaging, linear probe) cannot beat ~50%.",
         "",
         f"**Backbone.** A 4-block timm ViT ({pre_info.get('backbone', '?')} with {pre_info.get('timm_kwargs', {})}) "
         f"pretrained on still images only ({pre_info.get('steps', '?')} steps; held-out attribute accuracy "
         + ", ".join(f"{k} {100 * v:.0f}%" for k, v in acc.items())
         + "), frozen in every row.",
         "",
-        f"**Recipe.** `configs/demo.yaml` ({size['epochs']} epochs; every row is that file with only the row's "
-        "change: no temporal heads or temporal embedding for frame averaging, and no adapters either for the "
-        "linear probe). To train on your own small motion dataset, copy it and set only `data.root`, `data.train_list`, "
-        "`data.val_list`, `model.num_classes` and `output`.",
+        f"**Recipe.** `configs/demo.yaml` ({plural(size['epochs'], 'epoch')}; every row is that file with only "
+        "the row's change: no temporal heads or temporal embedding for frame averaging, and no adapters either for the "
+        "linear probe). To train on your own small motion dataset, copy it and set only `data.root`, "
+        "`data.train_list`, `data.val_list`, `model.num_classes` and `output`.",
         "",
         "## Accuracy",
         "",
@@ -422,6 +411,11 @@ def write_report(
         "",
     ]
     lines += [f"![training curves: {r['name']}](curves_{slug}.png)" for slug, r in results.items()]
+    return lines
+
+
+def report_deployment(deploy: dict) -> list[str]:
+    lines = []
     lines += [
         "",
         "## Deployment",
@@ -455,6 +449,12 @@ def write_report(
     for p in deploy["predictions"]:
         top = ", ".join(f"{c} {100 * q:.0f}%" for c, q in p["top"])
         lines.append(f"- `{Path(p['video']).name}` (true: {p['true']}): {top}")
+    return lines
+
+
+def report_reruns(out: Path, data: dict, results: dict, deploy: dict, size: dict, seconds: float) -> list[str]:
+    zero_dir = Path(results["zeroi2v"]["dir"])
+    lines = []
     lines += [
         "",
         "![frame strip](frame_strip.png)",
@@ -477,8 +477,11 @@ def write_report(
         "",
         f"Demo total: {seconds:.0f} s.",
     ]
-    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
-    summary = {
+    return lines
+
+
+def summary(results: dict, test: dict, deploy: dict, size: dict, seconds: float) -> dict:
+    return {
         "rows": {slug: {k: v for k, v in r.items() if k != "history"} for slug, r in results.items()},
         "eval": test,
         "merge_error": deploy["merge_error"],
@@ -501,7 +504,6 @@ def write_report(
             for k, v in deploy["cost"].items()
         },
     }
-    atomic_write_json(out / "summary.json", summary)
 
 
 def headline(results: dict, deploy: dict) -> None:

@@ -364,6 +364,14 @@ def _precision(amp: str, device: torch.device) -> tuple[str, torch.amp.GradScale
     return amp, scaler, (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
 
 
+def method_label(m) -> str:
+    """What a model config trains: a peer's name, ZeroI2V, or (no temporal heads, no temporal embedding)
+    the image model on each frame, averaged."""
+    if m.method != "zeroi2v" or m.head_offsets or m.temporal_embedding:
+        return m.method
+    return "frame averaging: no temporal heads or temporal embedding"
+
+
 def _summary(cfg: Config, run: Run, num_classes: int, amp: str) -> list[str]:
     """The two lines that say what the run will do."""
     t, classes, model = cfg.train, run.classes, run.model
@@ -372,7 +380,7 @@ def _summary(cfg: Config, run: Run, num_classes: int, amp: str) -> list[str]:
         f"run {cfg.output}: {len(run.train_set)} training videos"
         + (f", {len(run.val_set)} validation" if run.val_set else "")
         + f", {num_classes} classes{named}",
-        f"model {cfg.model.backbone} ({cfg.model.method}): {count_params(model, trainable_only=True):,} of "
+        f"model {cfg.model.backbone} ({method_label(cfg.model)}): {count_params(model, trainable_only=True):,} of "
         f"{count_params(model):,} parameters trained; {run.world} process(es) on {run.device}, precision {amp}, "
         f"{plural(t.epochs, 'epoch')} × {run.steps_per_epoch} steps of {t.batch_size} clips",
     ]
