@@ -103,6 +103,44 @@ def blank_patch_mask(batch: int, grid: int, share: float) -> torch.Tensor:
     return blank
 
 
+class StillsNet(nn.Module):
+    """The demo ViT with its pretraining heads: attribute logits (class token) and, per patch, which
+    cells of the grid the object covers."""
+
+    def __init__(self):
+        super().__init__()
+        import timm
+
+        self.vit = timm.create_model(BACKBONE, pretrained=False, num_classes=sum(TARGETS.values()), **TIMM_KWARGS)
+        self.dense_head = nn.Linear(self.vit.embed_dim, CELLS * CELLS)
+        self.register_buffer("mean", torch.tensor(self.vit.pretrained_cfg["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.vit.pretrained_cfg["std"]).view(1, 3, 1, 1), persistent=False)
+        self.splits = np.cumsum([0] + list(TARGETS.values()))  # each attribute's slice of the logits
+
+    def forward(self, images: np.ndarray, blank: torch.Tensor | None = None):
+        patch = TIMM_KWARGS["patch_size"]
+        x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - self.mean) / self.std
+        if blank is not None:
+            x = x * (1 - blank.repeat_interleave(patch, 1).repeat_interleave(patch, 2)[:, None])
+        tokens = self.vit.forward_features(x)
+        return self.vit.forward_head(tokens), self.dense_head(tokens[:, self.vit.num_prefix_tokens :])
+
+
+@torch.no_grad()
+def held_out_accuracy(net: StillsNet, seed: int) -> dict[str, float]:
+    """Accuracy of each attribute and the IoU of the covered cells on 512 fresh stills."""
+    images, labels, masks = random_images(512, TIMM_KWARGS["img_size"], np.random.default_rng(seed))
+    logits, cells = net(images)
+    accuracy, splits = {}, net.splits
+    for i, name in enumerate(TARGETS):
+        has = labels[:, i] != IGNORE
+        correct = logits[:, splits[i] : splits[i + 1]].argmax(1).numpy() == labels[:, i]
+        accuracy[name] = round(float(correct[has].mean()), 3)
+    pred, true = cells > 0, dense_targets(masks, TIMM_KWARGS["patch_size"]) > 0.5
+    accuracy["cells_iou"] = round(float((pred & true).sum() / (pred | true).sum()), 3)
+    return accuracy
+
+
 def pretrain(
     out_path,
     *,
@@ -121,7 +159,6 @@ def pretrain(
     cells of them the object covers. Only the neighbouring patches can tell, which pulls some heads
     towards local attention (docs/stability.md, "Why: the demo backbone's attention is flat").
     """
-    import timm
     from tqdm import tqdm
 
     from zeroi2v.fileio import atomic_save_safetensors, atomic_write_json
@@ -129,23 +166,11 @@ def pretrain(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     size, patch = TIMM_KWARGS["img_size"], TIMM_KWARGS["patch_size"]
-    model = timm.create_model(BACKBONE, pretrained=False, num_classes=sum(TARGETS.values()), **TIMM_KWARGS)
-    dense_head = nn.Linear(model.embed_dim, CELLS * CELLS)
-    mean = torch.tensor(model.pretrained_cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(model.pretrained_cfg["std"]).view(1, 3, 1, 1)
-    splits = np.cumsum([0] + list(TARGETS.values()))
-
-    def forward(images: np.ndarray, blank: torch.Tensor | None = None):
-        x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std
-        if blank is not None:
-            x = x * (1 - blank.repeat_interleave(patch, 1).repeat_interleave(patch, 2)[:, None])
-        tokens = model.forward_features(x)
-        return model.forward_head(tokens), dense_head(tokens[:, model.num_prefix_tokens :])
-
-    params = list(model.parameters()) + list(dense_head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    forward = StillsNet()
+    model, splits = forward.vit, forward.splits
+    optimizer = torch.optim.AdamW(forward.parameters(), lr=lr, weight_decay=0.05)
     start = time.time()
-    model.train()
+    forward.train()
     bar = tqdm(range(steps), desc="pretraining the image backbone", disable=not progress, dynamic_ncols=True)
     for step in bar:
         for group in optimizer.param_groups:  # warm-up then cosine
@@ -166,17 +191,7 @@ def pretrain(
         if step % 20 == 0:
             bar.set_postfix(attributes=f"{attr_loss.item():.3f}", cells=f"{dense_loss.item():.4f}")
 
-    model.eval()
-    images, labels, masks = random_images(512, size, np.random.default_rng(seed + 1))
-    with torch.no_grad():
-        logits, cells = forward(images)
-    accuracy = {}
-    for i, name in enumerate(TARGETS):
-        has = labels[:, i] != IGNORE
-        correct = logits[:, splits[i] : splits[i + 1]].argmax(1).numpy() == labels[:, i]
-        accuracy[name] = round(float(correct[has].mean()), 3)
-    pred, true = cells > 0, dense_targets(masks, patch) > 0.5
-    accuracy["cells_iou"] = round(float((pred & true).sum() / (pred | true).sum()), 3)
+    accuracy = held_out_accuracy(forward.eval(), seed + 1)
     out_path = Path(out_path)
     atomic_save_safetensors(out_path, model.state_dict())
     info = {

@@ -289,6 +289,44 @@ def write_video(path, frames: np.ndarray, fps: int = 8, codec: str = "libx264") 
     atomic_write(path, write)
 
 
+def _check_settings(
+    family, num_classes, codec, shapes, train_per_class, val_per_class, num_frames, size, speed, noise
+) -> float:
+    """One-line errors for impossible settings; the noise level (None: the family's default)."""
+    if family not in FAMILIES:
+        raise UserError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
+    if num_classes % 2 or not 2 <= num_classes <= len(FAMILIES[family]):
+        raise UserError(f"num_classes must be an even number in [2, {len(FAMILIES[family])}], got {num_classes}")
+    if codec not in CODECS and codec != "mixed":
+        raise UserError(f"codec must be one of {sorted(CODECS) + ['mixed']}, got {codec!r}")
+    if shapes not in ("basic", "all"):
+        raise UserError(f"shapes must be 'basic' or 'all', got {shapes!r}")
+    noise = (0.0 if family == "basic" else 4.0) if noise is None else float(noise)
+    for name, value, low in (
+        ("train_per_class", train_per_class, 1),
+        ("val_per_class", val_per_class, 0),
+        ("num_frames", num_frames, 2),
+        ("size", size, 16),
+    ):
+        if int(value) < low:
+            raise UserError(f"{name} must be >= {low}, got {value}")
+    if size % 2:
+        raise UserError(f"size must be even (yuv420p video), got {size}")
+    if not 0 < speed <= 4 or not 0 <= noise <= 64:
+        raise UserError(f"speed must be in (0, 4] and noise in [0, 64], got {speed}, {noise}")
+    return noise
+
+
+def _refuse_foreign_lists(out: Path, force: bool) -> None:
+    """A folder whose annotation lists zeroi2v synth did not write is never overwritten (unless `force`)."""
+    theirs = [name for name in ("train.txt", "val.txt", "classes.txt") if (out / name).exists()]
+    if theirs and not force and not (out / "synth.json").is_file():
+        raise UserError(
+            f"{out} holds {', '.join(theirs)} that zeroi2v synth did not write; refusing to overwrite "
+            "them (choose a new or empty folder; zeroi2v synth --force overwrites them)"
+        )
+
+
 def make_motion_dataset(
     out_dir,
     *,
@@ -318,37 +356,14 @@ def make_motion_dataset(
     on a terminal.
     """
     progress = interactive() if progress is None else progress
-    if family not in FAMILIES:
-        raise UserError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
+    noise = _check_settings(
+        family, num_classes, codec, shapes, train_per_class, val_per_class, num_frames, size, speed, noise
+    )
     names = FAMILIES[family]
-    if num_classes % 2 or not 2 <= num_classes <= len(names):
-        raise UserError(f"num_classes must be an even number in [2, {len(names)}], got {num_classes}")
-    if codec not in CODECS and codec != "mixed":
-        raise UserError(f"codec must be one of {sorted(CODECS) + ['mixed']}, got {codec!r}")
-    if shapes not in ("basic", "all"):
-        raise UserError(f"shapes must be 'basic' or 'all', got {shapes!r}")
-    noise = (0.0 if family == "basic" else 4.0) if noise is None else float(noise)
-    for name, value, low in (
-        ("train_per_class", train_per_class, 1),
-        ("val_per_class", val_per_class, 0),
-        ("num_frames", num_frames, 2),
-        ("size", size, 16),
-    ):
-        if int(value) < low:
-            raise UserError(f"{name} must be >= {low}, got {value}")
-    if size % 2:
-        raise UserError(f"size must be even (yuv420p video), got {size}")
-    if not 0 < speed <= 4 or not 0 <= noise <= 64:
-        raise UserError(f"speed must be in (0, 4] and noise in [0, 64], got {speed}, {noise}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder")
-    theirs = [name for name in ("train.txt", "val.txt", "classes.txt") if (out / name).exists()]
-    if theirs and not force and not (out / "synth.json").is_file():
-        raise UserError(
-            f"{out} holds {', '.join(theirs)} that zeroi2v synth did not write; refusing to overwrite "
-            "them (choose a new or empty folder; zeroi2v synth --force overwrites them)"
-        )
+    _refuse_foreign_lists(out, force)
     settings = dict(
         family=family,
         train_per_class=int(train_per_class),
