@@ -13,16 +13,14 @@ WORK/results.json, so an interrupted or partial study continues where it stopped
 different families can run side by side on one cache (one per core, OMP_NUM_THREADS=1), and
 `--report-only` rewrites the document from the cache.
 
-    python benchmarks/ablations.py                      # the full study: 3 seeds, both families
-    python benchmarks/ablations.py --quick              # 1 seed, fewer epochs and videos (smoke-sized)
-    python benchmarks/ablations.py --groups heads lr --seeds 0 1 --max-minutes 60
+    python -m benchmarks.ablations                      # the full study: 3 seeds, both families
+    python -m benchmarks.ablations --quick              # 1 seed, fewer epochs and videos (smoke-sized)
+    python -m benchmarks.ablations --groups heads lr --seeds 0 1 --max-minutes 60
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import hashlib
 import json
 import os
 import platform
@@ -32,11 +30,11 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.common import DOCS, ROOT, backbone_sha256, check_study_options, recipe_id, store
+from benchmarks.common import RECIPE as COMMON_RECIPE
 from zeroi2v.weights import builtin_weights_path
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "configs" / "demo.yaml"
-DOCS = ROOT / "docs"
+RECIPE = COMMON_RECIPE  # the recipe studied (--recipe: another file)
 
 GROUPS = {  # name -> (title, [(row label, {config key: value}), ...]); {} is the recipe itself
     "heads": (
@@ -198,46 +196,6 @@ def make_data(work: Path, family: str, size: dict) -> Path:
     return out
 
 
-def store(cache: Path, key: str, value: dict) -> dict:
-    """Add one run to the cache file, keeping what side-by-side invocations (e.g. one per family, each
-    with OMP_NUM_THREADS=1) added meanwhile; returns the merged cache."""
-    import fcntl
-
-    from zeroi2v.fileio import atomic_write_json
-
-    with open(cache.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        results = json.loads(cache.read_text()) if cache.is_file() else {}
-        results[key] = value
-        atomic_write_json(cache, results)
-    return results
-
-
-SAME_RESULT = ("data.cache_frames",)  # settings that change how fast a run goes, not what it computes
-
-
-@functools.cache
-def backbone_sha256(backbone=None) -> str:
-    """sha256 of the image backbone's weights file (default: the shipped one); '' if there is none.
-    Cached: every run key of a study needs it, and the file does not change during one invocation."""
-    weights = Path(backbone) if backbone else builtin_weights_path()
-    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else ""
-
-
-def recipe_id(ignore: tuple[str, ...] = (), backbone=None) -> str:
-    """Short hash of configs/demo.yaml's settings (comments aside, and the `section.key` settings in
-    `ignore`, which every run sets itself) and of the shipped backbone's weights: results cached for
-    another recipe or another image pretraining (`backbone`: default the shipped one) are never reused."""
-    import yaml
-
-    settings = yaml.safe_load(RECIPE.read_text())
-    for dotted in (*ignore, *SAME_RESULT):
-        section, key = dotted.split(".")
-        settings.get(section, {}).pop(key, None)
-    settings["backbone_sha256"] = backbone_sha256(backbone)
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-
-
 def run_key(family: str, changes: dict, seed: int, size: dict) -> str:
     return json.dumps(
         {
@@ -247,7 +205,7 @@ def run_key(family: str, changes: dict, seed: int, size: dict) -> str:
             "epochs": size["epochs"],
             "train_per_class": size["train_per_class"],
             "val_per_class": size["val_per_class"],
-            "recipe": recipe_id(),
+            "recipe": recipe_id(recipe=RECIPE),
         },
         sort_keys=True,
     )
@@ -268,9 +226,10 @@ def train_once(work: Path, data: Path, changes: dict, seed: int, size: dict, nam
         **changes,
     }
     args = ["train", str(RECIPE), "--set", *[f"{k}={json.dumps(v)}" for k, v in sets.items()]]
-    cmd = [sys.executable, __file__, "--gelu-train", *args] if gelu else [sys.executable, "-m", "zeroi2v", *args]
+    cmd = [sys.executable, "-m", "benchmarks.gelu_adapters" if gelu else "zeroi2v", *args]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     start = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.time() - start
     metrics = Path(sets["output"]) / "metrics.jsonl"
     lines = metrics.read_text().splitlines() if metrics.is_file() else []
@@ -317,29 +276,16 @@ def health(run_dir: str) -> dict:
     return {"max_adapter_gain": round(max(gains, default=1.0), 2), "residual_rms": [round(r, 2) for r in rms]}
 
 
-def gelu_train(argv: list[str]) -> int:
-    """`zeroi2v train` with GELU inside every adapter (down -> GELU -> up): the non-mergeable variant."""
-    import torch.nn.functional as F
-
-    from zeroi2v import adapters
-    from zeroi2v.cli import main
-
-    def forward(self, x):
-        return x + self.scale * self.up(self.drop(F.gelu(self.down(x))))
-
-    adapters.LinearAdapter.forward = forward
-    return main(argv)
-
-
 def inference_cost() -> dict:
     """Params, FLOPs and paired CPU speed of the deployed models: linear adapters are folded (the plain
-    image model's cost), GELU adapters stay (the unmerged model's cost)."""
+    image model's cost), GELU adapters stay (the cost of the adapters in every block)."""
     import torch
 
-    from zeroi2v.demo import paired_speeds
+    from benchmarks.gelu_adapters import with_gelu_adapters
     from zeroi2v.model import count_flops, count_params, create_model
     from zeroi2v.pretrain import BACKBONE, TIMM_KWARGS
     from zeroi2v.reparam import reparameterize
+    from zeroi2v.timing import relative_speeds
 
     torch.manual_seed(0)
     frames, offsets = recipe_value("model.num_frames"), recipe_value("model.head_offsets")
@@ -348,6 +294,7 @@ def inference_cost() -> dict:
         if p.requires_grad:
             torch.nn.init.normal_(p, std=0.02)
     merged = reparameterize(model)
+    gelu = with_gelu_adapters(model)
     plain = create_model(
         BACKBONE,
         num_frames=frames,
@@ -358,7 +305,7 @@ def inference_cost() -> dict:
         **TIMM_KWARGS,
     ).eval()
     clip = torch.randn(16, 3, frames, TIMM_KWARGS["img_size"], TIMM_KWARGS["img_size"])
-    speeds = paired_speeds({"plain": plain, "linear": merged, "gelu": model}, clip, rounds=15, repeats=5)
+    speeds = relative_speeds({"plain": plain, "linear": merged, "gelu": gelu}, clip, rounds=15, repeats=5)
     return {
         name: {
             "params": count_params(m),
@@ -366,7 +313,7 @@ def inference_cost() -> dict:
             "speed_ratio": speeds[name]["ratio"],
             "speed_range": [speeds[name]["ratio_min"], speeds[name]["ratio_max"]],
         }
-        for name, m in (("plain", plain), ("linear", merged), ("gelu", model))
+        for name, m in (("plain", plain), ("linear", merged), ("gelu", gelu))
     }
 
 
@@ -442,7 +389,7 @@ def write_doc(
     if left_out:
         lines += [
             f"**Not in this document** (groups of the full study this invocation did not run): "
-            f"{'; '.join(left_out)}. `python benchmarks/ablations.py` runs them all.",
+            f"{'; '.join(left_out)}. `python -m benchmarks.ablations` runs them all.",
             "",
         ]
     for name in groups:
@@ -506,20 +453,7 @@ def write_doc(
     return text
 
 
-def check_study_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """One-line usage errors for the size options this study and benchmarks/accuracy.py share, before any
-    video is written (a 0 would otherwise silently read as "the default")."""
-    if any(seed < 0 for seed in args.seeds or []):
-        parser.error(f"--seeds must be >= 0, got {args.seeds}")
-    for flag in ("epochs", "train_per_class", "val_per_class"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--gelu-train"]:
-        return gelu_train(argv[1:])
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"smaller study: {QUICK}")
     parser.add_argument("--groups", nargs="+", choices=list(GROUPS), default=list(GROUPS))
@@ -530,64 +464,82 @@ def main(argv=None) -> int:
     parser.add_argument("--val-per-class", type=int, default=None)
     parser.add_argument("--max-minutes", type=float, default=None, help="start no new run after this long")
     parser.add_argument("--work", default="/tmp/zeroi2v_ablations", help="scratch folder: videos, runs, results.json")
-    parser.add_argument("--out", default=str(DOCS / "ablations.md"))
+    parser.add_argument("--out", default=str(DOCS / "research" / "ablations.md"))
     parser.add_argument("--report-only", action="store_true", help="rewrite the document from the cache")
     parser.add_argument("--recipe", default=None, help="another recipe file to study (default: configs/demo.yaml)")
     args = parser.parse_args(argv)
     check_study_options(parser, args)
-    if args.recipe:
-        if not Path(args.recipe).is_file():
-            parser.error(f"--recipe {args.recipe}: no such file")
-        global RECIPE
-        RECIPE = Path(args.recipe).resolve()
+    if args.recipe and not Path(args.recipe).is_file():
+        parser.error(f"--recipe {args.recipe}: no such file")
+    return args
+
+
+def study_size(args) -> tuple[dict, list[int]]:
+    """Videos per class and epochs of every run, and the seeds (--quick or the full study, then the options)."""
     size = dict(QUICK if args.quick else FULL)
-    if args.epochs:
-        size["epochs"] = args.epochs
-    if args.train_per_class:
-        size["train_per_class"] = args.train_per_class
-    if args.val_per_class:
-        size["val_per_class"] = args.val_per_class
-    seeds = args.seeds if args.seeds is not None else size.pop("seeds")
-    size.pop("seeds", None)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
+    for key in ("epochs", "train_per_class", "val_per_class"):
+        if getattr(args, key):
+            size[key] = getattr(args, key)
+    seeds = size.pop("seeds")
+    return size, args.seeds if args.seeds is not None else seeds
+
+
+def run_study(args, work: Path, size: dict, seeds: list[int], skipped: dict) -> dict:
+    """Every run not in the cache yet (until --max-minutes); the cache, with them."""
     cache = work / "results.json"
     results = json.loads(cache.read_text()) if cache.is_file() else {}
-    skipped = {}
-    if "blocks" in args.groups and not key_supported("model.stdha_blocks", [0, 1]):
-        skipped["blocks"] = "this version's config has no `model.stdha_blocks` key (temporal heads in chosen blocks)"
+    todo = []  # seed-major, then row by row with every family: a partial study has whole rows for seed 0
+    for seed in seeds:
+        for name in (g for g in args.groups if g not in skipped):
+            for _, changes in GROUPS[name][1]:
+                for family in args.families:
+                    key = run_key(family, changes, seed, size)
+                    if key not in results and all(t[0] != key for t in todo):
+                        todo.append((key, family, changes, seed))
+    print(f"{len(todo)} runs to do ({len(results)} cached)", flush=True)
     start = time.time()
-    if not args.report_only:
-        # seed-major, then row by row with every family: a partial study has whole rows for seed 0
-        todo = []
-        for seed in seeds:
-            for name in args.groups:
-                if name in skipped:
-                    continue
-                for _, changes in GROUPS[name][1]:
-                    for family in args.families:
-                        key = run_key(family, changes, seed, size)
-                        if key not in results and all(t[0] != key for t in todo):
-                            todo.append((key, family, changes, seed))
-        print(f"{len(todo)} runs to do ({len(results)} cached)", flush=True)
-        for i, (key, family, changes, seed) in enumerate(todo):
-            if args.max_minutes and time.time() - start > 60 * args.max_minutes:
-                print(f"--max-minutes reached: {len(todo) - i} runs left for a later invocation", flush=True)
-                break
-            data = make_data(work, family, size)
-            name = f"{family}_s{seed}_{abs(hash(key)) % 10**8}"
-            results = store(cache, key, train_once(work, data, changes, seed, size, name))
-            print(f"[{i + 1}/{len(todo)}] {family} seed {seed} {changes}: {results[key]}", flush=True)
-    cost = inference_cost() if "adapter_kind" in args.groups else None
-    shown, skip = [], 0  # the study's command: without the options that only say where and how long
+    for i, (key, family, changes, seed) in enumerate(todo):
+        if args.max_minutes and time.time() - start > 60 * args.max_minutes:
+            print(f"--max-minutes reached: {len(todo) - i} runs left for a later invocation", flush=True)
+            break
+        data = make_data(work, family, size)
+        name = f"{family}_s{seed}_{abs(hash(key)) % 10**8}"
+        results = store(cache, key, train_once(work, data, changes, seed, size, name))
+        print(f"[{i + 1}/{len(todo)}] {family} seed {seed} {changes}: {results[key]}", flush=True)
+    return results
+
+
+def shown_command(argv: list[str]) -> str:
+    """The study's command: without the options that only say where and how long (--recipe: the document says it)."""
+    shown, skip = [], 0
     for a in argv:
         if skip:
             skip -= 1
-        elif a in ("--out", "--work", "--max-minutes", "--recipe"):  # --recipe: said in the document
+        elif a in ("--out", "--work", "--max-minutes", "--recipe"):
             skip = 1
         elif a != "--report-only":
             shown.append(a)
-    command = "python benchmarks/ablations.py" + (" " + " ".join(shown) if shown else "")
+    return "python -m benchmarks.ablations" + (" " + " ".join(shown) if shown else "")
+
+
+def main(argv=None) -> int:
+    global RECIPE
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.recipe:
+        RECIPE = Path(args.recipe).resolve()
+    size, seeds = study_size(args)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    skipped = {}
+    if "blocks" in args.groups and not key_supported("model.stdha_blocks", [0, 1]):
+        skipped["blocks"] = "this version's config has no `model.stdha_blocks` key (temporal heads in chosen blocks)"
+    if args.report_only:
+        cache = work / "results.json"
+        results = json.loads(cache.read_text()) if cache.is_file() else {}
+    else:
+        results = run_study(args, work, size, seeds, skipped)
+    cost = inference_cost() if "adapter_kind" in args.groups else None
     text = write_doc(
         Path(args.out),
         results,
@@ -597,7 +549,7 @@ def main(argv=None) -> int:
         seeds,
         skipped,
         cost,
-        command,
+        shown_command(argv),
         recipe_value("train.epochs"),
     )
     print(text)

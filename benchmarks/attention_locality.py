@@ -11,7 +11,7 @@ For every block and head, on frames of synthetic motion videos (patch tokens onl
 - `distance`: mean grid distance (in patches) between a patch and the patches it attends to,
 - `entropy`: attention entropy / log(N) (1: uniform over all N tokens).
 
-    python benchmarks/attention_locality.py [--backbone FILE] [--family complex] [--out docs/bench/attention_locality.md]
+    python -m benchmarks.attention_locality [--backbone FILE] [--family complex] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     images = synthetic_frames(args.family, args.videos, 8, TIMM_KWARGS["img_size"], args.seed)
     table = locality(model, images)
     n_tokens = model.patch_embed.num_patches + model.num_prefix_tokens
-    command = "python benchmarks/attention_locality.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
+    command = "python -m benchmarks.attention_locality" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
     text = report(table, n_tokens, model.patch_embed.grid_size, backbone, command)
     try:
         atomic_write_text(Path(args.out), text)

@@ -1,7 +1,7 @@
 """Clips/s of the seeking frame reader vs decoding the whole video, on a generated H.264 video.
 
-    python benchmarks/decode.py                      # writes docs/benchmarks_decode.md
-    python benchmarks/decode.py --rounds 3 --out -   # print only
+    python -m benchmarks.decode                      # writes docs/benchmarks_decode.md
+    python -m benchmarks.decode --rounds 3 --out -   # print only
 
 One "clip" is what the training loader does per video: count the frames (`num_frames`), draw a
 dense 8x16 clip at a random offset (MMAction2 train sampling), decode those 8 frames. The naive
@@ -24,14 +24,14 @@ import av
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from zeroi2v.bench import interleaved_times, write_test_video  # noqa: E402
-from zeroi2v.data.decode import num_frames, open_video, read_frames  # noqa: E402
-from zeroi2v.data.sampling import sample_indices  # noqa: E402
+from zeroi2v.data.decode import num_frames, open_video, read_frames
+from zeroi2v.data.sampling import sample_indices
+from zeroi2v.loader_bench import write_test_video
+from zeroi2v.timing import interleaved_times
 
 
 def write_video(path, seconds: float, fps: int, width: int, height: int, gop: int | None) -> str:
-    """A smooth random scene panning 3 px/frame with a bouncing square (`zeroi2v.bench.write_test_video`)."""
+    """A smooth random scene panning 3 px/frame with a bouncing square (`zeroi2v.loader_bench.write_test_video`)."""
     return write_test_video(path, seconds, fps, width, height, gop)
 
 
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
             assert all(torch.equal(clips["sampler"], clip) for clip in clips.values())  # same frames
             rngs = {name: np.random.default_rng(0) for name in methods}  # the same clips for every reader
 
-            def clips_of(name):
+            def clips_of(name, methods=methods, path=path, rngs=rngs):
                 for _ in range(args.clips):
                     methods[name](path, rngs[name])
 
@@ -134,13 +134,14 @@ def main(argv=None) -> int:
         f"**{m['sampler'] / m['naive']:.1f}x** | {m['sampler'] / m['decode_all']:.1f}x |"
         for name, n, k, m in rows
     ]
-    command = "python benchmarks/decode.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    command = "python -m benchmarks.decode" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     text = "\n".join(
         [
             "## Decoding",
             "",
             f"Dense 8x16 training clips (random offset, MMAction2 `SampleFrames`) from a generated "
-            f"{args.seconds:g} s, {width}x{height}, {args.fps} fps H.264 MP4 (a smooth random scene panning 3 px/frame, crf 23, "
+            f"{args.seconds:g} s, {width}x{height}, {args.fps} fps H.264 MP4 (a smooth random scene panning "
+            "3 px/frame, crf 23, "
             "x264 defaults otherwise: B-frames, scene-cut keyframes). "
             "One clip = `num_frames` (container count, checked by demuxing the tail) + `sample_indices` + "
             "`read_frames` (seek to the keyframe before the first needed frame, stop after the last, convert only "

@@ -24,7 +24,7 @@
 # then run this script with `.whl` carried; it installs .whl/*.whl into /tmp/site when `import av` fails.
 # The files come back through $OUT (when set): gpu_check.tar.gz (docs/bench/gpu/), gpu.md, gpu_check.log.
 # Unpack with `tar xzf gpu_check.tar.gz` in the repository root, then
-#   python -c "from zeroi2v.bench import assemble; assemble('docs/benchmarks.md')"
+#   python -c "from zeroi2v.bench_report import assemble; assemble('docs/benchmarks.md')"
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -117,7 +117,7 @@ step "training table" 190 40 "${BENCH[@]}" "${COMMON[@]}" "${TRAIN[@]}" --what t
 step "torch.compile on/off" 200 60 "${BENCH[@]}" "${COMMON[@]}" "${COMPILE[@]}" --compile
 step "loader vs model" 150 40 "${BENCH[@]}" "${COMMON[@]}" "${LOADER[@]}" --loader
 
-$PY benchmarks/gpu_report.py "$DIR" --device "$DEVICE" --small "$SMALL" --budget "$BUDGET" \
+$PY -m benchmarks.gpu_report "$DIR" --device "$DEVICE" --small "$SMALL" --budget "$BUDGET" \
     --seconds $(($(date +%s) - START)) >> "$LOG" 2>&1
 echo "GPU check done in $(($(date +%s) - START)) s; section $DIR/gpu.md" | tee -a "$LOG"
 if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then

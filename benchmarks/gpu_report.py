@@ -2,7 +2,7 @@
 its folder: the step log (`steps.jsonl`, `gpu_check.log`), the CUDA tests' outcomes, and the bench
 sections (cost, train, compile, loader), headings demoted one level. Then re-assembles docs/benchmarks.md.
 
-    python benchmarks/gpu_report.py docs/bench/gpu --device cuda
+    python -m benchmarks.gpu_report docs/bench/gpu --device cuda
 """
 
 from __future__ import annotations
@@ -10,13 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from zeroi2v.bench import STATUS, assemble  # noqa: E402
-from zeroi2v.fileio import atomic_write_text  # noqa: E402
+from zeroi2v.bench_report import STATUS, assemble
+from zeroi2v.fileio import atomic_write_text
 
 PARTS = ("cost", "train", "compile", "loader")
 
@@ -95,9 +93,8 @@ def main(argv=None) -> int:
         ok = None if dry else (not bad and counts["PASSED"] > 0)
         lines.append(f"| all CUDA tests green (`pytest -m cuda`) | {summary} | {STATUS[ok]} |")
     else:
-        lines.append(
-            f"| all CUDA tests green (`pytest -m cuda`) | no test outcomes in the log | {STATUS[None if dry else False]} |"
-        )
+        status = STATUS[None if dry else False]
+        lines.append(f"| all CUDA tests green (`pytest -m cuda`) | no test outcomes in the log | {status} |")
     for c in checks:
         lines.append(f"| {c['check']} | {c['measured']} | {STATUS[None if dry else c['ok']]} |")
     lines.append("")

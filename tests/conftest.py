@@ -18,14 +18,10 @@ ENV = {**os.environ, "CI": "true", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "
 
 
 def load_benchmark(name: str):
-    """benchmarks/<name>.py as a module (the scripts are not a package)."""
-    import importlib.util
+    """The study `benchmarks.<name>` (run as `python -m benchmarks.<name>`)."""
+    import importlib
 
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # as importlib's docs do: dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def make_ramp_dataset(

@@ -1,10 +1,9 @@
-"""benchmarks/ablations.py: every row is a valid change of configs/demo.yaml, and the generated document
+"""benchmarks.ablations: every row is a valid change of configs/demo.yaml, and the generated document
 reports mean ± std, single seeds and missing cells honestly (no training here)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +20,7 @@ def test_every_row_is_a_valid_change_of_the_recipe(ablations):
 
     recipe_epochs = load_config(ablations.RECIPE, ["model.pretrained=x.safetensors"]).train.epochs
     for name, (_, rows) in ablations.GROUPS.items():
-        for label, changes in rows:
+        for _label, changes in rows:
             sets = [f"{k}={json.dumps(v)}" for k, v in changes.items() if not k.startswith("_")]
             if any(k == "model.stdha_blocks" for k in changes) and not ablations.key_supported(
                 "model.stdha_blocks", [0]
@@ -49,7 +48,7 @@ def test_document_reports_seeds_and_missing_cells(ablations, tmp_path):
         [0, 1],
         {"blocks": "no key"},
         None,
-        "python benchmarks/ablations.py --quick",
+        "python -m benchmarks.ablations --quick",
         20,
     )
     assert "| [] (no temporal heads) | 85.0 ± 7.1 | 50.0 (1 of 2 seeds) |" in text
@@ -58,25 +57,25 @@ def test_document_reports_seeds_and_missing_cells(ablations, tmp_path):
     assert (tmp_path / "a.md").read_text() == text
 
 
-def test_gelu_variant_is_not_linear(ablations, monkeypatch):
-    """The GELU row really changes the adapter (so it cannot be folded), and only inside that process."""
+def test_gelu_variant_is_a_model_of_its_own_and_not_linear():
+    """The GELU row's model has GELU adapters (so it cannot be folded); LinearAdapter itself is untouched."""
     import torch
 
-    from zeroi2v import adapters
+    from benchmarks.gelu_adapters import GELUAdapter, build_gelu_model
+    from zeroi2v.adapters import LinearAdapter
+    from zeroi2v.model import model_config
 
-    original = adapters.LinearAdapter.forward
-    monkeypatch.setattr(ablations, "main", None)  # not used; gelu_train is called directly below
-    called = {}
-    monkeypatch.setattr("zeroi2v.cli.main", lambda argv: called.setdefault("argv", argv) and 0)
-    ablations.gelu_train(["train", "x.yaml"])
-    try:
-        a = adapters.LinearAdapter(8, 0.5, 1.0)
-        torch.nn.init.normal_(a.up.weight)
-        x = torch.randn(4, 8)
-        assert not torch.allclose(a(2 * x) - a(torch.zeros_like(x)), 2 * (a(x) - a(torch.zeros_like(x))), atol=1e-4)
-    finally:
-        adapters.LinearAdapter.forward = original
-    assert called["argv"] == ["train", "x.yaml"]
+    cfg = model_config("vit_tiny_patch16_224", num_frames=2, num_classes=3, img_size=32, patch_size=8, depth=1)
+    model = build_gelu_model(cfg)
+    adapters = [m for m in model.modules() if isinstance(m, LinearAdapter)]
+    assert adapters and all(type(m) is GELUAdapter for m in adapters)
+    a = adapters[0]
+    torch.nn.init.normal_(a.up.weight)
+    x, zero = torch.randn(4, a.down.in_features), torch.zeros(4, a.down.in_features)
+    assert not torch.allclose(a(2 * x) - a(zero), 2 * (a(x) - a(zero)), atol=1e-4)  # not affine
+    linear = LinearAdapter(a.down.in_features, hidden=a.down.out_features, scale=a.scale)
+    linear.load_state_dict(a.state_dict())
+    assert torch.allclose(linear(2 * x) - linear(zero), 2 * (linear(x) - linear(zero)), atol=1e-4)
 
 
 def test_stability_rows_show_adapter_gain_and_residual_stream(ablations, tmp_path):
@@ -90,7 +89,7 @@ def test_stability_rows_show_adapter_gain_and_residual_stream(ablations, tmp_pat
         }
     }
     text = ablations.write_doc(
-        tmp_path / "a.md", results, ["stability"], ["basic"], size, [0], {}, None, "python benchmarks/ablations.py", 20
+        tmp_path / "a.md", results, ["stability"], ["basic"], size, [0], {}, None, "python -m benchmarks.ablations", 20
     )
     assert "| warm-up 1 epoch, lr 8e-3 | 12.5 (1 seed) | 15.0 | 24.0, 85.9, 86.8, 87.6 |" in text
     assert "| lr 1.6e-2 | not run | not run | not run |" in text
@@ -133,7 +132,6 @@ def test_health_of_a_trained_run(ablations, tmp_path, ramps, one_thread):
 )
 def test_study_scripts_refuse_bad_options_in_one_line(script, argv, message, tmp_path, monkeypatch, capsys):
     """A wrong option is refused before any video is written or any run starts: usage error (exit 2), one line."""
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # as `python benchmarks/x.py`
     module = load_benchmark(script)
     work = {"ablations": ["--work", str(tmp_path / "w")], "accuracy": ["--out", str(tmp_path / "w")]}.get(script, [])
     monkeypatch.setattr("sys.argv", [f"{script}.py", *argv, *work])
@@ -142,3 +140,13 @@ def test_study_scripts_refuse_bad_options_in_one_line(script, argv, message, tmp
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+def test_gelu_variant_trains_through_the_engine(tmp_path, ramps, one_thread):
+    """`python -m benchmarks.gelu_adapters train CFG`: the engine trains the GELU model it is given."""
+    from benchmarks.gelu_adapters import main
+    from tests.conftest import write_config
+
+    cfg = write_config(tmp_path / "c.yaml", ramps, tmp_path / "run", train__epochs=1, model__freeze=True)
+    assert main(["train", str(cfg), "--set", "train.batch_size=4"]) == 0
+    assert "val_top1" in (tmp_path / "run" / "metrics.jsonl").read_text()

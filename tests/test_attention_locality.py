@@ -1,4 +1,4 @@
-"""benchmarks/attention_locality.py measures what it says: uniform attention reads as uniform."""
+"""benchmarks.attention_locality measures what it says: uniform attention reads as uniform."""
 
 from __future__ import annotations
 
@@ -49,6 +49,6 @@ def test_report_names_the_backbone_and_the_uniform_reference(locality_module, tm
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"not really weights")
     table = [[{"own": 0.5, "distance": 0.7, "entropy": 0.3}]]
-    text = locality_module.report(table, 17, (4, 4), weights, "python benchmarks/attention_locality.py")
+    text = locality_module.report(table, 17, (4, 4), weights, "python -m benchmarks.attention_locality")
     assert "w.safetensors" in text and f"{1 / 17:.3f}" in text and "| 0 | 0 | 0.500 | 0.70 | 0.30 |" in text
     assert math.isfinite(float(text.split("distance ")[1].split(",")[0]))

@@ -14,8 +14,8 @@ import torch
 from zeroi2v.bench import main
 from zeroi2v.bench_report import assemble, checks, compile_markdown
 from zeroi2v.cost_tables import reference_style_attention, train_step_child
-from zeroi2v.timing import cpu_peak_bytes, interleaved_times
 from zeroi2v.stdha import STDHAttention
+from zeroi2v.timing import cpu_peak_bytes, interleaved_times
 
 ROOT = Path(__file__).resolve().parents[1]
 

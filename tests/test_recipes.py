@@ -232,4 +232,4 @@ def test_convert_official_refuses_an_ssv2_checkpoint_without_preset(tmp_path, ca
 
 def test_docs_training_md_is_generated_from_the_configs():
     recipes = load_benchmark("recipes")
-    assert recipes.main(["--check"]) == 0, "run: python benchmarks/recipes.py"
+    assert recipes.main(["--check"]) == 0, "run: python -m benchmarks.recipes"

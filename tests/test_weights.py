@@ -1,7 +1,7 @@
 """Interop: image weights in the layouts users have, and the reference ZeroI2V checkpoints.
 
-The reference forward pass below is restated from the paper and the reference code with plain tensor ops (channel-fold K/V
-shifting with clone-and-overwrite, as the MMAction2 code does); it never calls zeroi2v's model code.
+The reference forward pass below is restated from the paper and the reference code with plain tensor ops
+(channel-fold K/V shifting with clone-and-overwrite, as the MMAction2 code does); it never calls zeroi2v's model code.
 """
 
 import math
@@ -76,7 +76,7 @@ def image_tower():
     torch.manual_seed(0)
     tower = timm.create_model(CLIP, pretrained=False, num_classes=0, **SMALL).eval()
     with torch.no_grad():  # non-trivial norms and biases
-        for name, p in tower.named_parameters():
+        for p in tower.parameters():
             if p.ndim == 1:
                 p.add_(torch.randn_like(p) * 0.1)
     return tower
@@ -238,7 +238,8 @@ def reference_checkpoint(width, depth, patch, grid, T, classes, ratio=0.25, seed
 
 
 def reference_forward(sd, video, folds, scale):
-    """The method (paper §3, reference code) restated: CLIP ViT, adapters, channel-fold K/V shift (clone + overwrite)."""
+    """The method (paper §3, reference code) restated: CLIP ViT, adapters, channel-fold K/V shift
+    (clone + overwrite)."""
     B, _, T, H, W = video.shape
     conv = sd["backbone.conv1.weight"]
     D, patch = conv.shape[0], conv.shape[-1]
@@ -342,7 +343,8 @@ def test_official_checkpoint_matches_reference_forward(tmp_path, setting):
         ours_merged = merged(video)
     err, err_merged = (ref - ours).abs().max().item(), (ref - ours_merged).abs().max().item()
     print(
-        f"{setting}: reference parity max abs error {err:.2e}, merged {err_merged:.2e} (logit scale {ref.abs().max():.2f})"
+        f"{setting}: reference parity max abs error {err:.2e}, merged {err_merged:.2e} "
+        f"(logit scale {ref.abs().max():.2f})"
     )
     assert ref.abs().max() > 0.5
     assert err <= 1e-4 and err_merged <= 1e-4

@@ -369,7 +369,7 @@ def assemble(out: str | os.PathLike) -> str:
         f"{ASSEMBLED_MARK}: cost and speed "
         "(`zeroi2v bench`), `torch.compile` (`zeroi2v bench --compile`), loader vs model (`zeroi2v bench "
         "--loader`), the GPU check (`benchmarks/gpu_check.sh`), accuracy at equal budget "
-        "(`python benchmarks/accuracy.py`), video decoding (`python benchmarks/decode.py`). Rerun a script to "
+        "(`python -m benchmarks.accuracy`), video decoding (`python -m benchmarks.decode`). Rerun a script to "
         "refresh its section.",
         "",
     ]

@@ -386,8 +386,9 @@ def _summary(cfg: Config, run: Run, num_classes: int, amp: str) -> list[str]:
     ]
 
 
-def setup(cfg: Config) -> Run:
-    """Data, model, optimizer and precision of a run, checked before any work starts."""
+def setup(cfg: Config, build=build_model) -> Run:
+    """Data, model, optimizer and precision of a run, checked before any work starts. `build`: the model
+    factory (ModelConfig -> model), e.g. a study's variant of a method."""
     t, d = cfg.train, cfg.data
     rank, world, device = setup_distributed()
     notes = []
@@ -398,7 +399,7 @@ def setup(cfg: Config) -> Run:
     samples = few_shot(train_ann.samples, d.shots, t.seed) if d.shots else train_ann.samples
 
     torch.manual_seed(t.seed)
-    model = build_model(cfg.model_config(num_classes)).to(device)
+    model = build(cfg.model_config(num_classes)).to(device)
     if not cfg.model.pretrained and cfg.model.freeze:
         notes.append(
             "WARNING: model.pretrained is null and the backbone is frozen: training adapters on random "
@@ -475,15 +476,15 @@ def interruption_message(result: dict) -> str:
     )
 
 
-def train(cfg: Config, progress: bool | None = None) -> dict:
+def train(cfg: Config, progress: bool | None = None, build=build_model) -> dict:
     """`zeroi2v train`: `fit`, and on SIGTERM/SIGINT say where it stopped and how to resume."""
-    result = fit(cfg, progress)
+    result = fit(cfg, progress, build)
     if "interrupted" in result and int(os.environ.get("RANK", 0)) == 0:
         print(f"{interruption_message(result)}; {RESUME_HINT}", flush=True)
     return result
 
 
-def fit(cfg: Config, progress: bool | None = None) -> dict:
+def fit(cfg: Config, progress: bool | None = None, build=build_model) -> dict:
     """Train (or resume) the run described by `cfg`. Returns the last epoch's metrics, or after a
     SIGTERM/SIGINT checkpoint the interruption: {"interrupted": SIGNAL, "epoch", "step", ...}."""
     cfg = _absolute(cfg)
@@ -499,7 +500,7 @@ def fit(cfg: Config, progress: bool | None = None) -> dict:
             if rank == 0:
                 _check_output_is_a_run(out)
                 _check_resumable(out, cfg)
-            run = setup(cfg)
+            run = setup(cfg, build)
             if rank == 0:
                 _write_run_files(run)
             return loop(run, progress if progress is not None else (rank == 0 and interactive()))
