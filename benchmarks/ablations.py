@@ -8,7 +8,7 @@ Tables: temporal heads (Δt sets), which blocks carry them, adapter positions, a
 scale, temporal embedding, learning rate, epochs, linear vs GELU adapters (GELU cannot be folded
 into the frozen weights: their inference cost is shown next to their accuracy).
 
-Writes docs/ablations.md (generated; never edit by hand). Results are cached per run in
+Writes docs/research/ablations.md (generated; never edit by hand). Results are cached per run in
 WORK/results.json, so an interrupted or partial study continues where it stopped, invocations for
 different families can run side by side on one cache (one per core, OMP_NUM_THREADS=1), and
 `--report-only` rewrites the document from the cache.

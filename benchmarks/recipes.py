@@ -470,7 +470,7 @@ COMMON = """## What every config shares
 - `train.lr_mult` maps parameter-name prefixes to multipliers (the longest matching key wins; the
   classifier is `head.`, the ViT `backbone.`, the temporal embedding the top-level `temporal_embed`).
   A key with `*` or `?` is a glob over parameter names: `{"*.attn.qkv.adapter_in": 0.25}` slows the
-  q/k/v-input adapter of every block (what `docs/stability.md` tries against divergence).
+  q/k/v-input adapter of every block (what `docs/research/stability.md` tries against divergence).
   The ViT-L configs set `{backbone: 0.1, temporal_embed: 0.1}`: everything the reference keeps under
   its backbone module (adapters, temporal embedding, final norm) at 0.1× and the classifier at 1×.
   The run logs each group (multiplier, decay, tensor count) when it starts.

@@ -157,7 +157,7 @@ def pretrain(
     `blank_patches` (experimental, 0: off, as the shipped backbone): blank that share of the patches
     (the normalised mean colour) in half of each batch, while the dense head must still tell which
     cells of them the object covers. Only the neighbouring patches can tell, which pulls some heads
-    towards local attention (docs/stability.md, "Why: the demo backbone's attention is flat").
+    towards local attention (docs/research/stability.md, "Why: the demo backbone's attention is flat").
     """
     from tqdm import tqdm
 
