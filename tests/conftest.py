@@ -17,6 +17,32 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "CI": "true", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
+SLOW = (  # node ids (substrings) of the slow tier: subprocesses, torchrun, the demo
+    "test_engine.py::test_train_eval_merge_predict_export",
+    "test_engine.py::test_without_temporal_modelling",
+    "test_engine.py::test_resume_after_sigkill",
+    "test_engine.py::test_sigterm_mid_epoch",
+    "test_engine.py::test_signal_to_the_whole_process_group",
+    "test_engine.py::test_a_process_that_leaves_a_loader_open",
+    "test_engine.py::test_torchrun",
+    "test_engine.py::test_cli_errors_for_paths_and_help",
+    "test_demo.py::test_demo_",
+    "test_demo.py::test_ctrl_c",
+    "test_demo.py::test_report_and_artifacts",
+    "test_demo.py::test_summary_numbers",
+    "test_demo.py::test_rerun_commands_work",
+    "test_reliability.py",
+    "test_bench.py::test_bench_smoke_as_a_command",
+    "test_bench.py::test_loader_section",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(s in item.nodeid for s in SLOW):
+            item.add_marker(pytest.mark.slow)
+
+
 def load_benchmark(name: str):
     """The study `benchmarks.<name>` (run as `python -m benchmarks.<name>`)."""
     import importlib

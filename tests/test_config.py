@@ -112,4 +112,5 @@ def test_file_errors(tmp_path):
 def test_patch_size_from_the_backbone_name():
     with pytest.raises(UserError, match="data.img_size=256 is not a multiple of the patch size 14"):
         load_config(None, ["model.backbone=vit_large_patch14_clip_quickgelu_224", "data.img_size=256"])
-    assert load_config(None, ["model.backbone=vit_large_patch14_clip_quickgelu_224", "data.img_size=224"])
+    cfg = load_config(None, ["model.backbone=vit_large_patch14_clip_quickgelu_224", "data.img_size=224"])
+    assert cfg.data.img_size == 224 and cfg.model.backbone == "vit_large_patch14_clip_quickgelu_224"
