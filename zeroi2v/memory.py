@@ -13,10 +13,9 @@ built by `create_model` (and every merged or exported model) stays plain timm + 
   "norm, then adapter" under activation checkpointing (their input, the norm's output, is not kept:
   1.25·D per token per adapter), and the attention's output projection with its adapter is recomputed
   from the heads' outputs, which SDPA keeps for its own backward anyway (D per token per block).
-  About 2-4% more FLOPs per training step.
 
-In `zeroi2v bench`'s training table (ViT-B/16 CLIP, 8 frames, batch 2) they take ZeroI2V's peak from
-2767 to 1945 MiB. Forward values are identical, gradients equal to rounding (tests/test_core.py).
+What they save and cost is measured in `docs/benchmarks.md` (training table of `zeroi2v bench`).
+Forward values are identical, gradients equal to rounding (tests/test_core.py).
 """
 
 from __future__ import annotations
