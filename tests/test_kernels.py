@@ -190,6 +190,19 @@ def test_compile_fullgraph_through_the_kernel_equals_eager():
     assert errors["op"] <= 1e-5 and errors["layer-bf16"] <= 1e-2, errors
 
 
+@needs_triton
+@pytest.mark.parametrize("arch", [80, 90])
+def test_kernel_builds_for_ampere_and_hopper_without_register_spills(arch):
+    """Built offline with Triton's own ptxas (no GPU needed): spills would put local-memory traffic in the loop."""
+    from zeroi2v.kernels import registers
+
+    if registers.ptxas_path() is None:
+        pytest.skip("Triton's wheel has no ptxas")
+    for dtype, head_dim in (("bf16", 64), ("fp16", 64), ("bf16", 128)):
+        usage = registers.ptxas_usage(arch=arch, dtype=dtype, head_dim=head_dim)
+        assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0 and 0 < usage["registers"] <= 255, usage
+
+
 @pytest.mark.parametrize("name", ["N50-d32-zero", "N17-d24-keep"])
 def test_pytorch_path_where_triton_cannot_run_equals_restatement(name, monkeypatch):
     import zeroi2v.kernels as kernels
