@@ -113,7 +113,6 @@ def stdha_layer(dtype):
 
 def check_half() -> dict:
     """bf16/fp16 through the kernel (the interpreter computes in fp32) and STDHAttention's choice of path."""
-    from zeroi2v import stdha
     from zeroi2v.kernels import stdha_attention
 
     errors = {}
@@ -130,10 +129,10 @@ def check_half() -> dict:
         uses = {"bf16-no-grad": attn.use_kernel(qkv, None, False), "fp32": attn.use_kernel(qkv.float(), None, False)}
         uses["mask"] = attn.use_kernel(qkv, torch.ones(17, 17, dtype=torch.bool), False)
         fused = attn(x)
-        stdha.KERNEL = False
+        attn.fused_kernel = False
         uses["switched-off"] = attn.use_kernel(qkv, None, False)
         shifted = attn(x)
-        stdha.KERNEL = True
+        attn.fused_kernel = True
     uses["grad"] = attn.use_kernel(attn.qkv(x).reshape(8, 17, 3, 4, 48), None, False)
     errors["layer-kernel-vs-shift"] = error(fused, shifted)
     return {"errors": errors, "uses": uses}
@@ -232,7 +231,7 @@ def test_imports_without_triton_and_the_switch_turns_the_kernel_off():
     code = (
         "import sys; sys.modules['triton'] = None\n"
         "import torch, zeroi2v.kernels as K, zeroi2v.stdha as S\n"
-        "assert not K.HAS_TRITON and not S.KERNEL\n"
+        "assert not K.HAS_TRITON and not S.kernel_enabled()\n"
         "q = torch.randn(4, 2, 5, 16)\n"
         "assert not K.triton_runs_on(q) and K.stdha_attention(q, q, q, (1,), 2).shape == q.shape\n"
         "print('ok')\n"

@@ -8,7 +8,7 @@ reads* changes, so there are no new parameters and no new FLOPs.
 Implementation, three paths with one result:
 - inference in fp16/bf16 on a CUDA GPU with Triton: `zeroi2v.kernels.stdha_attention`, a fused kernel
   in which each head reads its source frame's K/V in place (no copy at all). `ZEROI2V_STDHA_KERNEL=0`
-  turns it off (docs/weights.md, "Deploying").
+  (or `fused_kernel = False` on a layer) turns it off (docs/weights.md, "Deploying").
 - otherwise the temporal heads' K and V channels of the fused qkv projection output are shifted along
   the frame axis in place (`shift_kv`), then one `F.scaled_dot_product_attention` call for all heads,
   exactly the image model's attention call, so flash/memory-efficient kernels apply on GPU.
@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from zeroi2v import kernels
 from zeroi2v.errors import UserError
 
-# the fused kernel for half-precision inference where Triton runs; "0" turns it off (read at import;
-# tests and users may also set `zeroi2v.stdha.KERNEL = False`)
-KERNEL = os.environ.get("ZEROI2V_STDHA_KERNEL", "auto").strip().lower() not in ("0", "off", "false", "no")
+
+def kernel_enabled() -> bool:
+    """`ZEROI2V_STDHA_KERNEL=0` turns the fused kernel off (read when an `STDHAttention` is built)."""
+    return os.environ.get("ZEROI2V_STDHA_KERNEL", "auto").strip().lower() not in ("0", "off", "false", "no")
 
 
 class STDHAttention(nn.Module):
@@ -76,6 +77,7 @@ class STDHAttention(nn.Module):
         self.num_frames = int(num_frames)
         self.head_offsets = tuple(int(o) for o in head_offsets)  # checked by ModelConfig / create_model
         self.boundary = boundary
+        self.fused_kernel = kernel_enabled()  # where it applies: see `use_kernel`
         # heads 0..k-1 cover every non-zero offset; only their K/V are shifted, the others are read in place
         self.num_temporal = max((h + 1 for h, o in enumerate(self.head_offsets) if o != 0), default=0)
 
@@ -120,7 +122,7 @@ class STDHAttention(nn.Module):
     def use_kernel(self, qkv: torch.Tensor, attn_mask: torch.Tensor | None, is_causal: bool) -> bool:
         """The fused kernel serves half-precision inference without mask or dropout where Triton runs."""
         return (
-            KERNEL
+            self.fused_kernel
             and attn_mask is None
             and not is_causal
             and qkv.dtype in (torch.float16, torch.bfloat16)
