@@ -246,5 +246,22 @@ def test_imports_without_triton_and_the_switch_turns_the_kernel_off():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
+@needs_triton
+def test_kernel_bench_writes_the_register_table_and_refuses_to_time_without_a_gpu(tmp_path):
+    from tests.conftest import ENV, REPO
+
+    def bench(*args):
+        command = [sys.executable, "-m", "benchmarks.kernel_bench", "--out", str(tmp_path), *args]
+        return subprocess.run(command, env=ENV, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    if not torch.cuda.is_available():
+        proc = bench()
+        assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr, proc.stderr[-2000:]
+    proc = bench("--registers-only")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (tmp_path / "kernel.md").read_text()
+    assert "| sm_90 | 64 |" in text and json.loads((tmp_path / "kernel.json").read_text())["registers"]
+
+
 if __name__ == "__main__":
     print(json.dumps({"fp32": check_fp32, "half": check_half, "compile": check_compile}[sys.argv[1]]()))
