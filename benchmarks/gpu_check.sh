@@ -3,6 +3,8 @@
 #   1. the CUDA tests (pytest -m cuda: SDPA backends, merge, bf16, Inductor, CUDA allocator, torchrun NCCL)
 #   2. zeroi2v bench --device cuda --dtype bf16 --batch 32: ViT-B/16 and ViT-L/14 CLIP at 8/16/32 frames
 #      (inference table, STDHA vs reference-style attention on the GPU)
+#   2b. the STDHA fused kernel vs SDPA without temporal heads vs the shift path (python -m benchmarks.kernel_bench:
+#      ViT-B/16, ViT-L/14 attention at 8/16/32 frames, eager and compiled; section kernel.md)
 #   3. the training table (peak memory from the CUDA allocator)
 #   4. torch.compile on/off (merged inference, training step)
 #   5. loader vs model (this host's cores), decoders
@@ -61,6 +63,7 @@ SCALE=1  # step limits below are the GPU's; a CPU dry run's compile steps take m
 if [ "$DEVICE" = cpu ]; then  # dry run: every step, toy sizes
     BUDGET=${BUDGET:-3600} SCALE=5
     COMMON=(--device cpu --dtype fp32 --tiny)
+    KERNEL=(--registers-only)
     COST=(--backbone "$B16" --frames 4 --batch 2 --repeats 2 --joint-frames 4)
     TRAIN=(--backbone "$B16" --frames 4 --train-batch 2 --train-steps 2)
     COMPILE=(--backbone "$B16" --frames 4 --batch 2 --train-batch 2 --repeats 2)
@@ -69,6 +72,7 @@ if [ "$DEVICE" = cpu ]; then  # dry run: every step, toy sizes
 elif [ "$SMALL" = 1 ]; then
     BUDGET=${BUDGET:-540}
     COMMON=(--device cuda --dtype bf16)
+    KERNEL=(--frames 8 16 --batch 16 --rounds 5)
     COST=(--backbone "$B16" "$L14" --frames 8 16 --batch 16 --repeats 3 --joint-frames 8)
     TRAIN=(--backbone "$B16" --frames 8 --train-batch 8 --train-steps 3)
     COMPILE=(--backbone "$B16" --frames 8 --batch 16 --train-batch 8 --repeats 3)
@@ -77,6 +81,7 @@ elif [ "$SMALL" = 1 ]; then
 else
     BUDGET=${BUDGET:-540}
     COMMON=(--device cuda --dtype bf16)
+    KERNEL=(--frames 8 16 32 --batch 32 --rounds 10)
     COST=(--backbone "$B16" "$L14" --frames 8 16 32 --batch 32 --repeats 5 --joint-frames 8)
     TRAIN=(--backbone "$B16" --frames 8 --train-batch 16 --train-steps 3)
     COMPILE=(--backbone "$B16" --frames 8 --batch 32 --train-batch 16 --repeats 5)
@@ -113,6 +118,7 @@ step() {
 
 step "CUDA tests" 200 60 $PY -m pytest -v -rfEs -p no:cacheprovider -m cuda tests/test_cuda.py
 step "inference and STDHA tables" 220 60 "${BENCH[@]}" "${COMMON[@]}" "${COST[@]}" --what inference stdha --name cost
+step "STDHA fused kernel" 150 40 $PY -m benchmarks.kernel_bench --out "$DIR" "${KERNEL[@]}"
 step "training table" 190 40 "${BENCH[@]}" "${COMMON[@]}" "${TRAIN[@]}" --what train --name train
 step "torch.compile on/off" 200 60 "${BENCH[@]}" "${COMMON[@]}" "${COMPILE[@]}" --compile
 step "loader vs model" 150 40 "${BENCH[@]}" "${COMMON[@]}" "${LOADER[@]}" --loader

@@ -465,6 +465,28 @@ def test_lean_training_leaves_blocks_with_adapters_it_does_not_restate():
         assert torch.equal(lean(x), model(x))
 
 
+@pytest.mark.parametrize("boundary", ["keep", "zero"])
+def test_shift_kv_frame_by_frame_and_per_head_clone_equal_the_out_of_place_gather(boundary):
+    """Both copy strategies of the in-place shift (CPU: frame by frame, no clone; elsewhere: one clone
+    of the source frames per head) give gather_kv's K/V, and the same gradients."""
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_heads=6, depth=1, img_size=32, patch_size=8)
+    T, offsets = 4, (2, -3, 1, 0, -1, 5)
+    attn = STDHAttention(vit.blocks[0].attn, num_frames=T, head_offsets=offsets, boundary=boundary)
+    x = torch.randn(2 * T, 17, 192, requires_grad=True)
+    g = torch.randn(3, 2 * T, 6, 17, 32)
+    results = []
+    for frame_by_frame in (True, False):
+        qkv = attn.qkv(x).view(2 * T, 17, 3, 6, 32)
+        expected = [attn.gather_kv(t) for t in qkv.detach().permute(2, 0, 3, 1, 4).unbind(0)[1:]]
+        attn.shift_kv(qkv, frame_by_frame=frame_by_frame)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        assert torch.equal(k, expected[0]) and torch.equal(v, expected[1])
+        (grad,) = torch.autograd.grad((torch.stack([q, k, v]) * g).sum(), x)
+        results.append(grad)
+    assert torch.allclose(results[0], results[1], atol=1e-6)
+
+
 def test_stdha_blocks_choose_which_blocks_have_temporal_heads():
     model = make("clip", num_frames=4, head_offsets=(-1, 1), stdha_blocks=[-1])
     assert [b.attn.head_offsets for b in model.backbone.blocks] == [(), (-1, 1)]
