@@ -295,3 +295,57 @@ def test_unknown_option_names_the_verb_and_its_usage(capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "usage: zeroi2v merge" in err
     assert "zeroi2v merge: error: unrecognized arguments: --out" in err
+
+
+# --- newcomer round 3: paths, outputs inside the data ---------------------------------------------------
+def test_relative_paths_in_a_config_file_start_at_its_folder(ramps, tmp_path, monkeypatch, capsys):
+    project = tmp_path / "project"
+    shutil.copytree(ramps["root"], project / "data")
+    cfg = write_config(
+        project / "my.yaml",
+        {"root": "data", "train_list": "data/train.txt", "val_list": "data/val.txt"},
+        "runs/x",
+        **QUICK,
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", str(cfg)]) == 0
+    assert not (elsewhere / "runs").exists()
+    saved = yaml.safe_load((project / "runs" / "x" / "config.yaml").read_text())
+    assert saved["output"] == str(project / "runs" / "x")  # fully absolute
+    assert saved["data"]["root"] == str(project / "data")
+    # --set values are relative to the current directory
+    from zeroi2v.config import load_config
+
+    assert load_config(cfg, ["output=here"]).output == str(elsewhere / "here")
+
+
+def test_a_runs_config_resumes_it_from_any_directory(run, tmp_path, monkeypatch, capsys):
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run, unfinished)
+    (unfinished / "model.safetensors").unlink()
+    saved = yaml.safe_load((unfinished / "config.yaml").read_text())
+    saved["output"] = "runs/unfinished"  # as 0.2 wrote it: relative to where train was started
+    (unfinished / "config.yaml").write_text(yaml.safe_dump(saved))
+    monkeypatch.chdir(tmp_path)
+    from zeroi2v.config import load_config
+
+    assert load_config(unfinished / "config.yaml").output == str(unfinished)
+    capsys.readouterr()
+    assert main(["train", str(unfinished / "config.yaml")]) == 0
+    assert (unfinished / "model.safetensors").is_file() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("where", ["root", "inside_tree", "list_folder"])
+def test_output_inside_the_data_is_refused_before_anything_is_written(ramps, tmp_path, capsys, where):
+    data = tmp_path / "data"
+    shutil.copytree(ramps["root"], data)
+    paths = {"root": str(data), "train_list": str(data / "train.txt"), "val_list": str(data / "val.txt")}
+    output = {"root": data, "inside_tree": data / "videos" / "run", "list_folder": data}[where]
+    if where == "inside_tree":
+        paths = {"root": None, "train_list": str(data / "videos"), "val_list": str(data / "val.txt")}
+    before = sorted(p for p in data.rglob("*"))
+    cfg = write_config(tmp_path / "cfg.yaml", paths, output, **QUICK)
+    one_line_error(capsys, main(["train", str(cfg)]), "output", "choose an output")
+    assert sorted(p for p in data.rglob("*")) == before

@@ -38,10 +38,13 @@ def config_path(name: str) -> Path:
 
 
 def _train(args) -> int:
-    from zeroi2v.config import load_config
+    from zeroi2v.config import check_output_outside_data, load_config
+
+    cfg = load_config(config_path(args.config), args.set)
+    check_output_outside_data(cfg)  # before anything is written
     from zeroi2v.train import exit_code, train
 
-    result = train(load_config(config_path(args.config), args.set))
+    result = train(cfg)
     return exit_code(result["interrupted"]) if "interrupted" in result else 0
 
 

@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import os
 import re
 import sys
 import types
@@ -463,18 +464,86 @@ def read_yaml_file(path, what: str = "config") -> dict:
     return data
 
 
+PATH_KEYS = ("output", "data.root", "data.train_list", "data.val_list", "model.pretrained")
+
+
+def resolve_path(value, folder: Path):
+    """A path key's value made absolute: `~` expanded, a relative path taken from `folder`."""
+    if not isinstance(value, str) or not value.strip() or value.startswith("builtin:"):
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else Path(os.path.abspath(folder / path)))
+
+
+def _path_folder(path) -> Path:
+    """Where relative paths of a config file start: the file's folder, except for the shipped configs
+    (templates used by name: the current directory)."""
+    folder = Path(path).resolve().parent
+    return Path.cwd() if folder == SHIPPED_CONFIGS.resolve() else Path(path).absolute().parent
+
+
+def _run_folder(path) -> Path | None:
+    """The run directory when `path` is a run's own config.yaml (a model.json of ours beside it)."""
+    path = Path(path)
+    marker = path.parent / "model.json"
+    if path.name != "config.yaml" or not marker.is_file():
+        return None
+    try:
+        return path.absolute().parent if '"zeroi2v"' in marker.read_text(encoding="utf-8") else None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def load_config(path=None, overrides=(), base: dict | None = None) -> Config:
-    """Defaults <- `base` <- YAML file <- overrides (in order, the last value of a key wins), checked."""
+    """Defaults <- `base` <- YAML file <- overrides (in order, the last value of a key wins), checked.
+
+    Path keys (`PATH_KEYS`) come out absolute: relative paths in the file are taken from the file's
+    folder (the shipped configs: from the current directory), `--set` values and defaults from the
+    current directory. A run's own config.yaml whose `output` is relative (written before 0.3) means
+    its own folder."""
     cfg = Config()
-    sources = ([base] if base else []) + ([read_yaml_file(path)] if path is not None else [])
-    for source in sources:
+    sources = [(base, Path.cwd())] if base else []
+    if path is not None:
+        data, run_folder = read_yaml_file(path), _run_folder(path)
+        relative = isinstance(data.get("output"), str) and not Path(data["output"]).expanduser().is_absolute()
+        if run_folder is not None and relative:
+            data["output"] = str(run_folder)
+        sources.append((data, _path_folder(path)))
+    for source, folder in sources:
         source = {k: ({} if k in SECTIONS and v is None else v) for k, v in source.items()}  # an empty section
         for key, value in flatten(source).items():
             if not (key in SECTIONS and isinstance(value, dict)):
-                set_key(cfg, key, value)
+                set_key(cfg, key, resolve_path(value, folder) if key in PATH_KEYS else value)
     for text in overrides:
-        set_key(cfg, *parse_override(text))
+        key, value = parse_override(text)
+        set_key(cfg, key, resolve_path(value, Path.cwd()) if key in PATH_KEYS else value)
+    for key in PATH_KEYS:  # defaults (output: runs/default) from the current directory
+        section, _, name = key.rpartition(".")
+        holder = getattr(cfg, section) if section else cfg
+        setattr(holder, name, resolve_path(getattr(holder, name), Path.cwd()))
     return cfg.check()
+
+
+def check_output_outside_data(cfg: Config) -> None:
+    """A run writes best/, checkpoint/, config.yaml and classes.txt into `output`: refuse an output that
+    is, or lies inside, the data (data.root, a class-folder tree) or is the folder of a list file, before
+    anything is written (a class tree would gain classes `best` and `checkpoint`)."""
+    out = Path(os.path.abspath(Path(str(cfg.output)).expanduser()))
+    d = cfg.data
+    trees = [("data.root", d.root)] + [
+        (k, v) for k, v in (("data.train_list", d.train_list), ("data.val_list", d.val_list)) if v and Path(v).is_dir()
+    ]
+    for key, value in trees:
+        if value:
+            tree = Path(os.path.abspath(value))
+            if out == tree or tree in out.parents:
+                raise UserError(
+                    f"output {out} is inside the data ({key}={tree}); a run writes its own folders there: "
+                    "choose an output outside the data"
+                )
+    for key, value in (("data.train_list", d.train_list), ("data.val_list", d.val_list)):
+        if value and not Path(value).is_dir() and out == Path(os.path.abspath(value)).parent:
+            raise UserError(f"output {out} is the folder of {key} ({value}); choose an output folder of its own")
 
 
 def dump_config(cfg: Config) -> str:

@@ -147,11 +147,16 @@ def config_for_test(directory: Path, overrides, model) -> Config:
     return cfg
 
 
-def class_names(directory, num_classes: int) -> list[str]:
-    """Class names from the directory's classes.txt, else "0", "1", ..."""
+def saved_classes(directory, num_classes: int) -> list[str] | None:
+    """The class names in the directory's classes.txt (None without one, or with another count)."""
     path = Path(directory) / "classes.txt"
     names = [line.strip() for line in read_text(path).splitlines() if line.strip()] if path.is_file() else []
-    return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
+    return names if names and len(names) == num_classes else None
+
+
+def class_names(directory, num_classes: int) -> list[str]:
+    """Class names from the directory's classes.txt, else "0", "1", ..."""
+    return saved_classes(directory, num_classes) or [str(i) for i in range(num_classes)]
 
 
 def load_for_test(directory, checkpoint: bool = False, device: str | None = None, compile: bool = False):
@@ -183,7 +188,7 @@ def evaluate(
     model, rank, world, dev = load_for_test(directory, checkpoint, device, compile)
     cfg = config_for_test(directory, overrides, model)
     d = cfg.data
-    dataset = make_dataset(cfg, model, "test")
+    dataset = make_dataset(cfg, model, "test", classes=saved_classes(directory, model.num_classes))
     batch = max(1, cfg.train.batch_size // max(1, world) // (d.test_clips * d.test_crops))
     result = evaluate_dataset(
         model,
