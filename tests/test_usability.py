@@ -349,3 +349,40 @@ def test_output_inside_the_data_is_refused_before_anything_is_written(ramps, tmp
     cfg = write_config(tmp_path / "cfg.yaml", paths, output, **QUICK)
     one_line_error(capsys, main(["train", str(cfg)]), "output", "choose an output")
     assert sorted(p for p in data.rglob("*")) == before
+
+
+# --- newcomer round 3: inputs that are not what they seem -------------------------------------------------
+def write_faststart_video(path, frames=100, size=32):
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", options={"movflags": "+faststart"}) as container:  # the index before the data
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = size
+        stream.pix_fmt, stream.options = "yuv420p", {"g": "10"}
+        for i in range(frames):
+            frame = np.full((size, size, 3), (i * 2) % 255, np.uint8)
+            frame[:, : i % size] = 255 - frame[:, : i % size]
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_predict_warns_about_a_truncated_video_and_refuses_images(run, tmp_path, capsys):
+    from PIL import Image
+
+    full = write_faststart_video(tmp_path / "full.mp4")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.6)])
+    png, jpeg = tmp_path / "still.mp4", tmp_path / "photo.mp4"
+    Image.new("RGB", (32, 32)).save(png, format="PNG")
+    Image.new("RGB", (32, 32)).save(jpeg, format="JPEG")
+    capsys.readouterr()
+    assert main(["predict", str(run), str(full), str(cut)]) == 0
+    captured = capsys.readouterr()
+    assert f"{cut}: warning: decoded " in captured.err and " of 100 frames" in captured.err
+    assert str(full) not in captured.err and captured.out.count("brightening") == 2
+    assert main(["predict", str(run), str(png), str(jpeg)]) == 1
+    err = capsys.readouterr().err
+    assert f"{png}: unreadable (not a video: a single PNG image)" in err
+    assert f"{jpeg}: unreadable (not a video: a single JPEG image)" in err

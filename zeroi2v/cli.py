@@ -147,6 +147,8 @@ def _predict(args) -> int:
             print(f"{result['video']}: unreadable ({result['error']})", file=sys.stderr)
             failed += 1
             continue
+        if result.get("warning"):
+            print(f"{result['video']}: warning: {result['warning']}", file=sys.stderr)
         top = ", ".join(f"{name} {p:.3f}" for name, p in result["top"])
         print(f"{result['video']}: {top}")
     return 1 if failed else 0
@@ -198,7 +200,12 @@ def _features(args) -> int:
     )
     if result.get("note"):
         print(result["note"])
-    print(f"wrote {result['path']}: {result['num_videos']} videos × {result['dim']} features")
+    for name, what in result["warnings"]:
+        print(f"{name}: warning: {what}", file=sys.stderr)
+    for name, reason in result["skipped"]:
+        print(f"{name}: skipped, unreadable ({reason})", file=sys.stderr)
+    skipped = f" ({len(result['skipped'])} unreadable skipped)" if result["skipped"] else ""
+    print(f"wrote {result['path']}: {result['num_videos']} videos × {result['dim']} features{skipped}")
     return 0
 
 
