@@ -386,3 +386,51 @@ def test_predict_warns_about_a_truncated_video_and_refuses_images(run, tmp_path,
     err = capsys.readouterr().err
     assert f"{png}: unreadable (not a video: a single PNG image)" in err
     assert f"{jpeg}: unreadable (not a video: a single JPEG image)" in err
+
+
+# --- newcomer round 3: --help -----------------------------------------------------------------------------
+def test_help_texts_describe_arguments_and_defaults(capsys):
+    from zeroi2v.cli import build_parser
+
+    parser = build_parser()
+    verbs = parser._subparsers._group_actions[0].choices
+    texts = {
+        name: " ".join(verbs[name].format_help().split()) for name in ("train", "eval", "predict", "export", "merge")
+    }
+    assert "--list-configs" in texts["train"] and "from the file's folder" in texts["train"]
+    for name in ("eval", "predict", "export", "merge"):
+        assert "a run directory (output of train)" in texts[name], name
+    assert "(default: 5)" in texts["predict"] and "(default: from OUT's extension)" in texts["export"]
+    assert main(["train", "--list-configs"]) == 0 and "demo" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("verb", ["synth", "demo", "bench"])
+def test_passthrough_help_does_not_import_torch_and_is_current(verb, monkeypatch):
+    from zeroi2v.cli import live_help, stored_help_path
+
+    code = (
+        "import sys; from zeroi2v.cli import main\n"
+        f"assert main([{verb!r}, '--help']) == 0\n"
+        "assert 'torch' not in sys.modules, 'imported torch'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0 and f"zeroi2v {verb}" in result.stdout, result.stderr
+    assert stored_help_path(verb).read_text(encoding="utf-8") == live_help(verb), (
+        f"zeroi2v/assets/help_{verb}.txt is stale: python -m zeroi2v.cli --write-help"
+    )
+    if verb == "synth":
+        assert "(default: 100)" in result.stdout and "(default: libx264)" in result.stdout
+
+
+def test_merge_force_replaces_only_a_model_directorys_files(run, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my own config\n")
+    (mine / "classes.txt").write_text("my classes\n")
+    err = one_line_error(capsys, main(["merge", str(run), str(mine)]), "classes.txt, config.yaml", "--force")
+    assert "holds" in err
+    one_line_error(capsys, main(["merge", str(run), str(mine), "--force"]), "not a zeroi2v model directory")
+    assert (mine / "config.yaml").read_text() == "my own config\n" and not (mine / "model.json").exists()
+    merged = tmp_path / "merged"
+    assert main(["merge", str(run), str(merged)]) == 0
+    assert main(["merge", str(run), str(merged), "--force"]) == 0  # an earlier model directory: replaced

@@ -97,6 +97,41 @@ def _resolve(name: str, list_file: Path, root, number: int) -> Path:
     raise UserError(f"{list_file}:{number}: video {name} not found (looked in {places})")
 
 
+def _feature_rows(model, entries, s, dev, show) -> tuple[list, list, list, list]:
+    """(feature rows, entries read, [(name, reason)] skipped, [(name, warning)]): unreadable videos are
+    skipped and named; none readable is an error."""
+    rows, read, skipped, warnings = [], [], [], []
+    for entry in tqdm(entries, desc="features", unit="video", disable=not show, dynamic_ncols=True):
+        error, warning = inspect_video(entry["path"], s["backend"])
+        if error:
+            skipped.append((entry["name"], error))
+            continue
+        if warning:
+            warnings.append((entry["name"], warning))
+        try:
+            views = load_views(
+                entry["path"],
+                num_frames=model.num_frames,
+                sampling=s["sampling"],
+                frame_interval=s["frame_interval"],
+                img_size=s["img_size"],
+                mean=s["mean"],
+                std=s["std"],
+                test_clips=s["test_clips"],
+                test_crops=s["test_crops"],
+                backend=s["backend"],
+            )
+        except VideoDecodeError as e:
+            skipped.append((entry["name"], plain_error(e, entry["path"])))
+            continue
+        rows.append(model.forward_features(views.to(dev)).float().mean(0).cpu())  # (D,) mean over the views
+        read.append(entry)
+    if not rows:
+        name, reason = skipped[0]
+        raise UserError(f"none of the {len(entries)} videos could be read (e.g. {name}: {reason}); nothing written")
+    return rows, read, skipped, warnings
+
+
 @torch.no_grad()
 def extract_features(
     directory, videos, out, *, merged: bool = True, root=None, overrides=(), device=None, progress: bool | None = None
@@ -131,36 +166,7 @@ def extract_features(
     dev = setup_distributed(device)[2]
     model.to(dev).eval()
     show = interactive() if progress is None else progress
-    rows, read, skipped, warnings = [], [], [], []
-    for entry in tqdm(entries, desc="features", unit="video", disable=not show, dynamic_ncols=True):
-        error, warning = inspect_video(entry["path"], s["backend"])
-        if error:
-            skipped.append((entry["name"], error))
-            continue
-        if warning:
-            warnings.append((entry["name"], warning))
-        try:
-            views = load_views(
-                entry["path"],
-                num_frames=model.num_frames,
-                sampling=s["sampling"],
-                frame_interval=s["frame_interval"],
-                img_size=s["img_size"],
-                mean=s["mean"],
-                std=s["std"],
-                test_clips=s["test_clips"],
-                test_crops=s["test_crops"],
-                backend=s["backend"],
-            )
-        except VideoDecodeError as e:
-            skipped.append((entry["name"], plain_error(e, entry["path"])))
-            continue
-        rows.append(model.forward_features(views.to(dev)).float().mean(0).cpu())  # (D,) mean over the views
-        read.append(entry)
-    if not rows:
-        name, reason = skipped[0]
-        raise UserError(f"none of the {len(entries)} videos could be read (e.g. {name}: {reason}); nothing written")
-    entries = read
+    rows, entries, skipped, warnings = _feature_rows(model, entries, s, dev, show)
     features = torch.stack(rows)
     labels = [e["label"] for e in entries]
     labels = labels if all(label is not None for label in labels) else None
