@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -434,3 +435,49 @@ def test_merge_force_replaces_only_a_model_directorys_files(run, tmp_path, capsy
     merged = tmp_path / "merged"
     assert main(["merge", str(run), str(merged)]) == 0
     assert main(["merge", str(run), str(merged), "--force"]) == 0  # an earlier model directory: replaced
+
+
+# --- newcomer round 3: figures ----------------------------------------------------------------------------
+@pytest.fixture
+def kept_figures(monkeypatch):
+    """The figures the plotting functions draw, kept open for inspection (they close them after saving)."""
+    from zeroi2v import plots
+
+    kept = []
+    monkeypatch.setattr(plots.plt, "close", lambda fig=None: kept.append(fig))
+    yield kept
+    monkeypatch.undo()
+    for fig in kept:
+        plots.plt.close(fig)
+
+
+def test_training_curves_show_points_at_one_and_whole_epochs(tmp_path, kept_figures):
+    from zeroi2v.plots import training_curves
+
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_top1": 1.0} for e in range(1, 11)]
+    training_curves(history, tmp_path / "curves.png")
+    fig = kept_figures[-1]
+    loss_ax, val_ax = fig.axes
+    assert val_ax.get_ylim()[1] > 1.0  # a point at 1.0 is not on the frame's edge
+    assert all(
+        float(t).is_integer() for t in loss_ax.get_xticks() if loss_ax.get_xlim()[0] <= t <= loss_ax.get_xlim()[1]
+    )
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert not legend.overlaps(val_ax.get_window_extent(renderer))  # the legend is outside the axes
+
+
+def test_accuracy_label_and_colour_bar(tmp_path, kept_figures):
+    from zeroi2v.plots import accuracy_bars, confusion_matrix
+
+    accuracy_bars(["zeroi2v", "frame averaging"], [1.0, 0.44], tmp_path / "accuracy.png")
+    fig = kept_figures[-1]
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    label = next(t for t in ax.texts if t.get_text() == "100.0%").get_window_extent(renderer)
+    assert label.x1 <= frame.x1  # inside the axes' frame
+    confusion_matrix(np.array([[5, 0], [1, 3]]), ["a", "b"], tmp_path / "cm.png")
+    bar_ax = kept_figures[-1].axes[1]
+    ticks = [t for t in bar_ax.get_yticks() if 0 <= t <= 5]
+    assert ticks and all(float(t).is_integer() for t in ticks)
