@@ -470,14 +470,15 @@ def test_training_curves_show_points_at_one_and_whole_epochs(tmp_path, kept_figu
 def test_accuracy_label_and_colour_bar(tmp_path, kept_figures):
     from zeroi2v.plots import accuracy_bars, confusion_matrix
 
-    accuracy_bars(["zeroi2v", "frame averaging"], [1.0, 0.44], tmp_path / "accuracy.png")
+    names = ["ZeroI2V merged (this package)", "frame averaging (no temporal heads)", "linear probe", "full fine-tuning"]
+    accuracy_bars(names, [1.0, 0.44, 0.5, 0.97], tmp_path / "accuracy.png")
     fig = kept_figures[-1]
     ax = fig.axes[0]
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
     label = next(t for t in ax.texts if t.get_text() == "100.0%").get_window_extent(renderer)
     assert label.x1 <= frame.x1  # inside the axes' frame
-    confusion_matrix(np.array([[5, 0], [1, 3]]), ["a", "b"], tmp_path / "cm.png")
+    confusion_matrix(np.array([[3, 0], [1, 2]]), ["a", "b"], tmp_path / "cm.png")
     bar_ax = kept_figures[-1].axes[1]
-    ticks = [t for t in bar_ax.get_yticks() if 0 <= t <= 5]
+    ticks = [t for t in bar_ax.get_yticks() if 0 <= t <= 3]
     assert ticks and all(float(t).is_integer() for t in ticks)

@@ -89,11 +89,21 @@ def accuracy_bars(names: list[str], values: list[float], path, title: str = "top
     longest = max((len(n) for n in names), default=10)
     fig, ax = plt.subplots(figsize=(max(6.0, 3.5 + 0.075 * longest), 0.9 + 0.45 * len(names)))
     bars = ax.barh(names, values, color=["tab:blue"] + ["tab:gray"] * (len(names) - 1))
-    ax.bar_label(bars, labels=[f"{100 * v:.1f}%" for v in values], padding=3)
-    ax.set_xlim(0, 1.25)  # room for a "100.0%" label inside the frame
+    labels = ax.bar_label(bars, labels=[f"{100 * v:.1f}%" for v in values], padding=3)
+    ax.set_xlim(0, 1.15)
+    ax.set_xticks(np.linspace(0, 1, 6))
     fig.suptitle(title, fontsize=10)
     ax.invert_yaxis()
     fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    for _ in range(4):  # widen the axis until every "100.0%" label sits inside the frame
+        frame = ax.get_window_extent(renderer)
+        over = max((t.get_window_extent(renderer).x1 for t in labels), default=0) - frame.x1
+        if over <= 0:
+            break
+        low, high = ax.get_xlim()
+        ax.set_xlim(low, high + (over + 4) * (high - low) / frame.width)
+        fig.tight_layout()
     fig.savefig(path, format="png", dpi=100, bbox_inches="tight", pad_inches=0.15)
     plt.close(fig)
 
