@@ -151,7 +151,10 @@ class DataConfig:
     )
     flip: bool = opt(True, "random horizontal flip")
     flip_label_map: str | None = opt(
-        None, "auto: a flip swaps classes named with left/right (SSv2)", choices=(None, "auto", "ssv2")
+        None,
+        "null: a flipped clip keeps its label; auto (or ssv2, the same): a flipped clip of a class named "
+        "with left/right or clockwise/counter-clockwise takes the mirrored class's label (SSv2)",
+        choices=(None, "auto", "ssv2"),
     )
     random_erasing: float = opt(0.0, "RandomErasing probability", low=0, high=1)
     erasing_mode: str = opt(
@@ -166,7 +169,12 @@ class DataConfig:
         length=3,
         each=(lambda v: v > 0, "> 0 (RGB, 0-1 scale)"),
     )
-    backend: str = opt("auto", "video decoder", choices=("auto", "pyav", "torchcodec"))
+    backend: str = opt(
+        "auto",
+        "video decoder: auto (torchcodec when it can be imported, else PyAV), pyav, or torchcodec (an error "
+        "when missing)",
+        choices=("auto", "pyav", "torchcodec"),
+    )
     cache_frames: bool = opt(
         False,
         "decode each training/validation video once and keep its frames in memory "
@@ -350,6 +358,13 @@ def describe() -> list[tuple[str, str, object, str]]:
     return rows
 
 
+def _choices(key: str):
+    if "." not in key:
+        return None
+    section, name = key.split(".", 1)
+    return next(f.metadata.get("choices") for f in dataclasses.fields(SECTIONS[section]) if f.name == name)
+
+
 def config_markdown() -> str:
     """docs/config.md: every key with its type, default and meaning (generated: `python -m zeroi2v.config`)."""
     lines = [
@@ -360,7 +375,19 @@ def config_markdown() -> str:
         "A run config is YAML with the sections `model`, `data`, `train` (and `output`); a file only says what "
         "differs from these defaults, which are the reference K400 ViT-B/16 recipe. `--set KEY=VALUE` "
         "overrides any key (repeatable; values are YAML; the last value of a key wins). Unknown keys are "
-        "errors.",
+        "errors. Where a key allows only some values, they are listed (`allowed:`).",
+        "",
+        "**Paths.** Relative paths in a config file (`output`, `data.root`, `data.train_list`, "
+        "`data.val_list`, `model.pretrained`) are relative to the config file's folder; `--set` values are "
+        "relative to the current directory; the shipped configs used by name (`zeroi2v train "
+        "k400_vitb16_8x16x1`) take theirs from the current directory. A run's `config.yaml` stores them "
+        "absolute, so `zeroi2v train RUN/config.yaml` resumes the run from any directory. An `output` that is "
+        "or lies inside the data (`data.root`, a class-folder tree) is refused.",
+        "",
+        "**CPU or GPU.** `zeroi2v train` has no device key: it uses the GPU when PyTorch sees one "
+        "(`torch.cuda.is_available()`), else the CPU (`CUDA_VISIBLE_DEVICES=` hides the GPUs); under "
+        "`torchrun`, process N uses GPU `LOCAL_RANK`. `train.amp: auto` then picks bf16/fp16 on the GPU and "
+        "full precision on the CPU. `eval`, `predict` and `features` take `--device cpu|cuda|cuda:N`.",
         "",
     ]
     section = None
@@ -369,6 +396,9 @@ def config_markdown() -> str:
             section = key.split(".")[0]
             lines += ["", f"## {section}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        choices = _choices(key)
+        if choices:
+            meaning += " (allowed: " + ", ".join(f"`{'null' if c is None else c}`" for c in choices) + ")"
         lines.append(f"| `{key}` | {kind} | `{shown}` | {meaning.replace('|', chr(92) + '|')} |")
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
