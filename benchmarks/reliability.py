@@ -375,8 +375,8 @@ def trained_model_cases(fx) -> list[Case]:
             "trained model",
             "predict on a folder among good ones",
             ["predict", ref, tmp / "empty_dir", video],
-            "'is a directory', predicts the others, exit 1",
-            lambda r: r.returncode == 1 and "is a directory" in r.stderr and str(video) in r.stdout and clean(r),
+            "'no videos ... in this folder', predicts the others, exit 1",
+            lambda r: r.returncode == 1 and "no videos" in r.stderr and str(video) in r.stdout and clean(r),
         ),
         Case(
             "trained model",
