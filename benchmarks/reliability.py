@@ -156,7 +156,7 @@ def bad_input_cases(fx) -> list[Case]:
             (
                 "output is the data root (holds classes.txt)",
                 ["train", cfg, "--set", f"output={fx.data_root}"],
-                "is not a zeroi2v run",
+                "inside the data",
             ),
             (
                 "output is a project folder with its own config.yaml",
@@ -375,8 +375,8 @@ def trained_model_cases(fx) -> list[Case]:
             "trained model",
             "predict on a folder among good ones",
             ["predict", ref, tmp / "empty_dir", video],
-            "'is a directory', predicts the others, exit 1",
-            lambda r: r.returncode == 1 and "is a directory" in r.stderr and str(video) in r.stdout and clean(r),
+            "'no videos ... in this folder', predicts the others, exit 1",
+            lambda r: r.returncode == 1 and "no videos" in r.stderr and str(video) in r.stdout and clean(r),
         ),
         Case(
             "trained model",
@@ -454,6 +454,286 @@ def merge_cases(fx) -> list[Case]:
             lambda r: r.returncode == 0 and (full / "model.safetensors").is_file() and snapshot(ref) == before,
         ),
     ]
+
+
+def newcomer_files(fx) -> SimpleNamespace:
+    """The newcomer scenarios' files, made from the fixtures' class-folder trees and reference run."""
+    import av
+    import numpy as np
+
+    tmp, video, trees = fx.tmp, fx.video, fx.trees
+    names = sorted(p.name for p in (trees / "train").iterdir())
+    made = tmp / "newcomer"
+
+    def tree_copy(name, drop=(), rename=None):
+        target = made / name
+        shutil.copytree(trees / "val", target)
+        for cls in drop:
+            shutil.rmtree(target / cls)
+        if rename:
+            (target / rename[0]).rename(target / rename[1])
+        return target
+
+    zebra = tree_copy("val_zebra")
+    shutil.copytree(trees / "val" / names[0], zebra / "zebra")
+    upper = tree_copy("val_upper", rename=(names[1], names[1].capitalize()))
+    missing = tree_copy("val_missing", drop=(names[0],))
+    empty = made / "train_empty"
+    shutil.copytree(trees / "train", empty)
+    (empty / "ghost").mkdir()
+    dup = made / "dup"
+    dup.mkdir()
+    (dup / "list.txt").write_text(f"{fx.data_root}/{Path(video).name} 0\n")
+    (dup / "classes.txt").write_text("a\nb\na\n")
+    far = made / "far"
+    far.mkdir()
+    (far / "classes.txt").write_text("".join(f"{n}\n" for n in names))
+    (far / "list.txt").write_text(f"{video} 0\n{video} 1\n{video} 7\n")
+    spaced = made / "my clips"
+    spaced.mkdir()
+    lines = []
+    for i, rel in enumerate((trees / "train").rglob("*.mp4")):
+        shutil.copyfile(rel, spaced / f"clip {i}.mp4")
+        lines.append(f"my clips/clip {i}.mp4 {names.index(rel.parent.name)}\n")
+    (made / "spaces.txt").write_text("".join(lines))
+    (made / "classes.txt").write_text("".join(f"{n}\n" for n in names))
+    full = made / "full.mp4"
+    with av.open(str(full), "w", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = 32
+        stream.pix_fmt, stream.options = "yuv420p", {"g": "10"}
+        for i in range(100):
+            frame = np.full((32, 32, 3), (i * 2) % 255, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    cut = made / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.6)])
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(made / "still.mp4", format="PNG")
+    (made / "notes.json").write_text('{"my": "notes"}\n')
+    user_video = made / "fast.mp4"
+    shutil.copyfile(video, user_video)
+    user_bytes = user_video.read_bytes()
+    mine = made / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("# my config\n")
+    (mine / "classes.txt").write_text("mine\n")
+    junk = tmp / "text.pth"
+    from zeroi2v.build import build_model, save_pretrained
+    from zeroi2v.model import model_config
+
+    joint = made / "joint_model"
+    save_pretrained(
+        build_model(
+            model_config(
+                "vit_tiny_patch16_224",
+                method="joint",
+                num_frames=4,
+                num_classes=4,
+                img_size=32,
+                patch_size=8,
+                depth=1,
+                embed_dim=64,
+                num_heads=4,
+            )
+        ),
+        joint,
+    )
+
+    return SimpleNamespace(
+        names=names,
+        made=made,
+        zebra=zebra,
+        upper=upper,
+        missing=missing,
+        empty=empty,
+        dup=dup,
+        far=far,
+        cut=cut,
+        user_video=user_video,
+        user_bytes=user_bytes,
+        mine=mine,
+        junk=junk,
+        joint=joint,
+    )
+
+
+def newcomer_cases(fx) -> list[Case]:
+    """A newcomer's mistakes with class folders, list files, outputs and inputs that are not what they seem."""
+    ref, tmp, video, trees = fx.ref, fx.tmp, fx.video, fx.trees
+    n = newcomer_files(fx)
+    names, made, zebra, upper, missing, empty = n.names, n.made, n.zebra, n.upper, n.missing, n.empty
+    dup, far, cut, user_video, user_bytes, mine, junk, joint = (
+        n.dup,
+        n.far,
+        n.cut,
+        n.user_video,
+        n.user_bytes,
+        n.mine,
+        n.junk,
+        n.joint,
+    )
+
+    def trees_run(val):
+        return ["eval", tmp / "trees_run", "--set", f"data.val_list={val}"]
+
+    def scored_by_name(r):
+        per_class = json.loads((tmp / "trees_run" / "per_class_accuracy.json").read_text())
+        return r.returncode == 0 and per_class[names[0]] is None and clean(r), f"{names[0]}: {per_class[names[0]]}"
+
+    def no_run(where):
+        return lambda r: not where.exists()
+
+    cases = [
+        refused("newcomer", "val tree with a class unknown to training", trees_run(zebra), "'zebra'"),
+        refused("newcomer", "val class differs from training only in case", trees_run(upper), "case-sensitive"),
+        Case(
+            "newcomer",
+            "val tree lacking a training class (eval of the trees run)",
+            trees_run(missing),
+            "exit 0, the missing class unscored (null), the others keep their training ids",
+            scored_by_name,
+        ),
+        refused(
+            "newcomer",
+            "output inside a class-folder tree",
+            [
+                "train",
+                fx.cfg,
+                "--set",
+                f"data.train_list={trees / 'train'}",
+                f"data.val_list={trees / 'val'}",
+                f"output={trees / 'train' / 'run'}",
+            ],
+            "inside the data",
+            also=no_run(trees / "train" / "run"),
+            more="; nothing written",
+        ),
+        refused(
+            "newcomer",
+            "an empty class folder",
+            ["train", fx.cfg, "--set", f"data.train_list={empty}", "data.val_list=null", f"output={made / 'r1'}"],
+            "ghost holds no videos",
+        ),
+        refused(
+            "newcomer",
+            "data.train_list = a single class folder",
+            [
+                "train",
+                fx.cfg,
+                "--set",
+                f"data.train_list={trees / 'train' / names[0]}",
+                "data.val_list=null",
+                f"output={made / 'r2'}",
+            ],
+            "point at its parent",
+        ),
+        refused(
+            "newcomer",
+            "data.train_list = a video file",
+            ["train", fx.cfg, "--set", f"data.train_list={video}", f"output={made / 'r3'}"],
+            "is a video, not an annotation file",
+        ),
+        refused(
+            "newcomer",
+            "a class named twice in classes.txt",
+            ["train", fx.cfg, "--set", f"data.train_list={dup / 'list.txt'}", f"output={made / 'r4'}"],
+            "listed twice",
+        ),
+        refused(
+            "newcomer",
+            "label out of range (list with classes.txt)",
+            ["train", fx.cfg, "--set", f"data.train_list={far / 'list.txt'}", f"output={made / 'r5'}"],
+            "line 3: label 7",
+        ),
+        Case(
+            "newcomer",
+            "list file with spaces in the paths",
+            [
+                "train",
+                fx.cfg,
+                "--set",
+                f"data.root={made}",
+                f"data.train_list={made / 'spaces.txt'}",
+                "data.val_list=null",
+                "train.epochs=1",
+                f"output={tmp / 'spaces_run'}",
+            ],
+            "exit 0, trains",
+            lambda r: r.returncode == 0 and (tmp / "spaces_run" / "model.safetensors").is_file() and clean(r),
+        ),
+        Case(
+            "newcomer",
+            "predict a truncated MP4 (60% of the bytes)",
+            ["predict", ref, cut],
+            "exit 0, a warning naming the file: 'decoded N of 100 frames'",
+            lambda r: r.returncode == 0 and f"{cut}: warning: decoded" in r.stderr and "of 100 frames" in r.stderr,
+        ),
+        Case(
+            "newcomer",
+            "predict a PNG renamed .mp4",
+            ["predict", ref, made / "still.mp4", video],
+            "'not a video', predicts the others, exit 1",
+            lambda r: r.returncode == 1 and "not a video" in r.stderr and str(video) in r.stdout and clean(r),
+        ),
+        refused(
+            "newcomer",
+            "predict --timeline --out notes (the user's notes.json)",
+            ["predict", ref, video, "--timeline", "--out", made / "notes"],
+            "not an earlier timeline output",
+            also=lambda r: (made / "notes.json").read_text() == '{"my": "notes"}\n',
+            more="; notes.json unchanged",
+        ),
+        refused(
+            "newcomer",
+            "predict --timeline --annotate an existing video of the user's",
+            ["predict", ref, video, "--timeline", "--out", made / "t", "--annotate", user_video],
+            "not an earlier timeline output",
+            also=lambda r: user_video.read_bytes() == user_bytes,
+            more="; the video unchanged",
+        ),
+        refused(
+            "newcomer",
+            "predict --timeline --window 1",
+            ["predict", ref, video, "--timeline", "--out", made / "t", "--window", "1"],
+            "at least",
+        ),
+        refused(
+            "newcomer",
+            "merge RUN DIR --force, DIR holding the user's config.yaml",
+            ["merge", ref, mine, "--force"],
+            "not a zeroi2v model directory",
+            also=lambda r: (mine / "config.yaml").read_text() == "# my config\n",
+            more="; config.yaml unchanged",
+        ),
+        Case(
+            "newcomer",
+            "features: an unreadable video among good ones",
+            ["features", ref, video, junk, "--out", made / "f.safetensors"],
+            "exit 0, the bad file skipped and named, rows for the others",
+            lambda r: r.returncode == 0 and "skipped, unreadable" in r.stderr and "Errno" not in r.stderr and clean(r),
+        ),
+        refused(
+            "newcomer",
+            "features: every video unreadable",
+            ["features", ref, junk, "--out", made / "g.safetensors"],
+            "none of the 1 videos could be read",
+            also=no_run(made / "g.safetensors"),
+            more="; nothing written",
+        ),
+        Case(
+            "newcomer",
+            "features of a joint-attention model",
+            ["features", joint, video, "--out", made / "joint.safetensors"],
+            "exit 0, 'cannot be merged' note",
+            lambda r: r.returncode == 0 and "joint cannot be merged" in r.stdout and clean(r),
+        ),
+    ]
+    for verb in (["predict", ref, video], ["eval", ref], ["features", ref, video, "--out", made / "d.safetensors"]):
+        for device in ("mps", "meta"):
+            cases.append(refused("newcomer", f"{verb[0]} --device {device}", [*verb, "--device", device], "--device"))
+    return cases
 
 
 def snapshot(directory: Path) -> dict:
@@ -864,6 +1144,7 @@ def main(argv=None) -> int:
     file_modes(fx, table, ref)
     table.run(trained_model_cases(fx))
     table.run(merge_cases(fx))
+    table.run(newcomer_cases(fx))
 
     report = table.markdown(time.time() - start)
     Path(args.out).write_text(report)

@@ -205,3 +205,77 @@ def test_few_shot_draw_is_seeded_and_per_class():
     assert without_rare == [s for s in draw if s[1] != 5]  # a class's draw does not depend on the others
     with pytest.raises(UserError):
         few_shot(samples, 0, seed=0)
+
+
+# --- newcomer round 3: class folders matched by name, empty folders, list-file mistakes -------------
+def tree(root, names, per_class=1):
+    for name in names:
+        for i in range(per_class):
+            touch(root / name / f"{name}_{i}.mp4")
+    return root
+
+
+def split_config(train, val):
+    from zeroi2v.config import load_config
+
+    return load_config(None, [f"data.train_list={train}", f"data.val_list={val}"])
+
+
+def test_validation_tree_is_labelled_by_the_training_class_names(tmp_path):
+    from zeroi2v.data.build import load_split
+
+    train = tree(tmp_path / "train", ["bikes", "bunny", "carphone"])
+    val = tree(tmp_path / "val", ["bikes", "carphone"])  # one training class has no validation videos
+    ann = load_split(split_config(train, val), "val")
+    assert ann.classes == ["bikes", "bunny", "carphone"]
+    assert sorted(label for _, label in ann.samples) == [0, 2]  # carphone keeps its training id
+    # the model's own class names win when given (eval of a saved model)
+    ann = load_split(split_config(train, val), "val", classes=["carphone", "bikes"])
+    assert {path.split("/")[-2]: label for path, label in ann.samples} == {"carphone": 0, "bikes": 1}
+
+
+@pytest.mark.parametrize(
+    "folder, message",
+    [("zebra", "class folder 'zebra' in .* is not a training class"), ("Bikes", "training has 'bikes'.*case")],
+)
+def test_a_validation_class_unknown_to_training_is_named(tmp_path, folder, message):
+    from zeroi2v.data.build import load_split
+
+    train = tree(tmp_path / "train", ["bikes", "bunny"])
+    val = tree(tmp_path / "val", ["bunny", folder])
+    with pytest.raises(UserError, match=message):
+        load_split(split_config(train, val), "val")
+
+
+def test_an_empty_class_folder_is_an_error_naming_it(tmp_path):
+    tree(tmp_path, ["bikes", "bunny"])
+    (tmp_path / "carphone").mkdir()
+    with pytest.raises(UserError, match=r"class folder .*carphone holds no videos"):
+        load_annotations(None, tmp_path)
+
+
+def test_a_single_class_folder_hints_at_its_parent(tmp_path):
+    tree(tmp_path, ["bikes"], per_class=2)
+    with pytest.raises(UserError, match=f"point at its parent {tmp_path}"):
+        load_annotations(None, tmp_path / "bikes")
+    with pytest.raises(UserError, match="single class folder"):
+        load_annotations(None, tmp_path)
+
+
+def test_list_file_mistakes(tmp_path):
+    video = touch(tmp_path / "clip.mp4")
+    with pytest.raises(UserError, match="is a video, not an annotation file"):
+        load_annotations(tmp_path, video)
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    (tmp_path / "train.txt").write_text("x.mp4 0\n\ny.mp4 1\nz.mp4 5\n")
+    with pytest.raises(UserError, match=r"line 4: label 5 of z.mp4 is out of range for 2 classes"):
+        load_annotations(tmp_path, tmp_path / "train.txt")
+    (tmp_path / "classes.txt").write_text("a\nb\na\n")
+    with pytest.raises(UserError, match=r"classes.txt:3: class 'a' is listed twice \(also line 1\)"):
+        load_annotations(tmp_path, tmp_path / "train.txt")
+
+
+def test_list_paths_may_contain_spaces(tmp_path):
+    (tmp_path / "train.txt").write_text("my clips/run 2.mp4 1\nwalk.mp4 0\n")
+    ann = load_annotations(tmp_path, tmp_path / "train.txt")
+    assert ann.samples == [("my clips/run 2.mp4", 1), ("walk.mp4", 0)]

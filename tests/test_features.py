@@ -158,7 +158,7 @@ def test_bad_input(run, videos, tmp_path):
     cases.append((([str(bad_list)], tmp_path / "out.safetensors"), "bad.txt:1"))
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00not a video" * 20)
-    cases.append((([str(videos[0]), str(junk)], tmp_path / "out.safetensors"), "junk.mp4"))
+    cases.append((([str(junk)], tmp_path / "out.safetensors"), "none of the 1 videos could be read (e.g. "))
     for (inputs, out), words in cases:
         with pytest.raises(UserError) as excinfo:
             extract_features(run, inputs, out, progress=False)
@@ -187,3 +187,59 @@ def test_out_replaces_only_an_earlier_features_file(run, videos, tmp_path):
     extract_features(run, [str(videos[0])], out, progress=False)
     extract_features(run, [str(videos[0]), str(videos[1])], out, progress=False)  # an earlier one is replaced
     assert load_features(out)["features"].shape[0] == 2
+
+
+# --- newcomer round 3 ---------------------------------------------------------------------------------
+def test_unreadable_videos_are_skipped_named_and_counted(run, videos, tmp_path, capsys):
+    from zeroi2v.cli import main
+
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00not a video" * 20)
+    picture = tmp_path / "picture.mp4"  # a PNG under a video name is not a 1-frame video
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(picture, format="PNG")
+    out = tmp_path / "f.safetensors"
+    assert main(["features", str(run), str(videos[0]), str(junk), str(picture), str(videos[1]), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "2 unreadable skipped" in captured.out
+    assert f"{junk}: skipped, unreadable (cannot open: Invalid data found when processing input)" in captured.err
+    assert f"{picture}: skipped, unreadable (not a video: a single PNG image)" in captured.err
+    assert "Errno" not in captured.err and captured.err.count(str(junk)) == 1
+    assert load_features(out)["videos"] == [str(videos[0]), str(videos[1])]
+
+
+def test_features_of_a_joint_attention_model(tmp_path, videos):
+    from zeroi2v.build import build_model
+    from zeroi2v.model import model_config
+
+    model = build_model(
+        model_config(
+            "vit_tiny_patch16_224",
+            method="joint",
+            num_frames=NUM_FRAMES,
+            num_classes=3,
+            img_size=32,
+            patch_size=8,
+            depth=1,
+            embed_dim=64,
+            num_heads=4,
+        )
+    )
+    zeroi2v.save_pretrained(model, tmp_path / "joint")
+    result = extract_features(tmp_path / "joint", [str(videos[0])], tmp_path / "f.safetensors", progress=False)
+    assert "joint cannot be merged" in result["note"] and result["features"].shape == (1, 64)
+
+
+@pytest.mark.parametrize("device", ["mps", "xpu", "meta", "garbage", "cuda:x"])
+def test_every_device_string_is_one_line(run, videos, tmp_path, device, capsys):
+    from zeroi2v.cli import main
+
+    for verb in (
+        ["features", str(run), str(videos[0]), "--out", str(tmp_path / "f.safetensors")],
+        ["predict", str(run), str(videos[0])],
+        ["eval", str(run), "--set", f"data.val_list={tmp_path}"],
+    ):
+        code = main([*verb, "--device", device])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "--device" in err, (verb, err)

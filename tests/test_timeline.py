@@ -118,8 +118,8 @@ def test_windows_cover_the_video():
     assert plan["window"] == 16 and plan["stride"] == 8 and not plan["short"]
     assert plan["starts"][0] == 0 and plan["ends"][-1] == 480 and len(plan["starts"]) == 59
     assert plan["indices"][0].tolist() == [1, 5, 9, 13]  # dense, centred in the window as the test sampler does
-    tail = plan_windows(100, NUM_FRAMES, "dense", INTERVAL, stride=30)
-    assert tail["starts"].tolist() == [0, 30, 60, 84]  # a last window ends at the last frame
+    tail = plan_windows(100, NUM_FRAMES, "dense", INTERVAL, stride=30, window=32)
+    assert tail["starts"].tolist() == [0, 30, 60, 68]  # a last window ends at the last frame
     uniform = plan_windows(480, NUM_FRAMES, "uniform", INTERVAL, window=40)
     assert uniform["window"] == 40 and uniform["stride"] == 20
     assert (np.diff(uniform["indices"][0]) > 0).all() and uniform["indices"][0].max() < 40
@@ -259,3 +259,47 @@ def test_bad_video(run, tmp_path):
     with pytest.raises(UserError) as excinfo:
         timeline(run, junk, topk=0, out_prefix=tmp_path / "x", progress=False)
     assert "topk" in one_line_error(excinfo)
+
+
+# --- newcomer round 3 ---------------------------------------------------------------------------------
+def test_default_windows_follow_the_sampling_and_the_json_stride_is_the_real_one():
+    uniform = plan_windows(480, NUM_FRAMES, "uniform", INTERVAL)
+    assert uniform["window"] == NUM_FRAMES * timeline_module.UNIFORM_STEP  # not num_frames × frame_interval
+    for n in (26, 30, 100, 181):  # the default stride steps evenly to the end
+        plan = plan_windows(n, NUM_FRAMES, "dense", INTERVAL)
+        steps = set(np.diff(plan["starts"]).tolist())
+        assert steps == {plan["stride"]} and plan["ends"][-1] == n and not plan["tail"], (n, plan["starts"])
+        assert plan["stride"] <= plan["window"] // 2
+    given = plan_windows(100, NUM_FRAMES, "dense", INTERVAL, stride=30, window=32)  # kept; the tail is flagged
+    assert given["stride"] == 30 and given["tail"] and given["starts"].tolist() == [0, 30, 60, 68]
+
+
+@pytest.mark.parametrize(
+    "kwargs, words", [({"window": 1}, "at least"), ({"window": 16, "stride": 17}, "longer than the window")]
+)
+def test_useless_windows_are_refused(run, long_video, tmp_path, kwargs, words):
+    with pytest.raises(UserError) as excinfo:
+        timeline(run, long_video, out_prefix=tmp_path / "x", progress=False, **kwargs)
+    assert words in one_line_error(excinfo)
+    assert not list(tmp_path.iterdir())
+
+
+def test_only_earlier_timeline_outputs_are_replaced(run, tmp_path):
+    video = write_colour_video(tmp_path / "clip.mp4", [BLUE] * 40)
+    notes = {ext: tmp_path / f"notes.{ext}" for ext in ("json", "csv")}
+    for ext, path in notes.items():
+        path.write_text(f"my own {ext}\n")
+        with pytest.raises(UserError) as excinfo:
+            timeline(run, video, out_prefix=tmp_path / "notes", progress=False)
+        assert str(path) in one_line_error(excinfo) and "refusing to overwrite" in one_line_error(excinfo)
+        assert path.read_text() == f"my own {ext}\n"
+        path.unlink()
+    other = write_colour_video(tmp_path / "fast.mp4", [RED] * 12)  # someone's video
+    before = other.read_bytes()
+    with pytest.raises(UserError) as excinfo:
+        timeline(run, video, out_prefix=tmp_path / "t", annotate=other, progress=False)
+    assert "fast.mp4" in one_line_error(excinfo) and other.read_bytes() == before
+    annotated = tmp_path / "annotated.mp4"
+    first = timeline(run, video, out_prefix=tmp_path / "t", annotate=annotated, progress=False)
+    again = timeline(run, video, out_prefix=tmp_path / "t", annotate=annotated, progress=False)  # ours: replaced
+    assert again["paths"] == first["paths"]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -295,3 +296,189 @@ def test_unknown_option_names_the_verb_and_its_usage(capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "usage: zeroi2v merge" in err
     assert "zeroi2v merge: error: unrecognized arguments: --out" in err
+
+
+# --- newcomer round 3: paths, outputs inside the data ---------------------------------------------------
+def test_relative_paths_in_a_config_file_start_at_its_folder(ramps, tmp_path, monkeypatch, capsys):
+    project = tmp_path / "project"
+    shutil.copytree(ramps["root"], project / "data")
+    cfg = write_config(
+        project / "my.yaml",
+        {"root": "data", "train_list": "data/train.txt", "val_list": "data/val.txt"},
+        "runs/x",
+        **QUICK,
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", str(cfg)]) == 0
+    assert not (elsewhere / "runs").exists()
+    saved = yaml.safe_load((project / "runs" / "x" / "config.yaml").read_text())
+    assert saved["output"] == str(project / "runs" / "x")  # fully absolute
+    assert saved["data"]["root"] == str(project / "data")
+    # --set values are relative to the current directory
+    from zeroi2v.config import load_config
+
+    assert load_config(cfg, ["output=here"]).output == str(elsewhere / "here")
+
+
+def test_a_runs_config_resumes_it_from_any_directory(run, tmp_path, monkeypatch, capsys):
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run, unfinished)
+    (unfinished / "model.safetensors").unlink()
+    saved = yaml.safe_load((unfinished / "config.yaml").read_text())
+    saved["output"] = "runs/unfinished"  # as 0.2 wrote it: relative to where train was started
+    (unfinished / "config.yaml").write_text(yaml.safe_dump(saved))
+    monkeypatch.chdir(tmp_path)
+    from zeroi2v.config import load_config
+
+    assert load_config(unfinished / "config.yaml").output == str(unfinished)
+    capsys.readouterr()
+    assert main(["train", str(unfinished / "config.yaml")]) == 0
+    assert (unfinished / "model.safetensors").is_file() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("where", ["root", "inside_tree", "list_folder"])
+def test_output_inside_the_data_is_refused_before_anything_is_written(ramps, tmp_path, capsys, where):
+    data = tmp_path / "data"
+    shutil.copytree(ramps["root"], data)
+    paths = {"root": str(data), "train_list": str(data / "train.txt"), "val_list": str(data / "val.txt")}
+    output = {"root": data, "inside_tree": data / "videos" / "run", "list_folder": data}[where]
+    if where == "inside_tree":
+        paths = {"root": None, "train_list": str(data / "videos"), "val_list": str(data / "val.txt")}
+    before = sorted(p for p in data.rglob("*"))
+    cfg = write_config(tmp_path / "cfg.yaml", paths, output, **QUICK)
+    one_line_error(capsys, main(["train", str(cfg)]), "output", "choose an output")
+    assert sorted(p for p in data.rglob("*")) == before
+
+
+# --- newcomer round 3: inputs that are not what they seem -------------------------------------------------
+def write_faststart_video(path, frames=100, size=32):
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", options={"movflags": "+faststart"}) as container:  # the index before the data
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = size
+        stream.pix_fmt, stream.options = "yuv420p", {"g": "10"}
+        for i in range(frames):
+            frame = np.full((size, size, 3), (i * 2) % 255, np.uint8)
+            frame[:, : i % size] = 255 - frame[:, : i % size]
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_predict_warns_about_a_truncated_video_and_refuses_images(run, tmp_path, capsys):
+    from PIL import Image
+
+    full = write_faststart_video(tmp_path / "full.mp4")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.6)])
+    png, jpeg = tmp_path / "still.mp4", tmp_path / "photo.mp4"
+    Image.new("RGB", (32, 32)).save(png, format="PNG")
+    Image.new("RGB", (32, 32)).save(jpeg, format="JPEG")
+    capsys.readouterr()
+    assert main(["predict", str(run), str(full), str(cut)]) == 0
+    captured = capsys.readouterr()
+    assert f"{cut}: warning: decoded " in captured.err and " of 100 frames" in captured.err
+    assert str(full) not in captured.err and captured.out.count("brightening") == 2
+    assert main(["predict", str(run), str(png), str(jpeg)]) == 1
+    err = capsys.readouterr().err
+    assert f"{png}: unreadable (not a video: a single PNG image)" in err
+    assert f"{jpeg}: unreadable (not a video: a single JPEG image)" in err
+
+
+# --- newcomer round 3: --help -----------------------------------------------------------------------------
+def test_help_texts_describe_arguments_and_defaults(capsys):
+    from zeroi2v.cli import build_parser
+
+    parser = build_parser()
+    verbs = parser._subparsers._group_actions[0].choices
+    texts = {
+        name: " ".join(verbs[name].format_help().split()) for name in ("train", "eval", "predict", "export", "merge")
+    }
+    assert "--list-configs" in texts["train"] and "from the file's folder" in texts["train"]
+    for name in ("eval", "predict", "export", "merge"):
+        assert "a run directory (output of train)" in texts[name], name
+    assert "(default: 5)" in texts["predict"] and "(default: from OUT's extension)" in texts["export"]
+    assert main(["train", "--list-configs"]) == 0 and "demo" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("verb", ["synth", "demo", "bench"])
+def test_passthrough_help_does_not_import_torch_and_is_current(verb, monkeypatch):
+    from zeroi2v.cli import live_help, stored_help_path
+
+    code = (
+        "import sys; from zeroi2v.cli import main\n"
+        f"assert main([{verb!r}, '--help']) == 0\n"
+        "assert 'torch' not in sys.modules, 'imported torch'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0 and f"zeroi2v {verb}" in result.stdout, result.stderr
+    assert stored_help_path(verb).read_text(encoding="utf-8") == live_help(verb), (
+        f"zeroi2v/assets/help_{verb}.txt is stale: python -m zeroi2v.cli --write-help"
+    )
+    if verb == "synth":
+        assert "(default: 100)" in result.stdout and "(default: libx264)" in result.stdout
+
+
+def test_merge_force_replaces_only_a_model_directorys_files(run, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my own config\n")
+    (mine / "classes.txt").write_text("my classes\n")
+    err = one_line_error(capsys, main(["merge", str(run), str(mine)]), "classes.txt, config.yaml", "--force")
+    assert "holds" in err
+    one_line_error(capsys, main(["merge", str(run), str(mine), "--force"]), "not a zeroi2v model directory")
+    assert (mine / "config.yaml").read_text() == "my own config\n" and not (mine / "model.json").exists()
+    merged = tmp_path / "merged"
+    assert main(["merge", str(run), str(merged)]) == 0
+    assert main(["merge", str(run), str(merged), "--force"]) == 0  # an earlier model directory: replaced
+
+
+# --- newcomer round 3: figures ----------------------------------------------------------------------------
+@pytest.fixture
+def kept_figures(monkeypatch):
+    """The figures the plotting functions draw, kept open for inspection (they close them after saving)."""
+    from zeroi2v import plots
+
+    kept = []
+    monkeypatch.setattr(plots.plt, "close", lambda fig=None: kept.append(fig))
+    yield kept
+    monkeypatch.undo()
+    for fig in kept:
+        plots.plt.close(fig)
+
+
+def test_training_curves_show_points_at_one_and_whole_epochs(tmp_path, kept_figures):
+    from zeroi2v.plots import training_curves
+
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_top1": 1.0} for e in range(1, 11)]
+    training_curves(history, tmp_path / "curves.png")
+    fig = kept_figures[-1]
+    loss_ax, val_ax = fig.axes
+    assert val_ax.get_ylim()[1] > 1.0  # a point at 1.0 is not on the frame's edge
+    assert all(
+        float(t).is_integer() for t in loss_ax.get_xticks() if loss_ax.get_xlim()[0] <= t <= loss_ax.get_xlim()[1]
+    )
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert not legend.overlaps(val_ax.get_window_extent(renderer))  # the legend is outside the axes
+
+
+def test_accuracy_label_and_colour_bar(tmp_path, kept_figures):
+    from zeroi2v.plots import accuracy_bars, confusion_matrix
+
+    names = ["ZeroI2V merged (this package)", "frame averaging (no temporal heads)", "linear probe", "full fine-tuning"]
+    accuracy_bars(names, [1.0, 0.44, 0.5, 0.97], tmp_path / "accuracy.png")
+    fig = kept_figures[-1]
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    label = next(t for t in ax.texts if t.get_text() == "100.0%").get_window_extent(renderer)
+    assert label.x1 <= frame.x1  # inside the axes' frame
+    confusion_matrix(np.array([[3, 0], [1, 2]]), ["a", "b"], tmp_path / "cm.png")
+    bar_ax = kept_figures[-1].axes[1]
+    ticks = [t for t in bar_ax.get_yticks() if 0 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)

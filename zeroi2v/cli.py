@@ -38,10 +38,13 @@ def config_path(name: str) -> Path:
 
 
 def _train(args) -> int:
-    from zeroi2v.config import load_config
+    from zeroi2v.config import check_output_outside_data, load_config
+
+    cfg = load_config(config_path(args.config), args.set)
+    check_output_outside_data(cfg)  # before anything is written
     from zeroi2v.train import exit_code, train
 
-    result = train(load_config(config_path(args.config), args.set))
+    result = train(cfg)
     return exit_code(result["interrupted"]) if "interrupted" in result else 0
 
 
@@ -58,12 +61,40 @@ def _eval(args) -> int:
     return 0
 
 
+MODEL_DIR_FILES = ("model.safetensors", "model.json", "config.yaml", "classes.txt")  # what merge/convert write
+
+
+def _is_model_dir(folder: Path) -> bool:
+    try:
+        return '"zeroi2v"' in (folder / "model.json").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _listing(folder: Path, limit: int = 5) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def _check_new_model_dir(out: Path, force: bool) -> None:
-    """A model directory a verb writes: a new or empty folder, or any folder with --force."""
+    """A model directory a verb writes: a new or empty folder; with --force, also an earlier model
+    directory (its files are replaced) or a folder none of whose files would be replaced. Never a
+    folder whose own config.yaml / classes.txt / model files are not a model directory's."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise UserError(f"{out} already exists and is not empty; pass --force to overwrite it")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not force:
+        raise UserError(
+            f"{out} is not empty (it holds {_listing(out)}); pass --force to replace the files of an earlier "
+            "model directory there, or choose a new directory"
+        )
+    clash = [name for name in MODEL_DIR_FILES if (out / name).exists()]
+    if clash and not _is_model_dir(out):
+        raise UserError(
+            f"{out} is not a zeroi2v model directory but holds {', '.join(clash)}, which would be replaced; "
+            "--force replaces only a model directory's files: choose a new directory"
+        )
 
 
 def _merge(args) -> int:
@@ -144,6 +175,8 @@ def _predict(args) -> int:
             print(f"{result['video']}: unreadable ({result['error']})", file=sys.stderr)
             failed += 1
             continue
+        if result.get("warning"):
+            print(f"{result['video']}: warning: {result['warning']}", file=sys.stderr)
         top = ", ".join(f"{name} {p:.3f}" for name, p in result["top"])
         print(f"{result['video']}: {top}")
     return 1 if failed else 0
@@ -195,7 +228,12 @@ def _features(args) -> int:
     )
     if result.get("note"):
         print(result["note"])
-    print(f"wrote {result['path']}: {result['num_videos']} videos × {result['dim']} features")
+    for name, what in result["warnings"]:
+        print(f"{name}: warning: {what}", file=sys.stderr)
+    for name, reason in result["skipped"]:
+        print(f"{name}: skipped, unreadable ({reason})", file=sys.stderr)
+    skipped = f" ({len(result['skipped'])} unreadable skipped)" if result["skipped"] else ""
+    print(f"wrote {result['path']}: {result['num_videos']} videos × {result['dim']} features{skipped}")
     return 0
 
 
@@ -235,6 +273,116 @@ def one_line(error: Exception) -> str:
     return lines[-1].split("UserError: ", 1)[-1] if len(lines) > 1 else lines[0]
 
 
+DIRECTORY_HELP = "a run directory (output of train) or a model directory (merge, convert-official)"
+
+
+def _sets(p, what="config keys") -> None:
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override {what} (YAML values; relative paths from the current directory); repeatable, later values win",
+    )
+
+
+def _test_options(p) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one)")
+    p.add_argument("--checkpoint", action="store_true", help="use an unfinished run's last checkpoint")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model first (pays off on many videos)")
+    _sets(p, "test data keys (data.*, train.batch_size, train.num_workers)")
+
+
+def _add_train(verb) -> None:
+    p = verb("train", _train, "train (or resume) a run; writes the output directory")
+    p.add_argument(
+        "config",
+        help=f"YAML config file, or the name of a shipped one ({', '.join(_shipped()[:3])}, ...); relative "
+        "paths in a config file are taken from the file's folder",
+    )
+    p.add_argument("--list-configs", action="store_true", help="list the shipped configs (names and files) and exit")
+    _sets(p)
+
+
+def _add_model_verbs(verb) -> None:
+    p = verb("eval", _eval, "multi-view test of a run or model directory; writes metrics.json")
+    p.add_argument("directory", help=DIRECTORY_HELP)
+    _test_options(p)
+    p = verb("merge", _merge, "fold the adapters into the backbone, verify numerically, save")
+    p.add_argument("directory", help=DIRECTORY_HELP)
+    p.add_argument("out_dir", help="new directory for the merged model (never the source)")
+    p.add_argument("--force", action="store_true", help="replace the files of an earlier model directory in OUT_DIR")
+    p = verb("export", _export, "export the merged model (ONNX checked with onnxruntime, or .pt2)")
+    p.add_argument("directory", help=DIRECTORY_HELP)
+    p.add_argument("out", help="OUT.onnx or OUT.pt2")
+    p.add_argument("--format", choices=["onnx", "pt2"], default=None, help="(default: from OUT's extension)")
+    p = verb("features", _features, "clip features (one row per video) to a safetensors file")
+    p.add_argument("directory", help=DIRECTORY_HELP)
+    p.add_argument("videos", nargs="+", help="video files, folders of them, or list files of videos")
+    p.add_argument("--out", required=True, metavar="FILE.safetensors")
+    p.add_argument("--unmerged", action="store_true", help="use the model with its adapters (default: merged)")
+    p.add_argument(
+        "--root",
+        default=None,
+        help="folder of relative paths in list files (default: data.root, then the list file's folder)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one)")
+    _sets(p, "test data keys (data.*)")
+
+
+def _add_predict(verb) -> None:
+    p = verb("predict", _predict, "top-k classes for each video (--timeline: sliding windows over one long video)")
+    p.add_argument("directory", help=DIRECTORY_HELP)
+    p.add_argument("videos", nargs="+", help="video files, or folders of them")
+    p.add_argument("--topk", type=int, default=5, help="classes shown per video (default: %(default)s)")
+    p.add_argument("--timeline", action="store_true", help="classify sliding windows; writes JSON, CSV and a PNG")
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="timeline: source frames between window starts, at most the window (default: up to half a window, "
+        "in equal steps to the end)",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="timeline: window length in source frames (default: num_frames × data.frame_interval for dense "
+        "sampling, num_frames × 2 for uniform)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="PREFIX",
+        help="timeline: prefix of the JSON/CSV/PNG files (default: ./VIDEO_NAME.timeline); only an earlier "
+        "timeline's files are replaced",
+    )
+    p.add_argument(
+        "--annotate",
+        default=None,
+        metavar="OUT.mp4",
+        help="timeline: write the video with the current top-1 label drawn on it",
+    )
+    _test_options(p)
+
+
+def _add_convert(verb) -> None:
+    p = verb("convert-official", _convert, "reference ZeroI2V (MMAction2) checkpoint -> model directory")
+    p.add_argument("checkpoint", help="the reference .pth file")
+    p.add_argument("out_dir", help="new directory for the model")
+    p.add_argument(
+        "--preset",
+        default=None,
+        metavar="CONFIG",
+        help="the setting the checkpoint was trained with (e.g. ssv2_vitl14_u32): offsets, adapter "
+        "scale, frames, classes from that config",
+    )
+    p.add_argument("--merge", action="store_true", help="also fold the adapters")
+    p.add_argument("--force", action="store_true", help="replace the files of an earlier model directory in OUT_DIR")
+    _sets(p, "model keys")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zeroi2v", description="Image ViT -> video model at zero extra inference cost (ZeroI2V)."
@@ -249,100 +397,42 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
-    def sets(p, what="config keys"):
-        p.add_argument(
-            "--set",
-            nargs="+",
-            action="extend",
-            default=[],
-            metavar="KEY=VALUE",
-            help=f"override {what} (YAML values); repeatable, later values win",
-        )
-
-    def test_options(p):
-        p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one)")
-        p.add_argument("--checkpoint", action="store_true", help="use an unfinished run's last checkpoint")
-        p.add_argument("--compile", action="store_true", help="torch.compile the model first (pays off on many videos)")
-        sets(p, "test data keys (data.*, train.batch_size, train.num_workers)")
-
-    p = verb("train", _train, "train (or resume) a run; writes the output directory")
-    p.add_argument(
-        "config",
-        help=f"YAML config file, or the name of a shipped one ({', '.join(_shipped()[:3])}, ...: "
-        f"zeroi2v train --list-configs)",
-    )
-    sets(p)
-    p = verb("eval", _eval, "multi-view test of a run or model directory; writes metrics.json")
-    p.add_argument("directory")
-    test_options(p)
-    p = verb("merge", _merge, "fold the adapters into the backbone, verify numerically, save")
-    p.add_argument("directory")
-    p.add_argument("out_dir", help="new directory for the merged model (never the source)")
-    p.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
-    p = verb("export", _export, "export the merged model (ONNX checked with onnxruntime, or .pt2)")
-    p.add_argument("directory")
-    p.add_argument("out", help="OUT.onnx or OUT.pt2")
-    p.add_argument("--format", choices=["onnx", "pt2"], default=None)
-    p = verb("predict", _predict, "top-k classes for each video (--timeline: sliding windows over one long video)")
-    p.add_argument("directory")
-    p.add_argument("videos", nargs="+", help="video files, or folders of them")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--timeline", action="store_true", help="classify sliding windows; writes JSON, CSV and a PNG")
-    p.add_argument(
-        "--stride",
-        type=int,
-        default=None,
-        help="timeline: source frames between window starts (default: half a window)",
-    )
-    p.add_argument(
-        "--window",
-        type=int,
-        default=None,
-        help="timeline: window length in source frames (default: num_frames × data.frame_interval)",
-    )
-    p.add_argument(
-        "--out",
-        default=None,
-        metavar="PREFIX",
-        help="timeline: prefix of the JSON/CSV/PNG files (default: ./VIDEO_NAME.timeline)",
-    )
-    p.add_argument(
-        "--annotate",
-        default=None,
-        metavar="OUT.mp4",
-        help="timeline: write the video with the current top-1 label drawn on it",
-    )
-    test_options(p)
-    p = verb("features", _features, "clip features (one row per video) to a safetensors file")
-    p.add_argument("directory")
-    p.add_argument("videos", nargs="+", help="video files, folders of them, or list files of videos")
-    p.add_argument("--out", required=True, metavar="FILE.safetensors")
-    p.add_argument("--unmerged", action="store_true", help="use the model with its adapters (default: merged)")
-    p.add_argument(
-        "--root",
-        default=None,
-        help="folder of relative paths in list files (default: data.root, then the list file's folder)",
-    )
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
-    sets(p, "test data keys (data.*)")
-    p = verb("convert-official", _convert, "reference ZeroI2V (MMAction2) checkpoint -> model directory")
-    p.add_argument("checkpoint")
-    p.add_argument("out_dir")
-    p.add_argument(
-        "--preset",
-        default=None,
-        metavar="CONFIG",
-        help="the setting the checkpoint was trained with (e.g. ssv2_vitl14_u32): offsets, adapter "
-        "scale, frames, classes from that config",
-    )
-    p.add_argument("--merge", action="store_true", help="also fold the adapters")
-    p.add_argument("--force", action="store_true", help="overwrite a non-empty OUT_DIR")
-    sets(p, "model keys")
+    for add in (_add_train, _add_model_verbs, _add_predict, _add_convert):
+        add(verb)
     for name, (module, help_) in PASSTHROUGH.items():
         p = sub.add_parser(name, help=help_, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_passthrough(module))
     return parser
+
+
+HELP_COLUMNS = "100"  # the stored help of synth/demo/bench is formatted at this width
+
+
+def stored_help_path(name: str) -> Path:
+    return Path(__file__).parent / "assets" / f"help_{name}.txt"
+
+
+def live_help(name: str) -> str:
+    """`zeroi2v NAME --help` as the verb's own parser prints it (imports the verb, and torch)."""
+    import contextlib
+    import io
+
+    buffer, previous = io.StringIO(), os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = HELP_COLUMNS
+    try:
+        with contextlib.redirect_stdout(buffer), contextlib.suppress(SystemExit):
+            importlib.import_module(PASSTHROUGH[name][0]).main(["--help"])
+    finally:
+        os.environ.pop("COLUMNS") if previous is None else os.environ.update(COLUMNS=previous)
+    return buffer.getvalue()
+
+
+def write_stored_help() -> None:
+    """Regenerate zeroi2v/assets/help_*.txt (`python -m zeroi2v.cli --write-help`; a test checks them):
+    `zeroi2v synth|demo|bench --help` prints them without importing torch."""
+    for name in PASSTHROUGH:
+        stored_help_path(name).write_text(live_help(name), encoding="utf-8")
 
 
 def _shipped() -> list[str]:
@@ -353,9 +443,13 @@ def _run(argv: list[str]) -> int:
     debug = os.environ.get("ZEROI2V_DEBUG") == "1"
     if argv[:1] == ["--debug"]:
         debug, argv = True, argv[1:]
-    if argv[:2] == ["train", "--list-configs"]:
+    if argv[:1] == ["train"] and "--list-configs" in argv:
         print("\n".join(f"{name:28s} {SHIPPED_CONFIGS / (name + '.yaml')}" for name in _shipped()))
         return 0
+    if argv[:1] and argv[0] in PASSTHROUGH and argv[1:] in (["-h"], ["--help"]):
+        if stored_help_path(argv[0]).is_file():  # without importing torch (seconds)
+            print(stored_help_path(argv[0]).read_text(encoding="utf-8"), end="")
+            return 0
     if argv[:1] and argv[0] in PASSTHROUGH:  # verbs with their own argparse get the rest of the line
         args = argparse.Namespace(func=_passthrough(PASSTHROUGH[argv[0]][0]), rest=argv[1:])
     else:
@@ -418,4 +512,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--write-help"]:
+        write_stored_help()
+        raise SystemExit(0)
     raise SystemExit(main())

@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import os
 import re
 import sys
 import types
@@ -150,7 +151,10 @@ class DataConfig:
     )
     flip: bool = opt(True, "random horizontal flip")
     flip_label_map: str | None = opt(
-        None, "auto: a flip swaps classes named with left/right (SSv2)", choices=(None, "auto", "ssv2")
+        None,
+        "null: a flipped clip keeps its label; auto (or ssv2, the same): a flipped clip of a class named "
+        "with left/right or clockwise/counter-clockwise takes the mirrored class's label (SSv2)",
+        choices=(None, "auto", "ssv2"),
     )
     random_erasing: float = opt(0.0, "RandomErasing probability", low=0, high=1)
     erasing_mode: str = opt(
@@ -165,7 +169,12 @@ class DataConfig:
         length=3,
         each=(lambda v: v > 0, "> 0 (RGB, 0-1 scale)"),
     )
-    backend: str = opt("auto", "video decoder", choices=("auto", "pyav", "torchcodec"))
+    backend: str = opt(
+        "auto",
+        "video decoder: auto (torchcodec when it can be imported, else PyAV), pyav, or torchcodec (an error "
+        "when missing)",
+        choices=("auto", "pyav", "torchcodec"),
+    )
     cache_frames: bool = opt(
         False,
         "decode each training/validation video once and keep its frames in memory "
@@ -349,6 +358,13 @@ def describe() -> list[tuple[str, str, object, str]]:
     return rows
 
 
+def _choices(key: str):
+    if "." not in key:
+        return None
+    section, name = key.split(".", 1)
+    return next(f.metadata.get("choices") for f in dataclasses.fields(SECTIONS[section]) if f.name == name)
+
+
 def config_markdown() -> str:
     """docs/config.md: every key with its type, default and meaning (generated: `python -m zeroi2v.config`)."""
     lines = [
@@ -359,7 +375,19 @@ def config_markdown() -> str:
         "A run config is YAML with the sections `model`, `data`, `train` (and `output`); a file only says what "
         "differs from these defaults, which are the reference K400 ViT-B/16 recipe. `--set KEY=VALUE` "
         "overrides any key (repeatable; values are YAML; the last value of a key wins). Unknown keys are "
-        "errors.",
+        "errors. Where a key allows only some values, they are listed (`allowed:`).",
+        "",
+        "**Paths.** Relative paths in a config file (`output`, `data.root`, `data.train_list`, "
+        "`data.val_list`, `model.pretrained`) are relative to the config file's folder; `--set` values are "
+        "relative to the current directory; the shipped configs used by name (`zeroi2v train "
+        "k400_vitb16_8x16x1`) take theirs from the current directory. A run's `config.yaml` stores them "
+        "absolute, so `zeroi2v train RUN/config.yaml` resumes the run from any directory. An `output` that is "
+        "or lies inside the data (`data.root`, a class-folder tree) is refused.",
+        "",
+        "**CPU or GPU.** `zeroi2v train` has no device key: it uses the GPU when PyTorch sees one "
+        "(`torch.cuda.is_available()`), else the CPU (`CUDA_VISIBLE_DEVICES=` hides the GPUs); under "
+        "`torchrun`, process N uses GPU `LOCAL_RANK`. `train.amp: auto` then picks bf16/fp16 on the GPU and "
+        "full precision on the CPU. `eval`, `predict` and `features` take `--device cpu|cuda|cuda:N`.",
         "",
     ]
     section = None
@@ -368,6 +396,9 @@ def config_markdown() -> str:
             section = key.split(".")[0]
             lines += ["", f"## {section}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        choices = _choices(key)
+        if choices:
+            meaning += " (allowed: " + ", ".join(f"`{'null' if c is None else c}`" for c in choices) + ")"
         lines.append(f"| `{key}` | {kind} | `{shown}` | {meaning.replace('|', chr(92) + '|')} |")
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
@@ -463,18 +494,86 @@ def read_yaml_file(path, what: str = "config") -> dict:
     return data
 
 
+PATH_KEYS = ("output", "data.root", "data.train_list", "data.val_list", "model.pretrained")
+
+
+def resolve_path(value, folder: Path):
+    """A path key's value made absolute: `~` expanded, a relative path taken from `folder`."""
+    if not isinstance(value, str) or not value.strip() or value.startswith("builtin:"):
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else Path(os.path.abspath(folder / path)))
+
+
+def _path_folder(path) -> Path:
+    """Where relative paths of a config file start: the file's folder, except for the shipped configs
+    (templates used by name: the current directory)."""
+    folder = Path(path).resolve().parent
+    return Path.cwd() if folder == SHIPPED_CONFIGS.resolve() else Path(path).absolute().parent
+
+
+def _run_folder(path) -> Path | None:
+    """The run directory when `path` is a run's own config.yaml (a model.json of ours beside it)."""
+    path = Path(path)
+    marker = path.parent / "model.json"
+    if path.name != "config.yaml" or not marker.is_file():
+        return None
+    try:
+        return path.absolute().parent if '"zeroi2v"' in marker.read_text(encoding="utf-8") else None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def load_config(path=None, overrides=(), base: dict | None = None) -> Config:
-    """Defaults <- `base` <- YAML file <- overrides (in order, the last value of a key wins), checked."""
+    """Defaults <- `base` <- YAML file <- overrides (in order, the last value of a key wins), checked.
+
+    Path keys (`PATH_KEYS`) come out absolute: relative paths in the file are taken from the file's
+    folder (the shipped configs: from the current directory), `--set` values and defaults from the
+    current directory. A run's own config.yaml whose `output` is relative (written before 0.3) means
+    its own folder."""
     cfg = Config()
-    sources = ([base] if base else []) + ([read_yaml_file(path)] if path is not None else [])
-    for source in sources:
+    sources = [(base, Path.cwd())] if base else []
+    if path is not None:
+        data, run_folder = read_yaml_file(path), _run_folder(path)
+        relative = isinstance(data.get("output"), str) and not Path(data["output"]).expanduser().is_absolute()
+        if run_folder is not None and relative:
+            data["output"] = str(run_folder)
+        sources.append((data, _path_folder(path)))
+    for source, folder in sources:
         source = {k: ({} if k in SECTIONS and v is None else v) for k, v in source.items()}  # an empty section
         for key, value in flatten(source).items():
             if not (key in SECTIONS and isinstance(value, dict)):
-                set_key(cfg, key, value)
+                set_key(cfg, key, resolve_path(value, folder) if key in PATH_KEYS else value)
     for text in overrides:
-        set_key(cfg, *parse_override(text))
+        key, value = parse_override(text)
+        set_key(cfg, key, resolve_path(value, Path.cwd()) if key in PATH_KEYS else value)
+    for key in PATH_KEYS:  # defaults (output: runs/default) from the current directory
+        section, _, name = key.rpartition(".")
+        holder = getattr(cfg, section) if section else cfg
+        setattr(holder, name, resolve_path(getattr(holder, name), Path.cwd()))
     return cfg.check()
+
+
+def check_output_outside_data(cfg: Config) -> None:
+    """A run writes best/, checkpoint/, config.yaml and classes.txt into `output`: refuse an output that
+    is, or lies inside, the data (data.root, a class-folder tree) or is the folder of a list file, before
+    anything is written (a class tree would gain classes `best` and `checkpoint`)."""
+    out = Path(os.path.abspath(Path(str(cfg.output)).expanduser()))
+    d = cfg.data
+    trees = [("data.root", d.root)] + [
+        (k, v) for k, v in (("data.train_list", d.train_list), ("data.val_list", d.val_list)) if v and Path(v).is_dir()
+    ]
+    for key, value in trees:
+        if value:
+            tree = Path(os.path.abspath(value))
+            if out == tree or tree in out.parents:
+                raise UserError(
+                    f"output {out} is inside the data ({key}={tree}); a run writes its own folders there: "
+                    "choose an output outside the data"
+                )
+    for key, value in (("data.train_list", d.train_list), ("data.val_list", d.val_list)):
+        if value and not Path(value).is_dir() and out == Path(os.path.abspath(value)).parent:
+            raise UserError(f"output {out} is the folder of {key} ({value}); choose an output folder of its own")
 
 
 def dump_config(cfg: Config) -> str:

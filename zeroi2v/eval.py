@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from zeroi2v.build import last_checkpoint, load_pretrained
 from zeroi2v.config import Config, load_config, parse_override
-from zeroi2v.data import VideoDecodeError, collate, worker_init
+from zeroi2v.data import VideoDecodeError, collate, num_frames, worker_init
 from zeroi2v.data.annotations import NO_VIDEOS, read_text, videos_in
 from zeroi2v.data.build import make_dataset
 from zeroi2v.dist import all_sum, interactive, setup_distributed
@@ -147,17 +148,77 @@ def config_for_test(directory: Path, overrides, model) -> Config:
     return cfg
 
 
-def class_names(directory, num_classes: int) -> list[str]:
-    """Class names from the directory's classes.txt, else "0", "1", ..."""
+def saved_classes(directory, num_classes: int) -> list[str] | None:
+    """The class names in the directory's classes.txt (None without one, or with another count)."""
     path = Path(directory) / "classes.txt"
     names = [line.strip() for line in read_text(path).splitlines() if line.strip()] if path.is_file() else []
-    return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
+    return names if names and len(names) == num_classes else None
+
+
+def class_names(directory, num_classes: int) -> list[str]:
+    """Class names from the directory's classes.txt, else "0", "1", ..."""
+    return saved_classes(directory, num_classes) or [str(i) for i in range(num_classes)]
+
+
+DEVICE_TYPES = ("cpu", "cuda")
+
+
+def check_device(device: str | None) -> None:
+    """--device: cpu, cuda or cuda:N; anything else (mps, xpu, meta, a typo) is one line, not a traceback."""
+    if device is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise UserError(f"--device {device!r}: not a device; use cpu, cuda or cuda:N") from None
+    if kind not in DEVICE_TYPES:
+        raise UserError(f"--device {device}: {kind} is not supported; use cpu, cuda or cuda:N")
+
+
+IMAGE_CODECS = {"png", "mjpeg", "bmp", "webp", "tiff", "jpeg2000", "jpegls", "ppm", "pgm", "pam", "qoi", "jpegxl"}
+
+
+def plain_error(error, path) -> str:
+    """A decode error's message without the file name (the caller names it) or FFmpeg's raw errno."""
+    text = str(error)
+    for name in sorted({str(path), os.path.abspath(path), os.fspath(path)}, key=len, reverse=True):
+        text = text.replace(f"'{name}'", "").replace(name, "")
+    text = re.sub(r"\[Errno -?\d+\]\s*", "", text)
+    text = re.sub(r"'[a-z_]+\(\)'", "", text)  # the FFmpeg call ('avcodec_send_packet()')
+    text = re.sub(r"\s+:", ":", text)
+    text = re.sub(r"(:\s*)+$", "", text.strip())
+    return re.sub(r"\s+", " ", text).strip() or type(error).__name__
+
+
+def inspect_video(path, backend: str = "auto") -> tuple[str | None, str | None]:
+    """(error, warning) for one input: an image under a video name is not a video (error); a file that
+    decodes to fewer frames than its header announces is cut short (warning: "decoded 35 of 100 frames")."""
+    import av
+
+    try:
+        with av.open(os.fspath(path)) as container:
+            stream = container.streams.video[0]
+            codec, fmt, claimed = stream.codec_context.name, container.format.name, int(stream.frames or 0)
+            if not claimed and stream.duration and stream.time_base and stream.average_rate:
+                claimed = int(round(stream.duration * stream.time_base * stream.average_rate))
+    except Exception:  # noqa: BLE001 - the decoder says why, in its own words
+        return None, None
+    if codec in IMAGE_CODECS and (fmt.endswith("_pipe") or fmt == "image2" or claimed <= 1):
+        return f"not a video: a single {'JPEG' if codec == 'mjpeg' else codec.upper()} image", None
+    try:
+        found = num_frames(path, backend)
+    except VideoDecodeError:
+        return None, None
+    if claimed > 1 and found < claimed - 1:
+        return None, f"decoded {found} of {claimed} frames (the file ends early); predicted from those"
+    return None, None
 
 
 def load_for_test(directory, checkpoint: bool = False, device: str | None = None, compile: bool = False):
     """(model on its device, rank, world, device) of a run or model directory; `checkpoint`: an
     unfinished run's last checkpoint instead of final weights; `compile`: torch.compile it (in place)."""
     directory = Path(directory)
+    check_device(device)
     weights = None
     if checkpoint:
         weights = last_checkpoint(directory)
@@ -183,7 +244,7 @@ def evaluate(
     model, rank, world, dev = load_for_test(directory, checkpoint, device, compile)
     cfg = config_for_test(directory, overrides, model)
     d = cfg.data
-    dataset = make_dataset(cfg, model, "test")
+    dataset = make_dataset(cfg, model, "test", classes=saved_classes(directory, model.num_classes))
     batch = max(1, cfg.train.batch_size // max(1, world) // (d.test_clips * d.test_crops))
     result = evaluate_dataset(
         model,
@@ -249,12 +310,17 @@ def predict(
             results.append({"video": str(path), "error": "no such file"})
             continue
         dataset = make_dataset(cfg, model, "test", samples=[(os.path.abspath(path), 0)])
+        error, warning = inspect_video(path, cfg.data.backend)
+        if error:
+            results.append({"video": str(path), "error": error})
+            continue
         try:
             views = dataset.load(0, dataset.rng(0))[0]
         except VideoDecodeError as e:
-            results.append({"video": str(path), "error": str(e)})
+            results.append({"video": str(path), "error": plain_error(e, path)})
             continue
         probs = model(views.to(dev)).softmax(-1).mean(0)
         values, idx = probs.topk(min(topk, len(probs)))
-        results.append({"video": str(path), "top": [(classes[i], float(v)) for v, i in zip(values, idx, strict=False)]})
+        top = [(classes[i], float(v)) for v, i in zip(values, idx, strict=False)]
+        results.append({"video": str(path), "top": top, **({"warning": warning} if warning else {})})
     return results

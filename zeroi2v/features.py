@@ -33,6 +33,7 @@ from zeroi2v.data import VideoDecodeError, load_views
 from zeroi2v.data.annotations import NO_VIDEOS, read_text, videos_in
 from zeroi2v.dist import interactive, setup_distributed
 from zeroi2v.errors import UserError
+from zeroi2v.eval import check_device, inspect_video, plain_error
 from zeroi2v.fileio import atomic_save_safetensors, check_writable, model_files
 from zeroi2v.reparam import reparameterize
 from zeroi2v.timeline import data_settings, one_line
@@ -96,38 +97,17 @@ def _resolve(name: str, list_file: Path, root, number: int) -> Path:
     raise UserError(f"{list_file}:{number}: video {name} not found (looked in {places})")
 
 
-@torch.no_grad()
-def extract_features(
-    directory, videos, out, *, merged: bool = True, root=None, overrides=(), device=None, progress: bool | None = None
-) -> dict:
-    """Write FILE.safetensors with one feature row per video (see the module docstring).
-
-    Returns {"path", "num_videos", "dim", "merged", "views", "videos" (names), "features" (N, D) tensor,
-    "labels" (list or None), "note" (str or None)}.
-    """
-
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise UserError(f"--out {out}: features are written as a .safetensors file")
-    videos = [videos] if isinstance(videos, (str, Path)) else list(videos)
-    model = load_pretrained(directory)
-    s = data_settings(directory, overrides, model)
-    entries = read_video_list(videos, root if root is not None else s["root"])
-    check_writable(out, "--out", [e["path"] for e in entries] + [Path(v) for v in videos] + model_files(directory))
-    if out.is_file() and not is_features_file(out):  # replace an earlier features file, never other weights
-        raise UserError(f"--out {out} exists and is not a zeroi2v features file; refusing to overwrite it")
-
-    note = None
-    if merged and not model.merged:
-        if model.config.method != "zeroi2v":
-            note = f"{model.config['method']} cannot be merged: features of the model as trained"
-        else:
-            model = reparameterize(model)
-    dev = setup_distributed(device)[2]
-    model.to(dev).eval()
-    show = interactive() if progress is None else progress
-    rows = []
+def _feature_rows(model, entries, s, dev, show) -> tuple[list, list, list, list]:
+    """(feature rows, entries read, [(name, reason)] skipped, [(name, warning)]): unreadable videos are
+    skipped and named; none readable is an error."""
+    rows, read, skipped, warnings = [], [], [], []
     for entry in tqdm(entries, desc="features", unit="video", disable=not show, dynamic_ncols=True):
+        error, warning = inspect_video(entry["path"], s["backend"])
+        if error:
+            skipped.append((entry["name"], error))
+            continue
+        if warning:
+            warnings.append((entry["name"], warning))
         try:
             views = load_views(
                 entry["path"],
@@ -142,8 +122,51 @@ def extract_features(
                 backend=s["backend"],
             )
         except VideoDecodeError as e:
-            raise UserError(f"cannot read {entry['name']}: {one_line(e)}") from None
+            skipped.append((entry["name"], plain_error(e, entry["path"])))
+            continue
         rows.append(model.forward_features(views.to(dev)).float().mean(0).cpu())  # (D,) mean over the views
+        read.append(entry)
+    if not rows:
+        name, reason = skipped[0]
+        raise UserError(f"none of the {len(entries)} videos could be read (e.g. {name}: {reason}); nothing written")
+    return rows, read, skipped, warnings
+
+
+@torch.no_grad()
+def extract_features(
+    directory, videos, out, *, merged: bool = True, root=None, overrides=(), device=None, progress: bool | None = None
+) -> dict:
+    """Write FILE.safetensors with one feature row per video (see the module docstring).
+
+    Unreadable videos (and images under a video name) are skipped and named, as `predict` and `train`
+    do; only when none can be read is it an error, with nothing written.
+
+    Returns {"path", "num_videos", "dim", "merged", "views", "videos" (names), "features" (N, D) tensor,
+    "labels" (list or None), "note" (str or None), "skipped": [(name, reason)], "warnings": [(name, what)]}.
+    """
+
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise UserError(f"--out {out}: features are written as a .safetensors file")
+    videos = [videos] if isinstance(videos, (str, Path)) else list(videos)
+    model = load_pretrained(directory)
+    s = data_settings(directory, overrides, model)
+    entries = read_video_list(videos, root if root is not None else s["root"])
+    check_writable(out, "--out", [e["path"] for e in entries] + [Path(v) for v in videos] + model_files(directory))
+    if out.is_file() and not is_features_file(out):  # replace an earlier features file, never other weights
+        raise UserError(f"--out {out} exists and is not a zeroi2v features file; refusing to overwrite it")
+
+    check_device(device)
+    note = None
+    if merged and not model.merged:
+        if model.config.method != "zeroi2v":
+            note = f"{model.config.method} cannot be merged: features of the model as trained"
+        else:
+            model = reparameterize(model)
+    dev = setup_distributed(device)[2]
+    model.to(dev).eval()
+    show = interactive() if progress is None else progress
+    rows, entries, skipped, warnings = _feature_rows(model, entries, s, dev, show)
     features = torch.stack(rows)
     labels = [e["label"] for e in entries]
     labels = labels if all(label is not None for label in labels) else None
@@ -176,6 +199,8 @@ def extract_features(
         "features": features,
         "labels": labels,
         "note": note,
+        "skipped": skipped,
+        "warnings": warnings,
     }
 
 

@@ -15,11 +15,21 @@ TIMELINE_CLASSES = 8  # at most this many classes drawn in a timeline
 
 
 def training_curves(history: list[dict], path) -> None:
+    """Loss (left axis) and validation top-1 (right axis, 0-1 with headroom so points at 1.0 show)
+    per epoch; whole-number epoch ticks; the legend below the axes, where it cannot hide a point."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
+    fig, ax = plt.subplots(figsize=(6, 3.8), layout="constrained")
+    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss", clip_on=False)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
+    if epochs and max(epochs) - min(epochs) <= 12:
+        ax.set_xticks(range(int(min(epochs)), int(max(epochs)) + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(epochs) == 1:
+        ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
     if any("val_top1" in h for h in history):
         ax2 = ax.twinx()
         ax2.plot(
@@ -28,11 +38,13 @@ def training_curves(history: list[dict], path) -> None:
             "s-",
             color="tab:orange",
             label="val top-1",
+            clip_on=False,
+            zorder=3,
         )
         ax2.set_ylabel("val top-1")
-        ax2.set_ylim(0, 1)
-    fig.legend(loc="upper center", ncol=2, fontsize=8)
-    fig.tight_layout()
+        ax2.set_ylim(0, 1.05)
+        ax2.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    fig.legend(loc="outside lower center", ncol=2, fontsize=8)
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)
 
@@ -43,7 +55,11 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path, title: str = 
     size = min(14, 3 + 0.4 * n)
     fig, ax = plt.subplots(figsize=(size + 1.5, size), layout="constrained")
     image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax, label="videos", shrink=0.8)
+    from matplotlib.ticker import MaxNLocator
+
+    bar = fig.colorbar(image, ax=ax, label="videos", shrink=0.8)
+    bar.locator = MaxNLocator(integer=True)  # counts: whole-number ticks
+    bar.update_ticks()
     if n <= 60:
         ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
         ax.set_yticks(range(n), classes, fontsize=7)
@@ -73,11 +89,21 @@ def accuracy_bars(names: list[str], values: list[float], path, title: str = "top
     longest = max((len(n) for n in names), default=10)
     fig, ax = plt.subplots(figsize=(max(6.0, 3.5 + 0.075 * longest), 0.9 + 0.45 * len(names)))
     bars = ax.barh(names, values, color=["tab:blue"] + ["tab:gray"] * (len(names) - 1))
-    ax.bar_label(bars, labels=[f"{100 * v:.1f}%" for v in values], padding=3)
+    labels = ax.bar_label(bars, labels=[f"{100 * v:.1f}%" for v in values], padding=3)
     ax.set_xlim(0, 1.15)
+    ax.set_xticks(np.linspace(0, 1, 6))
     fig.suptitle(title, fontsize=10)
     ax.invert_yaxis()
     fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    for _ in range(4):  # widen the axis until every "100.0%" label sits inside the frame
+        frame = ax.get_window_extent(renderer)
+        over = max((t.get_window_extent(renderer).x1 for t in labels), default=0) - frame.x1
+        if over <= 0:
+            break
+        low, high = ax.get_xlim()
+        ax.set_xlim(low, high + (over + 4) * (high - low) / frame.width)
+        fig.tight_layout()
     fig.savefig(path, format="png", dpi=100, bbox_inches="tight", pad_inches=0.15)
     plt.close(fig)
 

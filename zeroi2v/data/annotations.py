@@ -37,13 +37,15 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".m
 class Annotations:
     samples: list[tuple[str, int]]
     classes: list[str] | None = None
+    tree: bool = False  # a folder-per-class tree: labels are the sorted folder names' positions
+    lines: list[int] | None = None  # list files: the line number of each sample (for errors)
 
 
 def load_annotations(root, ann=None, split: str = "train") -> Annotations:
     """Auto-detect the layout of `ann` (a file, a glob, a directory, or None = the class tree at root)."""
     root = Path(root) if root else Path(".")
     if ann is None or (Path(str(ann)).is_dir() and not _has_split_files(Path(str(ann)))):
-        return _folder_tree(Path(ann) if ann else root)
+        return _folder_tree(Path(ann) if ann else root, split)
     ann_s = str(ann)
     if any(ch in ann_s for ch in "*?["):
         return _hmdb_splits(ann_s, split)
@@ -66,15 +68,20 @@ def _has_split_files(directory: Path) -> bool:
 
 
 def _list_file(path: Path) -> Annotations:
-    samples = []
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        raise UserError(
+            f"{path} is a video, not an annotation file: give a list file ('path LABEL' per line) or a "
+            "folder with one subfolder of videos per class"
+        )
+    samples, lines = [], []
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        fields = line.split()
-        if len(fields) != 2:
+        fields = line.rsplit(maxsplit=1)  # the path may contain spaces: the label is the last field
+        if len(fields) != 2 or _looks_like_rawframes(fields[0]):
             raise UserError(
-                f"{path}:{number}: expected 'relative/path.ext LABEL', got {len(fields)} fields "
+                f"{path}:{number}: expected 'relative/path.ext LABEL', got {len(line.split())} fields "
                 f"({line[:60]!r}); rawframe lists with a frame-count column are not supported"
             )
         try:
@@ -84,13 +91,21 @@ def _list_file(path: Path) -> Annotations:
         if label < 0:
             raise UserError(f"{path}:{number}: negative label {label}")
         samples.append((fields[0], label))
+        lines.append(number)
     if not samples:
         raise UserError(f"{path} lists no videos")
     classes_file = path.with_name("classes.txt")
     classes = _read_classes(classes_file) if classes_file.is_file() and classes_file != path else None
     if classes:
-        check_labels(samples, len(classes), f"{path} (with {classes_file.name})")
-    return Annotations(samples, classes)
+        check_labels(samples, len(classes), f"{path} (with {classes_file.name})", lines)
+    return Annotations(samples, classes, lines=lines)
+
+
+def _looks_like_rawframes(path: str) -> bool:
+    """`frame_dir total_frames` before the label: a number as the last word of a path without a video
+    extension (a path with spaces, `my clip 2.mp4`, keeps its extension)."""
+    words = path.split()
+    return len(words) > 1 and words[-1].isdigit() and Path(path).suffix.lower() not in VIDEO_EXTENSIONS
 
 
 def read_text(path: Path) -> str:
@@ -104,7 +119,16 @@ def read_text(path: Path) -> str:
 
 
 def _read_classes(path: Path) -> list[str]:
-    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
+    names, seen = [], {}
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        name = line.strip()
+        if not name:
+            continue
+        if name in seen:
+            raise UserError(f"{path}:{number}: class {name!r} is listed twice (also line {seen[name]})")
+        seen[name] = number
+        names.append(name)
+    return names
 
 
 SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
@@ -118,7 +142,9 @@ def videos_in(folder: Path) -> list[Path]:
     return sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file())
 
 
-def _folder_tree(root: Path) -> Annotations:
+def _folder_tree(root: Path, split: str = "train") -> Annotations:
+    """Every class folder must hold videos (an empty one is an error naming it, not a class without
+    examples); a training tree needs two classes or more."""
     if not root.is_dir():
         raise UserError(
             f"data root {root} is a file, not a folder" if root.exists() else f"data root not found: {root}"
@@ -130,10 +156,47 @@ def _folder_tree(root: Path) -> Annotations:
             f"{root} holds split folders ({', '.join(splits)}), not class folders: point "
             f"data.train_list / data.val_list at {root / splits[0]} and the other split"
         )
-    samples = [(str(file.resolve()), label) for label, name in enumerate(classes) for file in videos_in(root / name)]
-    if not samples:
+    loose = [f for f in root.iterdir() if f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file()]
+    if loose and (not classes or split == "train" and len(classes) == 1):
+        raise UserError(
+            f"{root} holds videos itself, so it looks like one class folder: point at its parent "
+            f"{root.resolve().parent}, which should hold one folder of videos per class"
+        )
+    found = {name: videos_in(root / name) for name in classes}
+    if not any(found.values()):
         raise UserError(f"{NO_VIDEOS} in class folders under {root}")
-    return Annotations(samples, classes)
+    empty = [name for name in classes if not found[name]]
+    if empty:
+        raise UserError(
+            f"class folder {root / empty[0]} holds {NO_VIDEOS}"
+            + (f" (nor do {', '.join(empty[1:4])})" if len(empty) > 1 else "")
+            + ": add videos or remove the folder"
+        )
+    if split == "train" and len(classes) == 1:
+        raise UserError(
+            f"{root} has a single class folder ({classes[0]}); training needs two classes or more: point at "
+            f"the folder that holds one folder per class"
+        )
+    samples = [(str(file.resolve()), label) for label, name in enumerate(classes) for file in found[name]]
+    return Annotations(samples, classes, tree=True)
+
+
+def match_classes(ann: Annotations, classes: list[str], source, reference: str) -> Annotations:
+    """A class-folder tree (validation, test) labelled by the training classes' names: `classes` define
+    the ids. A folder unknown to training is an error naming it (and the training class it differs from
+    only in case); classes missing from the tree are fine."""
+    index = {name: i for i, name in enumerate(classes)}
+    folded = {name.lower(): name for name in classes}
+    for name in ann.classes or []:
+        if name not in index:
+            near = folded.get(name.lower())
+            hint = f" (training has {near!r}: names are case-sensitive)" if near else ""
+            raise UserError(
+                f"class folder {name!r} in {source} is not a training class{hint}; the {len(classes)} classes "
+                f"of {reference}: {', '.join(classes[:8])}{', ...' if len(classes) > 8 else ''}"
+            )
+    samples = [(path, index[ann.classes[label]]) for path, label in ann.samples]
+    return Annotations(samples, list(classes), tree=True)
 
 
 def _ssv2(path: Path) -> Annotations:
@@ -264,8 +327,12 @@ def ssv2_flip_label_map(classes: list[str]) -> dict[int, int]:
 flip_label_map = ssv2_flip_label_map  # the name the engine imports
 
 
-def check_labels(samples, num_classes: int, source: str) -> None:
-    """UserError naming the first sample whose label is not in 0..num_classes-1."""
-    bad = [(p, label) for p, label in samples if not 0 <= label < num_classes]
+def check_labels(samples, num_classes: int, source: str, lines: list[int] | None = None) -> None:
+    """UserError naming the first sample whose label is not in 0..num_classes-1 (and its line, if known)."""
+    bad = [i for i, (_, label) in enumerate(samples) if not 0 <= label < num_classes]
     if bad:
-        raise UserError(f"{source}: label {bad[0][1]} of {bad[0][0]} is out of range for {num_classes} classes")
+        path, label = samples[bad[0]]
+        where = f"line {lines[bad[0]]}: " if lines and len(lines) == len(samples) else ""
+        raise UserError(
+            f"{source}: {where}label {label} of {path} is out of range for {num_classes} classes (0..{num_classes - 1})"
+        )

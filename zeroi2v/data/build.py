@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import os
 
-from zeroi2v.data.annotations import Annotations, check_labels, load_annotations
+from zeroi2v.data.annotations import Annotations, check_labels, load_annotations, match_classes
 from zeroi2v.data.dataset import VideoDataset
 from zeroi2v.errors import UserError
 
 SPLITS = ("train", "val", "test")  # val: one center view (during training); test: data.test_clips × test_crops
 
 
-def load_split(cfg, split: str) -> Annotations:
-    """The annotations of a split: data.train_list for train, data.val_list for val/test."""
+def load_split(cfg, split: str, classes: list[str] | None = None) -> Annotations:
+    """The annotations of a split: data.train_list for train, data.val_list for val/test.
+
+    A validation/test class-folder tree is labelled by the names of the training classes (`classes`,
+    else those of data.train_list), never by its own folder order."""
     d = cfg.data
     source = d.train_list if split == "train" else d.val_list
     if split == "train" and not source and not d.root:
@@ -31,6 +34,16 @@ def load_split(cfg, split: str) -> Annotations:
         raise UserError(f"data.root not found: {d.root}")
     ann = load_annotations(d.root, source, split="train" if split == "train" else "val")
     check_some_exist(d.root, ann.samples, source or d.root)
+    if split != "train" and ann.tree:
+        reference = "the model"
+        if classes is None and (d.train_list or d.root):
+            classes, reference = load_split(cfg, "train").classes, f"data.train_list={d.train_list or d.root}"
+        if classes is None:
+            raise UserError(
+                f"data.val_list={source} is a class-folder tree, but the training data names no classes to match "
+                "its folders to (put a classes.txt beside the training list)"
+            )
+        ann = match_classes(ann, classes, source, reference)
     return ann
 
 
@@ -44,18 +57,24 @@ def check_some_exist(root, samples, source, probes: int = 32) -> None:
         )
 
 
-def make_dataset(cfg, model, split: str, samples=None, flip_label_map: dict | None = None) -> VideoDataset:
+def make_dataset(
+    cfg, model, split: str, samples=None, flip_label_map: dict | None = None, classes: list[str] | None = None
+) -> VideoDataset:
     """The `split` dataset of a run for `model` (its frame count and normalisation).
 
     `samples`: (path, label) pairs to use instead of the split's annotation file (few-shot subsets,
-    a single clip). Labels are checked against the model's classes.
+    a single clip). Labels are checked against the model's classes. `classes`: the model's class names
+    (a validation class-folder tree is matched to them by name).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     d = cfg.data
-    samples = load_split(cfg, split).samples if samples is None else samples
+    lines = None
+    if samples is None:
+        ann = load_split(cfg, split, classes)
+        samples, lines = ann.samples, ann.lines
     if model.num_classes:
-        check_labels(samples, model.num_classes, (d.train_list if split == "train" else d.val_list) or d.root)
+        check_labels(samples, model.num_classes, (d.train_list if split == "train" else d.val_list) or d.root, lines)
     common = dict(
         num_frames=model.num_frames,
         sampling=d.sampling,

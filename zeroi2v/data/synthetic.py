@@ -412,27 +412,31 @@ def main(argv=None) -> int:
         prog="zeroi2v synth",
         description="Write synthetic motion videos (classes differ only in temporal order) with MMAction2 list files.",
     )
-    parser.add_argument("out_dir")
+    parser.add_argument("out_dir", help="folder for the videos, train.txt, val.txt and classes.txt")
     parser.add_argument(
         "--family",
         default="basic",
         choices=sorted(FAMILIES),
         help="basic: up/down, left/right, grow/shrink, brighten/darken (the demo's); complex: "
-        "rotation, diagonal motion, approach/recede with distractors and noise",
+        "rotation, diagonal motion, approach/recede with distractors and noise (default: %(default)s)",
     )
-    parser.add_argument("--train-per-class", type=int, default=100)
-    parser.add_argument("--val-per-class", type=int, default=20)
-    parser.add_argument("--frames", type=int, default=16, help="frames per video")
-    parser.add_argument("--size", type=int, default=32, help="frame height and width (even)")
-    parser.add_argument("--classes", type=int, default=8, help="even number of classes (pairs)")
-    parser.add_argument("--fps", type=int, default=8)
+    parser.add_argument("--train-per-class", type=int, default=100, help="(default: %(default)s)")
+    parser.add_argument("--val-per-class", type=int, default=20, help="(default: %(default)s)")
+    parser.add_argument("--frames", type=int, default=16, help="frames per video (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=32, help="frame height and width, even (default: %(default)s)")
+    parser.add_argument(
+        "--classes", type=int, default=8, help="even number of classes, in pairs (default: %(default)s)"
+    )
+    parser.add_argument("--fps", type=int, default=8, help="(default: %(default)s)")
     parser.add_argument(
         "--codec",
         default="libx264",
         choices=sorted(CODECS) + ["mixed"],
-        help="mixed: MP4 (H.264) and AVI (MJPEG) files alternate",
+        help="mixed: MP4 (H.264) and AVI (MJPEG) files alternate (default: %(default)s)",
     )
-    parser.add_argument("--speed", type=float, default=1.0, help="scale of movement / rotation / zoom per clip")
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="scale of movement / rotation / zoom per clip (default: %(default)s)"
+    )
     parser.add_argument(
         "--noise", type=float, default=None, help="per-frame pixel noise std, 0-255 (default: 0 basic, 4 complex)"
     )
@@ -440,9 +444,9 @@ def main(argv=None) -> int:
         "--shapes",
         default="basic",
         choices=("basic", "all"),
-        help="all: also shapes the demo backbone never saw (triangle, ring, cross)",
+        help="all: also shapes the demo backbone never saw (triangle, ring, cross) (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument(
         "--force",
         action="store_true",
