@@ -39,8 +39,8 @@ from tqdm import tqdm
 
 from zeroi2v.build import CKPT_DIR, CONFIG_FILE, build_model, save_pretrained
 from zeroi2v.config import Config, dump_config, flatten
-from zeroi2v.data import collate, few_shot, flip_label_map, worker_init
-from zeroi2v.data.build import load_split, make_dataset
+from zeroi2v.data import augment_on_device, collate, create_dataset, worker_init
+from zeroi2v.data.build import load_split
 from zeroi2v.dist import all_sum, interactive, setup_distributed
 from zeroi2v.errors import UserError
 from zeroi2v.eval import evaluate_dataset
@@ -293,11 +293,11 @@ def setup(cfg: Config) -> Run:
     t, d = cfg.train, cfg.data
     rank, world, device = setup_distributed()
     notes = []
-    per_step = t.batch_size // (world * t.accum_steps)
-    if per_step < 1 or t.batch_size % (world * t.accum_steps):
+    per_step = t.batch_size // (world * t.accum_steps * d.repeat_clips)  # videos per process per micro-step
+    if per_step < 1 or t.batch_size % (world * t.accum_steps * d.repeat_clips):
         raise UserError(
-            f"train.batch_size={t.batch_size} (global) must be a multiple of processes × "
-            f"train.accum_steps = {world} × {t.accum_steps}"
+            f"train.batch_size={t.batch_size} (global, in clips) must be a multiple of processes × "
+            f"train.accum_steps × data.repeat_clips = {world} × {t.accum_steps} × {d.repeat_clips}"
         )
 
     train_ann = load_split(cfg, "train")
@@ -309,7 +309,6 @@ def setup(cfg: Config) -> Run:
             "set model.num_classes to that (or null: from the data)"
         )
     num_classes = cfg.model.num_classes or (len(classes) if classes else 1 + max(l for _, l in train_ann.samples))
-    samples = few_shot(train_ann.samples, d.shots, t.seed) if d.shots else train_ann.samples
 
     torch.manual_seed(t.seed)
     model = build_model(cfg.model_config(num_classes)).to(device)
@@ -318,9 +317,8 @@ def setup(cfg: Config) -> Run:
             "WARNING: model.pretrained is null and the backbone is frozen: training adapters on random "
             "features will not learn much; set model.pretrained to image weights"
         )
-    flips = flip_label_map(classes) if d.flip_label_map and classes else None
-    train_set = make_dataset(cfg, model, "train", samples, flip_label_map=flips)
-    val_set = make_dataset(cfg, model, "val", val_ann.samples) if val_ann else None
+    train_set = create_dataset(cfg, "train", model=model)
+    val_set = create_dataset(cfg, "val", model=model) if val_ann else None
     steps_per_epoch = (len(train_set) // world) // per_step // t.accum_steps
     if steps_per_epoch < 1:
         unit = world * t.accum_steps  # the batch splits evenly over processes and accumulation steps
@@ -534,7 +532,7 @@ def loop(run: Run, show: bool, resume_hint: str = RESUME_HINT) -> dict:
                 for micro in range(t.accum_steps):
                     batch = next(batches)
                     sums["skipped"] += len(batch["skipped"])
-                    video, label = batch["video"].to(run.device, non_blocking=True), batch["label"].to(run.device)
+                    video, label = augment_on_device(batch, run.device, run.train_set), batch["label"].to(run.device)
                     sync = micro == t.accum_steps - 1 or run.world == 1
                     with nullcontext() if sync else run.step_model.no_sync(), run.autocast():
                         loss = F.cross_entropy(run.step_model(video).float(), label, label_smoothing=t.label_smoothing)

@@ -1,10 +1,12 @@
 """Read the annotation layouts video datasets come with into one list of (relative path, label).
 
 - MMAction2 list files: one `relative/path.ext LABEL` per line (K400, custom sets); blank lines and
-  `#` comments are skipped. Lines with other column counts are rejected with file:line, including
-  rawframe lists (`frame_dir total_frames label`): this package reads videos, not frame folders.
+  `#` comments are skipped. Rawframe lists (`frame_dir total_frames label`, as MMAction2's
+  build_rawframes/denseflow tools write them) are read too: their counts go to `Annotations.lengths`.
+  Lines with other column counts are rejected with file:line.
   A `classes.txt` beside the list (one name per line) names the classes and bounds the labels.
-- A folder-per-class tree: `TREE/CLASS_NAME/*.mp4` (classes sorted by name); its paths are absolute,
+- A folder-per-class tree: `TREE/CLASS_NAME/*.mp4` (classes sorted by name), or rawframe folders
+  `TREE/CLASS_NAME/VIDEO/img_00001.jpg` when the tree holds no videos; its paths are absolute,
   so separate `train/` and `val/` trees work whatever `data.root` is.
 - Something-Something v2 JSON: `[{"id", "label", "template", "placeholders"}]` plus the labels file
   beside it (`labels.json`: template with "[something]" written as "something" -> index); the video
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zeroi2v.data.frames import frame_folders
 from zeroi2v.errors import UserError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
@@ -37,6 +40,7 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".m
 class Annotations:
     samples: list[tuple[str, int]]
     classes: list[str] | None = None
+    lengths: dict[str, int] | None = None  # rawframe lists: frame_dir -> total_frames
 
 
 def load_annotations(root, ann=None, split: str = "train") -> Annotations:
@@ -66,16 +70,19 @@ def _has_split_files(directory: Path) -> bool:
 
 
 def _list_file(path: Path) -> Annotations:
-    samples = []
+    samples, lengths = [], {}
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         fields = line.split()
+        if len(fields) == 3:  # a rawframe list: frame_dir total_frames label
+            lengths[fields[0]] = _total_frames(path, number, fields[1])
+            fields = [fields[0], fields[2]]
         if len(fields) != 2:
             raise UserError(
-                f"{path}:{number}: expected 'relative/path.ext LABEL', got {len(fields)} fields "
-                f"({line[:60]!r}); rawframe lists with a frame-count column are not supported"
+                f"{path}:{number}: expected 'relative/path.ext LABEL' (or 'frame_dir total_frames label'), "
+                f"got {len(fields)} fields ({line[:60]!r})"
             )
         try:
             label = int(fields[1])
@@ -90,7 +97,14 @@ def _list_file(path: Path) -> Annotations:
     classes = _read_classes(classes_file) if classes_file.is_file() and classes_file != path else None
     if classes:
         check_labels(samples, len(classes), f"{path} (with {classes_file.name})")
-    return Annotations(samples, classes)
+    return Annotations(samples, classes, lengths or None)
+
+
+def _total_frames(path: Path, number: int, text: str) -> int:
+    """The total_frames column of a rawframe list line."""
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"{path}:{number}: total_frames {text!r} of a rawframe list must be a positive integer")
+    return int(text)
 
 
 def read_text(path: Path) -> str:
@@ -131,6 +145,8 @@ def _folder_tree(root: Path) -> Annotations:
             f"data.train_list / data.val_list at {root / splits[0]} and the other split"
         )
     samples = [(str(file.resolve()), label) for label, name in enumerate(classes) for file in videos_in(root / name)]
+    if not samples:  # rawframe folders: TREE/CLASS/VIDEO/img_00001.jpg
+        samples = [(str(d.resolve()), label) for label, name in enumerate(classes) for d in frame_folders(root / name)]
     if not samples:
         raise UserError(f"{NO_VIDEOS} in class folders under {root}")
     return Annotations(samples, classes)
