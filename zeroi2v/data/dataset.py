@@ -167,13 +167,11 @@ class VideoDataset(torch.utils.data.Dataset):
         path, label = self.path(index), self.samples[index][1]
         if path not in self._lengths:
             self._lengths[path] = self.count(path)
-        n, t = self._lengths[path], self.num_frames
-        indices = np.concatenate(  # (repeat·clips, T)
-            [
-                sample_indices(n, t, self.sampling, self.frame_interval, self.clips, self.train, rng)
-                for _ in range(self.repeat)
-            ]
-        )
+        n, t, picks, seeds = self._lengths[path], self.num_frames, [], []
+        for _ in range(self.repeat):  # each clip: its frames, then its augmentation seed (training)
+            picks.append(sample_indices(n, t, self.sampling, self.frame_interval, self.clips, self.train, rng))
+            seeds.append(int(rng.integers(2**62)) if self.train else 0)
+        indices = np.concatenate(picks)  # (repeat·clips, T)
         if path in self._frames:  # read_frames repeats the last frame past the end: so does the cache
             cached = self._frames[path]
             frames = cached[np.minimum(indices.reshape(-1), len(cached) - 1)]
@@ -183,10 +181,10 @@ class VideoDataset(torch.utils.data.Dataset):
         if not self.train:
             return torch.cat([self.transform(clip) for clip in frames]), label
         videos, labels, plans = [], [], []
-        for clip in frames:
+        for clip, seed in zip(frames, seeds, strict=True):
             with torch.random.fork_rng(devices=[]):
                 # the CPU generator only: torch.manual_seed also queues CUDA seeding with a stack trace (~1 ms)
-                torch.default_generator.manual_seed(int(rng.integers(2**62)))
+                torch.default_generator.manual_seed(seed)
                 if self.on_device:
                     video, plan = self.transform.start(clip)
                     plans.append(plan)
