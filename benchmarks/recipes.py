@@ -18,6 +18,7 @@ from pathlib import Path
 
 from zeroi2v.build import build_model
 from zeroi2v.config import load_config
+from zeroi2v.data.spec import specs_from_config
 from zeroi2v.data.transforms import train_transform
 from zeroi2v.train import param_groups
 
@@ -281,18 +282,7 @@ def augmentation_view(cfg) -> tuple[str, ...]:
     """The training chain in the order it runs, from `train_transform(...).steps` with the config's data keys."""
     d, m = cfg.data, cfg.model
     chain = train_transform(
-        d.img_size,
-        (0.5,) * 3,
-        (0.5,) * 3,
-        short_side=d.short_side,
-        rand_augment=d.rand_augment,
-        rand_augment_layers=d.rand_augment_layers,
-        rand_augment_magnitude=d.rand_augment_magnitude,
-        flip=d.flip,
-        order=d.augment_order,
-        random_erasing=d.random_erasing,
-        erasing_mode=d.erasing_mode,
-        scale=tuple(d.crop_scale),
+        d.img_size, (0.5,) * 3, (0.5,) * 3, specs_from_config(d, m.num_frames, (0.5,) * 3, (0.5,) * 3)[1]
     )
     ra = next((op for op in chain.ops if type(op).__name__ == "RandAugment"), None)
     words = {

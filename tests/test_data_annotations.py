@@ -31,7 +31,9 @@ def test_mmaction2_list_file(tmp_path):
     "content, message",
     [
         ("a.mp4 0\nb.mp4\n", r"train\.txt:2: expected 'relative/path\.ext LABEL'"),
-        ("frames/a 300 1\n", "rawframe"),
+        ("frames/a 300 1 7\n", r"train\.txt:1: expected .*4 fields"),
+        ("frames/a 0 1\n", r"train\.txt:1: total_frames '0' of a rawframe list must be a positive integer"),
+        ("frames/a many 1\n", "total_frames 'many'"),
         ("a.mp4 zero\n", r"train\.txt:1: label 'zero' is not an integer"),
         ("a.mp4 -1\n", "negative label"),
         ("\n# only comments\n", "lists no videos"),

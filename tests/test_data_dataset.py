@@ -53,7 +53,7 @@ def test_train_transform_flip_is_a_mirror_and_reported():
     """No RandAugment, full-frame crop: a flipped clip is exactly the mirror of an unflipped one."""
     video = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
     video[..., :8] = 255  # bright on the left
-    transform = train_transform(32, **RAW, short_side=0, rand_augment=False, scale=(1.0, 1.0))
+    transform = train_transform(32, **RAW, short_side=0, rand_augment=False, crop_scale=(1.0, 1.0))
     outputs = {}
     for seed in range(10):
         torch.manual_seed(seed)
@@ -248,7 +248,9 @@ def test_broken_videos_are_skipped_named_and_logged_once(tree, tmp_path, caplog)
     train[0], train[1]
     for name in broken:
         assert sum(name in r.getMessage() for r in caplog.records) == 1  # once per process
-    test = VideoDataset(root, samples, num_frames=4, sampling="uniform", train=False, img_size=32, **HALF, test_crops=3)
+    test = VideoDataset(
+        root, samples, num_frames=4, sampling="uniform", train=False, img_size=32, **HALF, test_clips=1, test_crops=3
+    )
     item = test[2]
     assert item["broken"] and item["index"] == 2 and item["label"] == 0 and item["skipped"][0].endswith("truncated.mp4")
     assert item["video"].shape == (3, 3, 4, 32, 32) and not item["video"].any()

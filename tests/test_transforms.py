@@ -201,7 +201,7 @@ def test_k400_order():
 
 
 def test_ssv2_order():
-    assert train_transform(32, **RAW, order="ssv2", random_erasing=0.25).steps == (
+    assert train_transform(32, **RAW, augment_order="ssv2", random_erasing=0.25).steps == (
         "resize",
         "random_resized_crop",
         "flip",
@@ -209,17 +209,17 @@ def test_ssv2_order():
         "random_erasing",
         "normalize",
     )
-    assert train_transform(32, **RAW, order="ssv2", short_side=0, rand_augment=False, flip=False).steps == (
+    assert train_transform(32, **RAW, augment_order="ssv2", short_side=0, rand_augment=False, flip=False).steps == (
         "random_resized_crop",
         "normalize",
     )
 
 
 def test_rand_augment_settings_reach_the_op():
-    augment = train_transform(32, **RAW, rand_augment_layers=2, rand_augment_magnitude=9.0).ops[1]
+    augment = train_transform(32, **RAW, rand_augment_layers=2, rand_augment_magnitude=9.0).rand_augment
     assert isinstance(augment, RandAugment) and (augment.num_layers, augment.magnitude) == (2, 9.0)
     with pytest.raises(ValueError):
-        train_transform(32, **RAW, order="kinetics")
+        train_transform(32, **RAW, augment_order="kinetics")
     with pytest.raises(ValueError):
         train_transform(32, **RAW, erasing_mode="pixel")
 
@@ -227,7 +227,14 @@ def test_rand_augment_settings_reach_the_op():
 def erase_only(mode, **kw):
     """The chain without resize, RandAugment, flip; a full-frame crop: the input comes out unchanged but erased."""
     return train_transform(
-        32, **kw, short_side=0, rand_augment=False, flip=False, random_erasing=1.0, erasing_mode=mode, scale=(1.0, 1.0)
+        32,
+        **kw,
+        short_side=0,
+        rand_augment=False,
+        flip=False,
+        random_erasing=1.0,
+        erasing_mode=mode,
+        crop_scale=(1.0, 1.0),
     )
 
 
@@ -274,7 +281,7 @@ def test_erased_box_is_the_same_on_every_frame(mode):
 def test_same_seed_same_clip():
     video = clip(4, 36, 48)
     for order, mode in (("k400", "rand"), ("ssv2", "const")):
-        transform = train_transform(24, **RAW, order=order, random_erasing=0.5, erasing_mode=mode)
+        transform = train_transform(24, **RAW, augment_order=order, random_erasing=0.5, erasing_mode=mode)
         runs = []
         for seed in (7, 7, 8):
             torch.manual_seed(seed)

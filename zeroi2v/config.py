@@ -181,6 +181,18 @@ class DataConfig:
         "(small datasets: no decoding after the first epoch)",
     )
     max_broken_fraction: float = opt(0.1, "stop when more of an epoch's videos cannot be decoded", low=0, high=1)
+    filename_tmpl: str = opt(
+        "img_{:05d}.jpg", "frame file names in rawframe folders (MMAction2's filename_tmpl; .jpg or .png)"
+    )
+    start_index: int = opt(1, "number of the first frame file in rawframe folders (MMAction2: 1)", low=0)
+    repeat_clips: int = opt(
+        1, "training clips sampled and augmented from each decoded video (MAE-ST repeated sampling)", low=1
+    )
+    gpu_augment: bool = opt(
+        False,
+        "training: RandAugment, crop, flip, erasing and normalisation run batched on the training device; "
+        "the loader only decodes and resizes",
+    )
 
 
 @dataclass
@@ -246,6 +258,7 @@ class Config:
             )
         if d.crop_scale[0] > d.crop_scale[1]:
             raise UserError(f"config data.crop_scale: must be [min, max] with min <= max, got {d.crop_scale}")
+        check_filename_tmpl(d.filename_tmpl)
         if d.short_side is not None and d.short_side < d.img_size:
             raise UserError(f"config data.short_side={d.short_side} is smaller than data.img_size={d.img_size}")
         named = re.search(r"patch(\d+)", m.backbone)
@@ -267,6 +280,19 @@ class Config:
             self.model,
             num_classes=self.model.num_classes if num_classes is None else num_classes,
             timm_kwargs={**self.model.timm_kwargs, "img_size": self.data.img_size},
+        )
+
+
+def check_filename_tmpl(tmpl: str) -> None:
+    """data.filename_tmpl must name one frame file per number, in the frame folder itself."""
+    try:
+        names = {tmpl.format(i) for i in (1, 2, 10, 100)}
+    except (IndexError, KeyError, ValueError):
+        names = set()
+    if len(names) != 4 or "/" in tmpl or "\\" in tmpl:
+        raise UserError(
+            f"config data.filename_tmpl: must be a file name with one number field, e.g. 'img_{{:05d}}.jpg' "
+            f"or '{{:06d}}.png', got {tmpl!r}"
         )
 
 

@@ -23,7 +23,7 @@ from zeroi2v.build import last_checkpoint, load_pretrained
 from zeroi2v.config import Config, load_config, parse_override
 from zeroi2v.data import VideoDecodeError, collate, num_frames, worker_init
 from zeroi2v.data.annotations import NO_VIDEOS, read_text, videos_in
-from zeroi2v.data.build import make_dataset
+from zeroi2v.data.build import create_dataset, make_dataset
 from zeroi2v.dist import all_sum, interactive, setup_distributed
 from zeroi2v.errors import UserError
 from zeroi2v.fileio import atomic_write, atomic_write_json
@@ -244,7 +244,7 @@ def evaluate(
     model, rank, world, dev = load_for_test(directory, checkpoint, device, compile)
     cfg = config_for_test(directory, overrides, model)
     d = cfg.data
-    dataset = make_dataset(cfg, model, "test", classes=saved_classes(directory, model.num_classes))
+    dataset = create_dataset(cfg, "test", model=model, classes=saved_classes(directory, model.num_classes))
     batch = max(1, cfg.train.batch_size // max(1, world) // (d.test_clips * d.test_crops))
     result = evaluate_dataset(
         model,

@@ -39,8 +39,8 @@ from tqdm import tqdm
 
 from zeroi2v.build import CKPT_DIR, CONFIG_FILE, build_model, save_pretrained
 from zeroi2v.config import Config, dump_config, flatten
-from zeroi2v.data import collate, few_shot, flip_label_map, worker_init
-from zeroi2v.data.build import load_split, make_dataset
+from zeroi2v.data import augment_on_device, collate, create_dataset, worker_init
+from zeroi2v.data.build import load_split
 from zeroi2v.dist import all_sum, interactive, setup_distributed
 from zeroi2v.errors import UserError
 from zeroi2v.eval import evaluate_dataset
@@ -321,12 +321,13 @@ class Run:
     notes: list
 
 
-def _clips_per_step(t, world: int) -> int:
-    per_step = t.batch_size // (world * t.accum_steps)
-    if per_step < 1 or t.batch_size % (world * t.accum_steps):
+def _clips_per_step(t, d, world: int) -> int:
+    """Videos per process per micro-step (each gives data.repeat_clips clips)."""
+    per_step = t.batch_size // (world * t.accum_steps * d.repeat_clips)
+    if per_step < 1 or t.batch_size % (world * t.accum_steps * d.repeat_clips):
         raise UserError(
-            f"train.batch_size={t.batch_size} (global) must be a multiple of processes × "
-            f"train.accum_steps = {world} × {t.accum_steps}"
+            f"train.batch_size={t.batch_size} (global, in clips) must be a multiple of processes × "
+            f"train.accum_steps × data.repeat_clips = {world} × {t.accum_steps} × {d.repeat_clips}"
         )
     return per_step
 
@@ -392,11 +393,10 @@ def setup(cfg: Config, build=build_model) -> Run:
     t, d = cfg.train, cfg.data
     rank, world, device = setup_distributed()
     notes = []
-    per_step = _clips_per_step(t, world)
+    per_step = _clips_per_step(t, d, world)
     train_ann = load_split(cfg, "train")
     val_ann = load_split(cfg, "val") if d.val_list else None
     classes, num_classes = _classes(cfg, train_ann, val_ann)
-    samples = few_shot(train_ann.samples, d.shots, t.seed) if d.shots else train_ann.samples
 
     torch.manual_seed(t.seed)
     model = build(cfg.model_config(num_classes)).to(device)
@@ -405,9 +405,8 @@ def setup(cfg: Config, build=build_model) -> Run:
             "WARNING: model.pretrained is null and the backbone is frozen: training adapters on random "
             "features will not learn much; set model.pretrained to image weights"
         )
-    flips = flip_label_map(classes) if d.flip_label_map and classes else None
-    train_set = make_dataset(cfg, model, "train", samples, flip_label_map=flips)
-    val_set = make_dataset(cfg, model, "val", val_ann.samples) if val_ann else None
+    train_set = create_dataset(cfg, "train", model=model)
+    val_set = create_dataset(cfg, "val", model=model) if val_ann else None
     steps_per_epoch = _steps_per_epoch(t, train_set, world, per_step)
     if t.warmup_epochs > t.epochs:
         notes.append(
@@ -603,9 +602,10 @@ def epoch_batches(run: Run, state: TrainState):
     return iter(loader)
 
 
-def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A collated batch on the training device: (video, label)."""
-    return batch["video"].to(device, non_blocking=True), batch["label"].to(device)
+def to_device(batch: dict, run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """A collated batch on the training device: (video, label); a `data.gpu_augment` batch is augmented
+    there."""
+    return augment_on_device(batch, run.device, run.train_set), batch["label"].to(run.device)
 
 
 def train_step(run: Run, batches, sums: dict) -> float:
@@ -614,7 +614,7 @@ def train_step(run: Run, batches, sums: dict) -> float:
     for micro in range(t.accum_steps):
         batch = next(batches)
         sums["skipped"] += len(batch["skipped"])
-        video, label = to_device(batch, run.device)
+        video, label = to_device(batch, run)
         sync = micro == t.accum_steps - 1 or run.world == 1
         with nullcontext() if sync else run.step_model.no_sync(), run.autocast():
             loss = F.cross_entropy(run.step_model(video).float(), label, label_smoothing=t.label_smoothing)

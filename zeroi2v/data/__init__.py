@@ -8,9 +8,11 @@ from zeroi2v.data.annotations import (
     load_annotations,
     ssv2_flip_label_map,
 )
-from zeroi2v.data.dataset import VideoDataset, collate, load_views, worker_init
+from zeroi2v.data.build import create_dataset
+from zeroi2v.data.dataset import VideoDataset, augment_on_device, collate, load_views, worker_init
 from zeroi2v.data.decode import VideoDecodeError, num_frames, read_frames
 from zeroi2v.data.sampling import sample_indices
+from zeroi2v.data.spec import AugmentSpec, ClipSpec
 from zeroi2v.data.transforms import test_transform, train_transform
 
 __all__ = [
@@ -20,7 +22,11 @@ __all__ = [
     "ssv2_flip_label_map",
     "flip_label_map",
     "check_labels",
+    "create_dataset",
+    "ClipSpec",
+    "AugmentSpec",
     "VideoDataset",
+    "augment_on_device",
     "collate",
     "load_views",
     "worker_init",

@@ -1,10 +1,12 @@
 """Read the annotation layouts video datasets come with into one list of (relative path, label).
 
 - MMAction2 list files: one `relative/path.ext LABEL` per line (K400, custom sets); blank lines and
-  `#` comments are skipped. Lines with other column counts are rejected with file:line, including
-  rawframe lists (`frame_dir total_frames label`): this package reads videos, not frame folders.
+  `#` comments are skipped. Rawframe lists (`frame_dir total_frames label`, as MMAction2's
+  build_rawframes/denseflow tools write them) are read too: their counts go to `Annotations.lengths`.
+  Lines with other column counts are rejected with file:line.
   A `classes.txt` beside the list (one name per line) names the classes and bounds the labels.
-- A folder-per-class tree: `TREE/CLASS_NAME/*.mp4` (classes sorted by name); its paths are absolute,
+- A folder-per-class tree: `TREE/CLASS_NAME/*.mp4` (classes sorted by name), or rawframe folders
+  `TREE/CLASS_NAME/VIDEO/img_00001.jpg` when the tree holds no videos; its paths are absolute,
   so separate `train/` and `val/` trees work whatever `data.root` is.
 - Something-Something v2 JSON: `[{"id", "label", "template", "placeholders"}]` plus the labels file
   beside it (`labels.json`: template with "[something]" written as "something" -> index); the video
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zeroi2v.data.frames import frame_folders
 from zeroi2v.errors import UserError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
@@ -39,6 +42,7 @@ class Annotations:
     classes: list[str] | None = None
     tree: bool = False  # a folder-per-class tree: labels are the sorted folder names' positions
     lines: list[int] | None = None  # list files: the line number of each sample (for errors)
+    lengths: dict[str, int] | None = None  # rawframe lists: frame_dir -> total_frames
 
 
 def load_annotations(root, ann=None, split: str = "train") -> Annotations:
@@ -73,16 +77,20 @@ def _list_file(path: Path) -> Annotations:
             f"{path} is a video, not an annotation file: give a list file ('path LABEL' per line) or a "
             "folder with one subfolder of videos per class"
         )
-    samples, lines = [], []
+    samples, lines, lengths = [], [], {}
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         fields = line.rsplit(maxsplit=1)  # the path may contain spaces: the label is the last field
-        if len(fields) != 2 or _looks_like_rawframes(fields[0]):
+        if len(fields) == 2 and _looks_like_rawframes(fields[0]):  # frame_dir total_frames label
+            frame_dir, total = fields[0].rsplit(maxsplit=1)
+            lengths[frame_dir] = _total_frames(path, number, total)
+            fields = [frame_dir, fields[1]]
+        if len(fields) != 2:
             raise UserError(
-                f"{path}:{number}: expected 'relative/path.ext LABEL', got {len(line.split())} fields "
-                f"({line[:60]!r}); rawframe lists with a frame-count column are not supported"
+                f"{path}:{number}: expected 'relative/path.ext LABEL' (or 'frame_dir total_frames LABEL'), "
+                f"got {len(line.split())} fields ({line[:60]!r})"
             )
         try:
             label = int(fields[1])
@@ -98,7 +106,7 @@ def _list_file(path: Path) -> Annotations:
     classes = _read_classes(classes_file) if classes_file.is_file() and classes_file != path else None
     if classes:
         check_labels(samples, len(classes), f"{path} (with {classes_file.name})", lines)
-    return Annotations(samples, classes, lines=lines)
+    return Annotations(samples, classes, lines=lines, lengths=lengths or None)
 
 
 def _looks_like_rawframes(path: str) -> bool:
@@ -106,6 +114,13 @@ def _looks_like_rawframes(path: str) -> bool:
     extension (a path with spaces, `my clip 2.mp4`, keeps its extension)."""
     words = path.split()
     return len(words) > 1 and words[-1].isdigit() and Path(path).suffix.lower() not in VIDEO_EXTENSIONS
+
+
+def _total_frames(path: Path, number: int, text: str) -> int:
+    """The total_frames column of a rawframe list line."""
+    if int(text) < 1:
+        raise UserError(f"{path}:{number}: total_frames {text!r} of a rawframe list must be a positive integer")
+    return int(text)
 
 
 def read_text(path: Path) -> str:
@@ -163,6 +178,8 @@ def _folder_tree(root: Path, split: str = "train") -> Annotations:
             f"{root.resolve().parent}, which should hold one folder of videos per class"
         )
     found = {name: videos_in(root / name) for name in classes}
+    if not any(found.values()):  # rawframe folders: TREE/CLASS/VIDEO/img_00001.jpg
+        found = {name: frame_folders(root / name) for name in classes}
     if not any(found.values()):
         raise UserError(f"{NO_VIDEOS} in class folders under {root}")
     empty = [name for name in classes if not found[name]]

@@ -28,8 +28,11 @@ import torch
 
 from zeroi2v.data.decode import VideoDecodeError, read_frames
 from zeroi2v.data.decode import num_frames as count_frames
+from zeroi2v.data.frames import count_frames as count_folder
+from zeroi2v.data.frames import read_frame_files
 from zeroi2v.data.sampling import sample_indices
-from zeroi2v.data.transforms import test_transform, train_transform
+from zeroi2v.data.spec import AugmentSpec, ClipSpec, split_fields
+from zeroi2v.data.transforms import TrainTransform, test_transform
 from zeroi2v.errors import UserError
 
 log = logging.getLogger("zeroi2v.data")
@@ -47,70 +50,77 @@ class VideoDataset(torch.utils.data.Dataset):
     """Items: {"video", "label", "index", "skipped", "broken"}.
 
     video: float (3, T, H, W) in training; (V, 3, T, H, W) at test with V = test_clips·test_crops,
-    clip-major (clip 0 crops 0..C-1, clip 1 ...). `flip_label_map` swaps labels when a training clip
-    is mirrored (SSv2 direction classes). The training augmentation's keywords (`augment_order`,
-    `rand_augment*`, `random_erasing`, `erasing_mode`, `crop_scale`, `short_side`) go to `train_transform`.
+    clip-major (clip 0 crops 0..C-1, clip 1 ...). Samples are video files or rawframe folders (a
+    path that is a folder, or one whose frame count `lengths` gives); both go through the same
+    sampling, augmentation and broken-item handling.
+
+    `clip` and `augment` (zeroi2v.data.spec) say what a clip is and how training augments it;
+    keyword arguments named like their fields change single settings (`num_frames=4, img_size=32`).
+    `flip_label_map` swaps labels when a training clip is mirrored (SSv2 direction classes);
+    `lengths`: {relative path: total_frames} from a rawframe list.
+
+    `clip.repeat_clips` N > 1 (training): N clips sampled and augmented independently from one read of
+    the video; video (N, 3, T, H, W) and label (N,), which `collate` flattens into the batch.
+    `augment.gpu_augment` (training): video is uint8 (T, C, H, W) after the cheap geometric steps and
+    the item carries the clip's `plan`; `augment_on_device` finishes the batch on the training device.
     """
 
     def __init__(
         self,
         root,
         samples,
+        clip: ClipSpec | None = None,
+        augment: AugmentSpec | None = None,
         *,
-        num_frames: int,
-        sampling: str = "dense",
-        frame_interval: int = 16,
         train: bool = True,
-        img_size: int = 224,
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        test_clips: int = 1,
-        test_crops: int = 1,
-        flip: bool = True,
-        flip_label_map: dict | None = None,
-        rand_augment: bool = True,
-        rand_augment_layers: int = 4,
-        rand_augment_magnitude: float = 7.0,
-        augment_order: str = "k400",
-        random_erasing: float = 0.0,
-        erasing_mode: str = "const",
-        short_side: int | None = None,
-        crop_scale=(0.08, 1.0),
         seed: int = 0,
-        backend: str = "auto",
+        flip_label_map: dict | None = None,
+        lengths: dict | None = None,
+        classes: list | None = None,
         max_retries: int = 10,
         cache_frames: bool = False,
+        **fields,
     ):
+        clip, augment = split_fields(fields, clip, augment)
         self.root = os.fspath(root) if root else ""
         self.samples = list(samples)
-        self.num_frames, self.sampling, self.frame_interval = num_frames, sampling, frame_interval
-        self.train, self.seed, self.backend, self.max_retries = train, seed, backend, max_retries
-        self.clips = 1 if train else test_clips
-        self.views = 1 if train else test_clips * test_crops
+        self.clip, self.augment, self.classes = clip, augment, classes
+        self.num_frames, self.sampling, self.frame_interval = clip.num_frames, clip.sampling, clip.frame_interval
+        self.train, self.seed, self.backend, self.max_retries = train, seed, clip.backend, max_retries
+        self.clips = 1 if train else clip.test_clips
+        self.repeat = clip.repeat_clips if train else 1
+        self.views = 1 if train else clip.test_clips * clip.test_crops
+        self.on_device = train and augment.gpu_augment
         self.flip_label_map = {int(k): int(v) for k, v in (flip_label_map or {}).items()}
+        self.listed = {os.path.join(self.root, rel): int(n) for rel, n in (lengths or {}).items()}
         self.epoch = 0
         self._lengths: dict[str, int] = {}  # verified frame counts, per process
+        self._folders: dict[str, bool] = {}  # path -> is a rawframe folder
         self._frames: dict[str, torch.Tensor] = {}  # cache_frames: every decoded frame, (N, H, W, 3) uint8
         if train:
-            self.transform = train_transform(
-                img_size,
-                mean,
-                std,
-                short_side=short_side,
-                rand_augment=rand_augment,
-                rand_augment_layers=rand_augment_layers,
-                rand_augment_magnitude=rand_augment_magnitude,
-                flip=flip,
-                order=augment_order,
-                random_erasing=random_erasing,
-                erasing_mode=erasing_mode,
-                scale=crop_scale,
-            )
+            self.transform = TrainTransform(clip.img_size, clip.mean, clip.std, augment)
         else:
-            self.transform = test_transform(img_size, mean, std, crops=test_crops)
-        self.shape = (3, num_frames, img_size, img_size)
+            self.transform = test_transform(clip.img_size, clip.mean, clip.std, crops=clip.test_crops)
+        self.shape = (3, clip.num_frames, clip.img_size, clip.img_size)
         if cache_frames:
             self.fill_cache()
+
+    def is_folder(self, path: str) -> bool:
+        if path not in self._folders:
+            self._folders[path] = path in self.listed or os.path.isdir(path)
+        return self._folders[path]
+
+    def count(self, path: str) -> int:
+        """Frame count of a video file or a rawframe folder; raises VideoDecodeError."""
+        if self.is_folder(path):
+            return count_folder(path, self.clip.filename_tmpl, self.clip.start_index, self.listed.get(path))
+        return count_frames(path, self.backend)
+
+    def read(self, path: str, indices) -> torch.Tensor:
+        """uint8 (len(indices), H, W, 3); raises VideoDecodeError."""
+        if self.is_folder(path):
+            return read_frame_files(path, indices, self.clip.filename_tmpl, self.clip.start_index)
+        return read_frames(path, indices, self.backend)
 
     def fill_cache(self) -> None:
         """Decode every readable video whole, once (broken ones stay out: items skip them as usual).
@@ -121,8 +131,8 @@ class VideoDataset(torch.utils.data.Dataset):
         budget, used = _memory_bytes() // 4, 0
         for path in tqdm(paths, desc="decoding the videos into memory", unit="video", disable=None, leave=False):
             try:
-                length = count_frames(path, self.backend)
-                frames = read_frames(path, np.arange(length), self.backend)
+                length = self.count(path)
+                frames = self.read(path, np.arange(length))
             except VideoDecodeError:
                 continue
             self._lengths[path], self._frames[path] = length, frames
@@ -151,34 +161,50 @@ class VideoDataset(torch.utils.data.Dataset):
     def rng(self, index: int, attempt: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index, attempt])
 
-    def load(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
-        """Decode and transform one video; raises VideoDecodeError."""
+    def load(self, index: int, rng: np.random.Generator):
+        """Read and transform one sample: (video, label), plus the plans with gpu_augment; raises
+        VideoDecodeError. Repeated clips (training) are sampled first, then augmented in turn."""
         path, label = self.path(index), self.samples[index][1]
         if path not in self._lengths:
-            self._lengths[path] = count_frames(path, self.backend)
-        indices = sample_indices(
-            self._lengths[path], self.num_frames, self.sampling, self.frame_interval, self.clips, self.train, rng
-        )
+            self._lengths[path] = self.count(path)
+        n, t, picks, seeds = self._lengths[path], self.num_frames, [], []
+        for _ in range(self.repeat):  # each clip: its frames, then its augmentation seed (training)
+            picks.append(sample_indices(n, t, self.sampling, self.frame_interval, self.clips, self.train, rng))
+            seeds.append(int(rng.integers(2**62)) if self.train else 0)
+        indices = np.concatenate(picks)  # (repeat·clips, T)
         if path in self._frames:  # read_frames repeats the last frame past the end: so does the cache
             cached = self._frames[path]
             frames = cached[np.minimum(indices.reshape(-1), len(cached) - 1)]
         else:
-            frames = read_frames(path, indices.reshape(-1), self.backend)  # (clips·T, H, W, 3), in sampled order
-        frames = frames.permute(0, 3, 1, 2).reshape(self.clips, self.num_frames, 3, *frames.shape[1:3])
+            frames = self.read(path, indices.reshape(-1))  # (clips·T, H, W, 3), in sampled order
+        frames = frames.permute(0, 3, 1, 2).reshape(len(indices), self.num_frames, 3, *frames.shape[1:3])
         if not self.train:
             return torch.cat([self.transform(clip) for clip in frames]), label
-        with torch.random.fork_rng(devices=[]):
-            # the CPU generator only: torch.manual_seed also queues CUDA seeding with a stack trace (~1 ms)
-            torch.default_generator.manual_seed(int(rng.integers(2**62)))
-            video, flipped = self.transform(frames[0])
-        return video, self.flip_label_map.get(label, label) if flipped else label
+        videos, labels, plans = [], [], []
+        for clip, seed in zip(frames, seeds, strict=True):
+            with torch.random.fork_rng(devices=[]):
+                # the CPU generator only: torch.manual_seed also queues CUDA seeding with a stack trace (~1 ms)
+                torch.default_generator.manual_seed(seed)
+                if self.on_device:
+                    video, plan = self.transform.start(clip)
+                    plans.append(plan)
+                    flipped = plan.flipped
+                else:
+                    video, flipped = self.transform(clip)
+            videos.append(video)
+            labels.append(self.flip_label_map.get(label, label) if flipped else label)
+        if self.repeat == 1:
+            return (videos[0], labels[0], plans[0]) if self.on_device else (videos[0], labels[0])
+        stacked = torch.stack(videos) if len({v.shape for v in videos}) == 1 else videos
+        return (stacked, labels, plans) if self.on_device else (stacked, labels)
 
     def __getitem__(self, index: int) -> dict:
         skipped, candidate = [], index
         for attempt in range(self.max_retries + 1):
             try:
-                video, label = self.load(candidate, self.rng(candidate, attempt))
-                return {"video": video, "label": label, "index": candidate, "skipped": skipped, "broken": False}
+                video, label, *plan = self.load(candidate, self.rng(candidate, attempt))
+                item = {"video": video, "label": label, "index": candidate, "skipped": skipped, "broken": False}
+                return {**item, "plan": plan[0]} if plan else item
             except VideoDecodeError as e:
                 report_broken(self.path(candidate), e)
                 skipped.append(self.path(candidate))
@@ -205,14 +231,40 @@ def _memory_bytes() -> int:
 
 
 def collate(batch: list[dict]) -> dict:
-    """Stack a list of items into a batch; `skipped` paths are concatenated."""
-    return {
-        "video": torch.stack([b["video"] for b in batch]),
+    """Stack a list of items into a batch; `skipped` paths are concatenated. Repeated clips of an item
+    (`data.repeat_clips`) become consecutive clips of the batch; clips of different sizes (gpu_augment
+    with the k400 order: RandAugment before the crop) stay a list."""
+    if batch and isinstance(batch[0]["label"], list):  # repeated clips: one entry per clip
+        batch = [
+            {**b, "video": video, "label": label, "plan": plan, "skipped": b["skipped"] if k == 0 else []}
+            for b in batch
+            for k, (video, label, plan) in enumerate(
+                zip(b["video"], b["label"], b.get("plan") or [None] * len(b["label"]), strict=True)
+            )
+        ]
+    videos = [b["video"] for b in batch]
+    out = {
+        "video": torch.stack(videos) if len({v.shape for v in videos}) == 1 else videos,
         "label": torch.tensor([b["label"] for b in batch], dtype=torch.long),
         "index": torch.tensor([b["index"] for b in batch], dtype=torch.long),
         "broken": torch.tensor([b["broken"] for b in batch], dtype=torch.bool),
         "skipped": [p for b in batch for p in b["skipped"]],
     }
+    if batch and batch[0].get("plan") is not None:
+        out["plans"] = [b["plan"] for b in batch]
+    return out
+
+
+def augment_on_device(batch: dict, device, dataset=None) -> torch.Tensor:
+    """The batch's clips on `device`, ready for the model: float (B, 3, T, H, W).
+
+    Batches of a `gpu_augment` training set (they carry `plans`) are finished there: RandAugment,
+    crop, flip, erasing and normalisation of each clip as its plan says (`dataset`: the dataset that
+    made the batch). Other batches are just moved.
+    """
+    if "plans" not in batch:
+        return batch["video"].to(device, non_blocking=True)
+    return dataset.transform.finish(batch["video"], batch["plans"], device)
 
 
 WORKER_STOP_GRACE_S = 10.0  # how long a worker keeps serving after a SIGTERM

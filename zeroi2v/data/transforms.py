@@ -30,12 +30,16 @@ right before the call (the dataset does, from (seed, epoch, index)) makes a clip
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+
+from zeroi2v.data.spec import AugmentSpec
 
 MAX_LEVEL = 10.0
 # pytorchvideo's RandAugment table, in its order (the sampled index picks from it):
@@ -206,99 +210,154 @@ class RandomErasing(torch.nn.Module):
         return f"p={self.p}, mode={self.mode!r}, fill={self.fill}, area={self.area}, aspect={self.aspect}"
 
 
+@dataclass
+class ClipPlan:
+    """The random choices of one training clip, drawn before any pixel is touched.
+
+    Drawing them first, in the order the steps would draw them, gives the same clip as drawing while
+    transforming (no step's result feeds a later draw: every step but the resize and the crop keeps
+    the frame size). The pixels can then be computed anywhere: in the loader, or on the training device.
+    """
+
+    ops: list  # RandAugment (name, argument), in the order applied
+    box: tuple[int, int, int, int]  # RandomResizedCrop (top, left, height, width) in the resized frame
+    flipped: bool
+    erase: tuple[int, int, int, int] | None  # RandomErasing (top, left, height, width) in the crop
+    noise: torch.Tensor | None  # "rand" erasing: the box's uint8 noise (T, C, height, width)
+
+
+LOADER_STEPS = ("resize", "random_resized_crop", "flip")  # cheap geometry: stays in the loader with gpu_augment
+
+
 class TrainTransform(torch.nn.Module):
     """uint8 (T, C, H, W) -> (float (C, T, img_size, img_size), flipped: bool).
 
     `steps` names the chain in the order it runs. The flip is reported so the caller can swap the
-    label of direction classes (SSv2).
+    label of direction classes (SSv2). `plan` draws a clip's random choices, `run` computes steps of
+    the chain from them; with `spec.gpu_augment` the loader runs the leading cheap geometric steps
+    (`loader_steps`) and `finish` the rest, batched, on the training device.
     """
 
-    def __init__(
-        self,
-        img_size: int,
-        mean,
-        std,
-        *,
-        short_side: int | None = None,
-        rand_augment: bool = True,
-        rand_augment_layers: int = 4,
-        rand_augment_magnitude: float = 7.0,
-        flip: bool = True,
-        order: str = "k400",
-        random_erasing: float = 0.0,
-        erasing_mode: str = "const",
-        scale=(0.08, 1.0),
-    ):
+    def __init__(self, img_size: int, mean, std, spec: AugmentSpec | None = None):
         super().__init__()
-        if order not in ("k400", "ssv2"):
-            raise ValueError(f"augmentation order must be 'k400' or 'ssv2', got {order!r}")
-        if erasing_mode not in ("const", "rand"):
-            raise ValueError(f"erasing mode must be 'const' or 'rand', got {erasing_mode!r}")
-        short_side = short_side if short_side is not None else int(round(img_size * 256 / 224))
-        resize = [("resize", v2.Resize(short_side, antialias=True))] if short_side else []
-        augment = [("rand_augment", RandAugment(rand_augment_layers, rand_augment_magnitude))] if rand_augment else []
-        crop = [("random_resized_crop", v2.RandomResizedCrop(img_size, scale=tuple(scale), antialias=True))]
-        mirror = [("flip", None)] if flip else []
-        erase = [("random_erasing", RandomErasing(random_erasing, erasing_mode))] if random_erasing > 0 else []
-        normalize = [
-            ("normalize", v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]))
-        ]
-        if order == "k400":
-            chain = resize + augment + crop + mirror + erase + normalize
+        spec = spec or AugmentSpec()
+        if spec.augment_order not in ("k400", "ssv2"):
+            raise ValueError(f"augmentation order must be 'k400' or 'ssv2', got {spec.augment_order!r}")
+        if spec.erasing_mode not in ("const", "rand"):
+            raise ValueError(f"erasing mode must be 'const' or 'rand', got {spec.erasing_mode!r}")
+        self.spec, self.img_size, self.mean, self.std = spec, img_size, tuple(mean), tuple(std)
+        short = spec.short_side if spec.short_side is not None else int(round(img_size * 256 / 224))
+        self.short_side = short
+        self.rand_augment = RandAugment(spec.rand_augment_layers, spec.rand_augment_magnitude)
+        self.crop = v2.RandomResizedCrop(img_size, scale=tuple(spec.crop_scale), antialias=True)
+        self.erasing = RandomErasing(spec.random_erasing, spec.erasing_mode)
+        resize = ["resize"] if short else []
+        augment = ["rand_augment"] if spec.rand_augment else []
+        mirror = ["flip"] if spec.flip else []
+        erase = ["random_erasing"] if spec.random_erasing > 0 else []
+        if spec.augment_order == "k400":
+            chain = resize + augment + ["random_resized_crop"] + mirror + erase + ["normalize"]
         else:
-            chain = resize + crop + mirror + augment + erase + normalize
-        self.order = order
-        self.steps = tuple(name for name, _ in chain)
-        self.ops = torch.nn.ModuleList(op for _, op in chain if op is not None)
-        self._chain = chain
+            chain = resize + ["random_resized_crop"] + mirror + augment + erase + ["normalize"]
+        self.order = spec.augment_order
+        self.steps = tuple(chain)
+        modules = {"rand_augment": self.rand_augment, "random_resized_crop": self.crop, "random_erasing": self.erasing}
+        self.ops = torch.nn.ModuleList(modules[name] for name in chain if name in modules)
+        lead = 0
+        while spec.gpu_augment and lead < len(chain) and chain[lead] in LOADER_STEPS:
+            lead += 1
+        self.loader_steps = lead if spec.gpu_augment else len(chain)
+
+    def resized_size(self, h: int, w: int) -> tuple[int, int]:
+        """Frame size after the short-side resize (torchvision's rounding)."""
+        if not self.short_side:
+            return h, w
+        if h <= w:
+            return self.short_side, int(self.short_side * w / h)
+        return int(self.short_side * h / w), self.short_side
+
+    def plan(self, frames: int, h: int, w: int) -> ClipPlan:
+        """Draw a clip's random choices from torch's global generator, in the order the steps draw them."""
+        h, w = self.resized_size(h, w)
+        ops, box, flipped, erase, noise = [], None, False, None, None
+        for name in self.steps:
+            if name == "rand_augment":
+                ops = self.rand_augment.sample()
+            elif name == "random_resized_crop":
+                params = self.crop.make_params([torch.empty(1, 1, 1, 1, dtype=torch.uint8).expand(1, 1, h, w)])
+                box = (params["top"], params["left"], params["height"], params["width"])
+                h = w = self.img_size
+            elif name == "flip":
+                flipped = bool(torch.rand(()) < 0.5)
+            elif name == "random_erasing" and torch.rand(1).item() <= self.erasing.p:
+                erase = self.erasing.box(h, w)
+                if self.erasing.mode == "rand":
+                    noise = torch.randint(0, 256, (frames, 3, erase[2], erase[3]), dtype=torch.int64).to(torch.uint8)
+        return ClipPlan(ops, box, flipped, erase, noise)
+
+    def run(self, video: torch.Tensor, plan: ClipPlan, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Steps `start`..`stop` (not normalisation) of the chain on uint8 (T, C, H, W), on its device."""
+        from zeroi2v.data.fast_ops import fast_op  # it builds on apply_op, defined here
+
+        for name in self.steps[start:stop]:
+            if name == "resize":
+                video = F.resize(video, [self.short_side], antialias=True)
+            elif name == "rand_augment":
+                for op, argument in plan.ops:
+                    video = fast_op(video, op, argument)
+            elif name == "random_resized_crop":
+                video = F.resized_crop(video, *plan.box, size=[self.img_size] * 2, antialias=True)
+            elif name == "flip" and plan.flipped:
+                video = video.flip(-1)
+            elif name == "random_erasing" and plan.erase is not None:
+                video = erase(video, plan.erase, self.erasing.fill, plan.noise)
+        return video
+
+    def normalize(self, video: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., T, C, H, W) -> float (..., C, T, H, W) with the backbone's statistics."""
+        video = F.normalize(F.to_dtype(video, torch.float32, scale=True), list(self.mean), list(self.std))
+        return video.transpose(-4, -3).contiguous()
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        video = tv_tensors.Video(video)
-        flipped = False
-        for name, op in self._chain:
-            if name == "flip":
-                flipped = bool(torch.rand(()) < 0.5)
-                video = F.horizontal_flip(video) if flipped else video
-            else:
-                video = op(video)
-        return video.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous(), flipped
+        plan = self.plan(*video.shape[:1], *video.shape[-2:])
+        return self.normalize(self.run(video, plan, stop=-1)), plan.flipped
+
+    def start(self, video: torch.Tensor) -> tuple[torch.Tensor, ClipPlan]:
+        """The loader's part: (uint8 (T, C, H, W) after `loader_steps` steps, the clip's plan)."""
+        plan = self.plan(*video.shape[:1], *video.shape[-2:])
+        return self.run(video, plan, stop=self.loader_steps), plan
+
+    def finish(self, videos, plans: list[ClipPlan], device=None) -> torch.Tensor:
+        """The rest of the chain for a batch from `start`: uint8 clips (a (B, T, C, H, W) tensor or a list)
+        -> float (B, C, T, img_size, img_size) on `device`, clip by clip as `forward` computes them."""
+        clips = [
+            self.run(video.to(device, non_blocking=True), plan, self.loader_steps, -1)
+            for video, plan in zip(videos, plans, strict=True)
+        ]
+        return self.normalize(torch.stack(clips))
 
 
-def train_transform(
-    img_size: int,
-    mean,
-    std,
-    *,
-    short_side: int | None = None,
-    rand_augment: bool = True,
-    rand_augment_layers: int = 4,
-    rand_augment_magnitude: float = 7.0,
-    flip: bool = True,
-    order: str = "k400",
-    random_erasing: float = 0.0,
-    erasing_mode: str = "const",
-    scale=(0.08, 1.0),
-) -> TrainTransform:
-    """The training augmentation. `short_side=None`: img_size·256/224 (256 for 224); 0: no pre-resize.
+def erase(video: torch.Tensor, box, fill, noise: torch.Tensor | None) -> torch.Tensor:
+    """`video` with box (top, left, height, width) set to `fill` (per channel) or to `noise`."""
+    top, left, bh, bw = box
+    out = video.clone()
+    patch = out[..., top : top + bh, left : left + bw]
+    if noise is None:
+        patch.copy_(torch.tensor(fill, dtype=out.dtype, device=out.device).view(-1, 1, 1).expand_as(patch))
+    else:
+        patch.copy_(noise.to(out.device))
+    return out
 
-    `order`: "k400" (RandAugment before the crop; also UCF101/HMDB51) or "ssv2" (after the flip).
-    `scale` is RandomResizedCrop's area range (MMAction2's default (0.08, 1)); `random_erasing` is the
-    probability of erasing a box (the SSv2 recipe: 0.25 "const"; K400 ViT-L 32×4: 0.25 "rand").
+
+def train_transform(img_size: int, mean, std, spec: AugmentSpec | None = None, **fields) -> TrainTransform:
+    """The training augmentation of `spec` (fields of AugmentSpec may be given as keywords instead).
+
+    short_side None: img_size·256/224 (256 for 224); 0: no pre-resize. augment_order: "k400"
+    (RandAugment before the crop; also UCF101/HMDB51) or "ssv2" (after the flip). crop_scale is
+    RandomResizedCrop's area range (MMAction2's default (0.08, 1)); random_erasing is the probability
+    of erasing a box (the SSv2 recipe: 0.25 "const"; K400 ViT-L 32×4: 0.25 "rand").
     """
-    return TrainTransform(
-        img_size,
-        mean,
-        std,
-        short_side=short_side,
-        rand_augment=rand_augment,
-        rand_augment_layers=rand_augment_layers,
-        rand_augment_magnitude=rand_augment_magnitude,
-        flip=flip,
-        order=order,
-        random_erasing=random_erasing,
-        erasing_mode=erasing_mode,
-        scale=scale,
-    )
+    return TrainTransform(img_size, mean, std, dataclasses.replace(spec or AugmentSpec(), **fields))
 
 
 class ThreeCrop(torch.nn.Module):
