@@ -270,3 +270,16 @@ def test_a_file_whose_index_lies_about_keyframes_is_decoded_from_the_start(tmp_p
     assert indices_of(read_frames(path, [50, 90], backend="pyav")) == [50, 90]
     assert os.fspath(path) in decode._UNRELIABLE  # noticed once, then not tried again
     assert indices_of(read_frames(path, [99, 51], backend="pyav")) == [99, 51]
+
+
+@pytest.mark.parametrize("name", ["gop5_gaps", "gop6_bframes", "vp9_gop5"])
+def test_iter_frames_gives_every_index_as_read_frames_does(tmp_path, name):
+    from zeroi2v.data.decode import _to_rgb, iter_frames
+
+    path = SKIPPING[name](tmp_path / "v.mp4")
+    n = num_frames(path)
+    frames = [(i, _to_rgb(frame)) for i, frame in iter_frames(path)]
+    assert [i for i, _ in frames] == list(range(n))
+    assert np.array_equal(np.stack([f for _, f in frames]), read_frames(path, np.arange(n)).numpy())
+    with pytest.raises(VideoDecodeError):
+        list(iter_frames(tmp_path / "missing.mp4"))

@@ -193,9 +193,39 @@ def _count_by_decoding(container, stream, path) -> int:
     return max(last + 1, 1)
 
 
-_UNRELIABLE: dict[
-    str, None
-] = {}  # files whose keyframe flags lied: decoded from the start (insertion-ordered, bounded)
+def iter_frames(path):
+    """(index, av.VideoFrame) for every frame index of the video in order, from one decode from the start:
+    frame i is what `read_frames(path, [i])` gives (VFR gaps repeat the earlier frame, `num_frames`
+    indices in all), without holding the video in memory. For copying a whole video (`zeroi2v prepare`)."""
+    total = num_frames(path)
+    container, stream = open_video(path)
+    index_of, count, next_index, previous = _Indexer(stream, _fps(stream)), 0, 0, None
+    try:
+        for frame in container.decode(stream):
+            index = count if frame.pts is None else index_of(frame.pts)
+            count += 1
+            while next_index < min(index, total):  # a gap (or frames before the first one): the earlier frame
+                yield next_index, previous if previous is not None else frame
+                next_index += 1
+            if index == next_index and index < total:
+                yield index, frame
+                next_index += 1
+            previous = frame
+            if next_index >= total:
+                break
+    except Exception as e:  # noqa: BLE001 - a corrupt tail ends the video, as in read_frames
+        if previous is None:
+            raise VideoDecodeError(f"cannot decode {path}: {e}") from None
+    finally:
+        container.close()
+    if previous is None:
+        raise VideoDecodeError(f"no decodable frames in {path}")
+    for index in range(next_index, total):  # past the end of what could be decoded
+        yield index, previous
+
+
+# files whose keyframe flags lied: decoded from the start from then on (insertion-ordered, bounded)
+_UNRELIABLE: dict[str, None] = {}
 _UNRELIABLE_MAX = 10_000
 
 
