@@ -101,9 +101,13 @@ def _check_backend(backend: str) -> None:
         raise ValueError(f"unknown decode backend {backend!r}; choose from {', '.join(BACKENDS)}")
 
 
-def open_video(path):
-    """(container, first video stream) with the decoding settings used here (`thread_type="AUTO"`);
-    VideoDecodeError for a missing, empty or unreadable file. Close the container (`with container:`)."""
+def open_video(path, threads: str = "AUTO"):
+    """(container, first video stream) with the decoding settings used here; VideoDecodeError for a
+    missing, empty or unreadable file. Close the container (`with container:`).
+
+    threads: FFmpeg's `thread_type`. `read_frames` decodes with "NONE": DataLoader workers are the
+    parallelism, and frame threads add CPU time at every (re)start of decoding.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise VideoDecodeError(f"no such file: {path}")
@@ -117,7 +121,7 @@ def open_video(path):
         container.close()
         raise VideoDecodeError(f"no video stream in {path}")
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
+    stream.thread_type = threads
     return container, stream
 
 
@@ -198,7 +202,7 @@ def iter_frames(path):
     frame i is what `read_frames(path, [i])` gives (VFR gaps repeat the earlier frame, `num_frames`
     indices in all), without holding the video in memory. For copying a whole video (`zeroi2v prepare`)."""
     total = num_frames(path)
-    container, stream = open_video(path)
+    container, stream = open_video(path, threads="NONE")
     index_of, count, next_index, previous = _Indexer(stream, _fps(stream)), 0, 0, None
     try:
         for frame in container.decode(stream):
@@ -233,7 +237,7 @@ def _read_pyav(path, indices: np.ndarray) -> torch.Tensor:
     wanted = sorted(set(indices.tolist()))
     key = os.fspath(path)
     skip = key not in _UNRELIABLE
-    container, stream = open_video(path)
+    container, stream = open_video(path, threads="NONE")
     try:
         seek = skip and wanted[0] >= SEEK_MIN_FRAMES
         try:
@@ -245,7 +249,7 @@ def _read_pyav(path, indices: np.ndarray) -> torch.Tensor:
             frames = None
         if frames is None or (seek and min(frames) > wanted[0]):  # the seek landed past the first needed frame
             container.close()
-            container, stream = open_video(path)
+            container, stream = open_video(path, threads="NONE")
             frames = _decode_range(container, stream, wanted, seek=False, skip=False)
     except VideoDecodeError:
         raise
