@@ -469,7 +469,7 @@ def _finish(ann, items, results, out_dir, list_path, classes, settings, source_b
     atomic_write_text(list_path, "".join(line + "\n" for line in lines))
     if classes:
         atomic_write_text(out_dir / "classes.txt", "".join(f"{name}\n" for name in classes))
-    share = f" ({100 * prepared_bytes / source_bytes:.0f}% of the source)" if source_bytes else ""
+    share = f" ({prepared_bytes / source_bytes:.1f}× the source)" if source_bytes else ""
     log(
         f"prepared: {len(results) - len(unreadable)} videos as {settings.format}, {_size(prepared_bytes)}{share}; "
         f"{written} written now, {kept} kept from an earlier run"
