@@ -254,9 +254,21 @@ def _add_prepare(verb) -> None:
         default=DEFAULTS["short_side"],
         help=f"resize the short side to this (never enlarged; 0: keep; default {DEFAULTS['short_side']})",
     )
-    p.add_argument("--quality", type=int, default=DEFAULTS["quality"], help="frames: JPEG quality 1-100")
-    p.add_argument("--gop", type=int, default=DEFAULTS["gop"], help="video: frames between keyframes")
-    p.add_argument("--crf", type=int, default=DEFAULTS["crf"], help="video: x264 quality (lower: better, larger)")
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=DEFAULTS["quality"],
+        help=f"frames: JPEG quality 1-100 (default {DEFAULTS['quality']})",
+    )
+    p.add_argument(
+        "--gop", type=int, default=DEFAULTS["gop"], help=f"video: frames between keyframes (default {DEFAULTS['gop']})"
+    )
+    p.add_argument(
+        "--crf",
+        type=int,
+        default=DEFAULTS["crf"],
+        help=f"video: x264 CRF, lower is better and larger (default {DEFAULTS['crf']})",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
     p.add_argument("--split", choices=("train", "val"), default="train", help="HMDB51 split files: which column")
 

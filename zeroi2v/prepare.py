@@ -50,7 +50,7 @@ class Settings:
     crf: int  # x264 constant rate factor (video)
 
 
-DEFAULTS = {"short_side": 256, "quality": 90, "gop": 8, "crf": 23}
+DEFAULTS = {"short_side": 256, "quality": 90, "gop": 8, "crf": 20}
 
 
 @dataclass
