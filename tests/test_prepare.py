@@ -211,3 +211,31 @@ def test_killed_with_sigkill_and_rerun_completes_without_redoing_finished_items(
     assert len(rows) == count and all(n == 90 and len(os.listdir(out / d)) == 90 for d, n, _ in rows)
     assert not (out / ".partial").exists()  # the killed run's temporaries are gone
     assert f"{len(done)} kept from an earlier run" in result.stdout
+
+
+def test_ssv2_json_becomes_a_plain_list_with_the_class_names(tmp_path):
+    src = tmp_path / "20bn"
+    src.mkdir()
+    for i in (7, 9):
+        write_index_video(src / f"{i}.webm", 12, codec="libvpx-vp9")
+    labels = {"Pushing something from left to right": 0, "Pushing something from right to left": 1}
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    entries = [
+        {"id": "7", "template": "Pushing [something] from left to right", "placeholders": ["a"]},
+        {"id": "9", "template": "Pushing [something] from right to left", "placeholders": ["b"]},
+    ]
+    (tmp_path / "train.json").write_text(json.dumps(entries))
+    out = tmp_path / "fast"
+    prepare(tmp_path / "train.json", out, root=src, fmt="video", workers=1, progress=False, log=lambda *a: None)
+    assert (out / "train.txt").read_text() == "7.mp4 0\n9.mp4 1\n"
+    assert load_annotations(out, out / "train.txt").classes == list(labels)  # SSv2 label flipping finds its pairs
+    assert num_frames(out / "7.mp4") == 12
+
+
+def test_two_sources_with_one_name_get_two_items(tmp_path):
+    from zeroi2v.prepare import _items
+
+    items = _items([("a/x.mp4", 0), ("a/x.avi", 1), ("a/x.mp4", 0), ("/elsewhere/y.mp4", 1)], tmp_path, "frames")
+    assert [i.out for i in items] == ["a/x", "a/x_avi", "a/x", "elsewhere/y"]
+    outside = _items([("../up/z.mkv", 0)], tmp_path / "root", "video")[0].out  # its own path, inside OUT_DIR
+    assert outside == str(tmp_path / "up" / "z.mp4").lstrip("/") and ".." not in outside
