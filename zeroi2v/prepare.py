@@ -298,12 +298,18 @@ def _run(items: list[Item], out_dir: Path, settings: Settings, workers: int, pro
     if not todo:
         return results
     bar = tqdm(total=len(todo), desc=f"preparing {settings.format}", disable=not progress, dynamic_ncols=True)
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_worker_init) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_worker_init)
+    try:
         futures = {pool.submit(prepare_item, item, str(out_dir), settings): item for item in todo}
         for future in as_completed(futures):
             results[futures[future].out] = future.result()
             bar.update()
-    bar.close()
+    except BaseException:  # Ctrl-C or an error: stop now (finished items are kept for the rerun)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown()
     return results
 
 
