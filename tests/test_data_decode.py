@@ -1,6 +1,7 @@
 """Decoding real files written by the tests: the frames returned are exactly the ones asked for."""
 
 import math
+import os
 from fractions import Fraction
 
 import av
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.videos import read_index, write_index_video
+from tests.videos import index_frame, read_index, write_index_video
 from zeroi2v.data import VideoDecodeError, num_frames, read_frames
 from zeroi2v.data.decode import torchcodec_available
 from zeroi2v.errors import UserError
@@ -183,3 +184,102 @@ def test_decoding_in_a_forked_worker_after_the_parent_decoded(tmp_path):
         timeout=60,
     )
     assert all(indices_of(frames) == list(range(12)) for frames in loader)
+
+
+# Keyframe skipping: files with short keyframe intervals, B-frames, open GOPs, VFR, and an MP4 whose
+# index lost its keyframe table. Each must decode to exactly the frames of a decode from the start.
+def _open_gop_video(path, num_frames: int) -> str:
+    """x264 with open GOPs: keyframes that are not IDR, B-frames before them referring across."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"g": "10", "crf": "12", "x264-params": "open-gop=1:bframes=3:scenecut=0"}
+        for i in range(num_frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(index_frame(i, 48, 64), format="rgb24")))
+        container.mux(stream.encode())
+    return str(path)
+
+
+def _without_keyframe_table(path) -> str:
+    """The same MP4 with its sync-sample box (stss) blanked: demuxers then take every frame for a keyframe."""
+    data = open(path, "rb").read()
+    assert data.count(b"stss") == 1
+    out = str(path).replace(".mp4", "_nostss.mp4")
+    open(out, "wb").write(data.replace(b"stss", b"free"))
+    return out
+
+
+SKIPPING = {
+    "gop4": lambda p: write_index_video(p, 120, gop=4),
+    "gop6_bframes": lambda p: write_index_video(p, 120, gop=6, bframes=True),
+    "gop5_vfr": lambda p: write_index_video(p, 120, gop=5, vfr=True),
+    "gop5_gaps": lambda p: write_index_video(p, 120, gop=5, drop=(9, 10, 11, 40, 41, 65, 100)),
+    "open_gop": lambda p: _open_gop_video(p, 120),
+    "vp9_gop5": lambda p: write_index_video(str(p).replace(".mp4", ".webm"), 120, codec="libvpx-vp9", gop=5),
+    "mpeg4_gop5": lambda p: write_index_video(p, 120, codec="mpeg4", gop=5),
+    "no_keyframe_table": lambda p: _without_keyframe_table(write_index_video(p, 120, gop=8, bframes=True)),
+}
+
+
+def _reference(path) -> list[np.ndarray]:
+    """Frame i = the frame shown at index i, from a plain decode of every frame (no seeking, no skipping)."""
+    stream = av.open(str(path)).streams.video[0]
+    fps, start = Fraction(stream.average_rate), stream.start_time or 0
+    shown = {}
+    for frame in av.open(str(path)).decode(video=0):
+        index = math.floor((frame.pts - start) * Fraction(stream.time_base) * fps + Fraction(1, 2))
+        shown.setdefault(index, frame.to_ndarray(format="rgb24"))
+    return [shown[max(k for k in shown if k <= i)] for i in range(max(shown) + 1)]
+
+
+@pytest.mark.parametrize("name", SKIPPING)
+def test_skipping_to_keyframes_gives_the_frames_of_a_full_decode(tmp_path, name):
+    path = SKIPPING[name](tmp_path / "v.mp4")
+    reference = _reference(path)
+    n = num_frames(path)
+    assert n == len(reference)
+    rng = np.random.default_rng(0)
+    index_sets = [
+        list(range(0, n, 16)),  # dense sampling: one frame every 16
+        [int(i) for i in np.linspace(0, n - 1, 8).round()],  # uniform: one frame per segment
+        [n - 1, 0, 57, 57, 20],
+        *(sorted(rng.choice(n, size=int(rng.integers(2, 10)), replace=False).tolist()) for _ in range(6)),
+    ]
+    for indices in index_sets:
+        frames = read_frames(path, indices, backend="pyav").numpy()
+        for frame, i in zip(frames, indices, strict=True):
+            assert np.array_equal(frame, reference[i]), (name, indices, i)
+
+
+def test_skipping_decodes_from_the_keyframe_before_each_sampled_frame(tmp_path, monkeypatch):
+    """With a keyframe every 4 frames, frames 2, 41 and 83 need at most 3 + 2 + 4 decoded frames, not 84."""
+    from zeroi2v.data import decode
+
+    path = write_index_video(tmp_path / "v.mp4", 120, gop=4)
+    decoded = []
+    add = decode._Collector.add
+    monkeypatch.setattr(decode._Collector, "add", lambda self, frame: (decoded.append(frame.pts), add(self, frame)))
+    assert indices_of(read_frames(path, [2, 41, 83], backend="pyav")) == [2, 41, 83]
+    assert len(decoded) <= 12, decoded
+
+
+def test_a_file_whose_index_lies_about_keyframes_is_decoded_from_the_start(tmp_path):
+    from zeroi2v.data import decode
+
+    path = _without_keyframe_table(write_index_video(tmp_path / "v.mp4", 120, gop=8, bframes=True))
+    assert indices_of(read_frames(path, [50, 90], backend="pyav")) == [50, 90]
+    assert os.fspath(path) in decode._UNRELIABLE  # noticed once, then not tried again
+    assert indices_of(read_frames(path, [99, 51], backend="pyav")) == [99, 51]
+
+
+@pytest.mark.parametrize("name", ["gop5_gaps", "gop6_bframes", "vp9_gop5"])
+def test_iter_frames_gives_every_index_as_read_frames_does(tmp_path, name):
+    from zeroi2v.data.decode import _to_rgb, iter_frames
+
+    path = SKIPPING[name](tmp_path / "v.mp4")
+    n = num_frames(path)
+    frames = [(i, _to_rgb(frame)) for i, frame in iter_frames(path)]
+    assert [i for i, _ in frames] == list(range(n))
+    assert np.array_equal(np.stack([f for _, f in frames]), read_frames(path, np.arange(n)).numpy())
+    with pytest.raises(VideoDecodeError):
+        list(iter_frames(tmp_path / "missing.mp4"))

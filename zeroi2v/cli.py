@@ -260,6 +260,57 @@ def _convert(args) -> int:
     return 0
 
 
+def _prepare(args) -> int:
+    from zeroi2v.prepare import prepare
+
+    prepare(
+        args.list,
+        args.out_dir,
+        root=args.root,
+        fmt=args.format,
+        short_side=args.short_side,
+        quality=args.quality,
+        gop=args.gop,
+        crf=args.crf,
+        workers=args.workers,
+        split=args.split,
+    )
+    return 0
+
+
+def _add_prepare(verb) -> None:
+    from zeroi2v.prepare import DEFAULTS, FORMATS  # (light: imports no torch)
+
+    p = verb("prepare", _prepare, "a fast-loading copy of a dataset: JPEG frames or short-keyframe-interval video")
+    p.add_argument("list", metavar="LIST", help="what data.train_list takes: list file, class folder, SSv2 JSON, ...")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder of the copy (outside the source); rerun to resume")
+    p.add_argument("--root", default=None, help="folder of the list's relative paths (default: the list's folder)")
+    p.add_argument("--format", choices=FORMATS, required=True, help="frames: img_00001.jpg... per video; video: H.264")
+    p.add_argument(
+        "--short-side",
+        type=int,
+        default=DEFAULTS["short_side"],
+        help=f"resize the short side to this (never enlarged; 0: keep; default {DEFAULTS['short_side']})",
+    )
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=DEFAULTS["quality"],
+        help=f"frames: JPEG quality 1-100 (default {DEFAULTS['quality']})",
+    )
+    p.add_argument(
+        "--gop", type=int, default=DEFAULTS["gop"], help=f"video: frames between keyframes (default {DEFAULTS['gop']})"
+    )
+    p.add_argument(
+        "--crf",
+        type=int,
+        default=DEFAULTS["crf"],
+        help=f"video: x264 CRF, lower is better and larger (default {DEFAULTS['crf']})",
+    )
+    p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
+    p.add_argument("--split", choices=("train", "val"), default="train", help="HMDB51 split files: which column")
+
+
 def _passthrough(module: str):
     def run(args) -> int:
         return importlib.import_module(module).main(args.rest)
@@ -397,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
-    for add in (_add_train, _add_model_verbs, _add_predict, _add_convert):
+    for add in (_add_train, _add_model_verbs, _add_predict, _add_convert, _add_prepare):
         add(verb)
     for name, (module, help_) in PASSTHROUGH.items():
         p = sub.add_parser(name, help=help_, add_help=False)

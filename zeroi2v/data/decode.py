@@ -5,8 +5,13 @@ and variable frame rate videos are indexed the same way: a frame belongs to the 
 timestamp × fps (the first one wins when two land on the same index), and an index that no frame
 lands on (a VFR gap) takes the most recent earlier frame.
 
-`read_frames` seeks to the keyframe before the first needed frame and stops after the last one, so a
-dense 8x16 clip from a 10 s video decodes about a third of it instead of all of it.
+`read_frames` seeks to the keyframe before the first needed frame and stops after the last one; between
+needed frames it reads packets ahead (demuxing does not decode) and restarts decoding at a keyframe
+whenever one lies at or before the next needed frame. So a clip costs, per sampled frame, the frames
+from the keyframe before it, and videos with short keyframe intervals (`zeroi2v prepare --format
+video`) decode a few frames per sampled frame. The frames are exactly those of a decode from the start;
+a file whose keyframe flags are wrong (an MP4 without a keyframe table flags every frame) is noticed
+when a restart does not begin with a key frame, and is decoded from the start instead.
 
 `num_frames` trusts the container's frame count only after checking it cheaply: it seeks near the
 claimed end and reads (demuxes, without decoding) the packets there. When they are not where the
@@ -30,6 +35,7 @@ from zeroi2v.errors import UserError
 
 BACKENDS = ("auto", "pyav", "torchcodec")
 SEEK_MIN_FRAMES = 32  # closer than this to the start, decoding from the start is as cheap as seeking
+REORDER_FRAMES = 16  # more than any decoder's reordering delay (H.264 allows 16)
 
 
 class VideoDecodeError(Exception):
@@ -95,9 +101,13 @@ def _check_backend(backend: str) -> None:
         raise ValueError(f"unknown decode backend {backend!r}; choose from {', '.join(BACKENDS)}")
 
 
-def open_video(path):
-    """(container, first video stream) with the decoding settings used here (`thread_type="AUTO"`);
-    VideoDecodeError for a missing, empty or unreadable file. Close the container (`with container:`)."""
+def open_video(path, threads: str = "AUTO"):
+    """(container, first video stream) with the decoding settings used here; VideoDecodeError for a
+    missing, empty or unreadable file. Close the container (`with container:`).
+
+    threads: FFmpeg's `thread_type`. `read_frames` decodes with "NONE": DataLoader workers are the
+    parallelism, and frame threads add CPU time at every (re)start of decoding.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise VideoDecodeError(f"no such file: {path}")
@@ -111,7 +121,7 @@ def open_video(path):
         container.close()
         raise VideoDecodeError(f"no video stream in {path}")
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
+    stream.thread_type = threads
     return container, stream
 
 
@@ -158,10 +168,11 @@ def _seek(container, stream, index: int) -> None:
 
 
 def _last_packet_index(container, stream, claimed: int) -> int | None:
-    """Index of the last packet after seeking to the keyframe before the claimed last frame."""
+    """Index of the last packet after seeking to the keyframe before the claimed last frame (when the index
+    has no keyframe table, any packet counts as one: the seek goes a reordering delay earlier)."""
     index_of, last = _Indexer(stream, _fps(stream)), None
-    if claimed - 1 >= SEEK_MIN_FRAMES:
-        _seek(container, stream, claimed - 1)
+    if claimed - 1 >= SEEK_MIN_FRAMES:  # a little earlier: the last frame's packet may come before a B-frame's
+        _seek(container, stream, claimed - 1 - REORDER_FRAMES)
     try:
         for packet in container.demux(stream):
             ts = packet.pts if packet.pts is not None else packet.dts
@@ -186,19 +197,60 @@ def _count_by_decoding(container, stream, path) -> int:
     return max(last + 1, 1)
 
 
+def iter_frames(path):
+    """(index, av.VideoFrame) for every frame index of the video in order, from one decode from the start:
+    frame i is what `read_frames(path, [i])` gives (VFR gaps repeat the earlier frame, `num_frames`
+    indices in all), without holding the video in memory. For copying a whole video (`zeroi2v prepare`)."""
+    total = num_frames(path)
+    container, stream = open_video(path, threads="NONE")
+    index_of, count, next_index, previous = _Indexer(stream, _fps(stream)), 0, 0, None
+    try:
+        for frame in container.decode(stream):
+            index = count if frame.pts is None else index_of(frame.pts)
+            count += 1
+            while next_index < min(index, total):  # a gap (or frames before the first one): the earlier frame
+                yield next_index, previous if previous is not None else frame
+                next_index += 1
+            if index == next_index and index < total:
+                yield index, frame
+                next_index += 1
+            previous = frame
+            if next_index >= total:
+                break
+    except Exception as e:  # noqa: BLE001 - a corrupt tail ends the video, as in read_frames
+        if previous is None:
+            raise VideoDecodeError(f"cannot decode {path}: {e}") from None
+    finally:
+        container.close()
+    if previous is None:
+        raise VideoDecodeError(f"no decodable frames in {path}")
+    for index in range(next_index, total):  # past the end of what could be decoded
+        yield index, previous
+
+
+# files whose keyframe flags lied: decoded from the start from then on (insertion-ordered, bounded)
+_UNRELIABLE: dict[str, None] = {}
+_UNRELIABLE_MAX = 10_000
+
+
 def _read_pyav(path, indices: np.ndarray) -> torch.Tensor:
     wanted = sorted(set(indices.tolist()))
-    container, stream = open_video(path)
+    key = os.fspath(path)
+    skip = key not in _UNRELIABLE
+    container, stream = open_video(path, threads="NONE")
     try:
-        seek = wanted[0] >= SEEK_MIN_FRAMES
+        seek = skip and wanted[0] >= SEEK_MIN_FRAMES
         try:
-            frames = _decode_range(container, stream, wanted, seek)
+            frames = _decode_range(container, stream, wanted, seek, skip)
+        except _Unreliable:
+            _remember_unreliable(key)
+            frames = None
         except _NoTimestamps:
             frames = None
-        if seek and (not frames or min(frames) > wanted[0]):  # the seek landed past the first needed frame
+        if frames is None or (seek and min(frames) > wanted[0]):  # the seek landed past the first needed frame
             container.close()
-            container, stream = open_video(path)
-            frames = _decode_range(container, stream, wanted, seek=False)
+            container, stream = open_video(path, threads="NONE")
+            frames = _decode_range(container, stream, wanted, seek=False, skip=False)
     except VideoDecodeError:
         raise
     except Exception as e:  # noqa: BLE001 - corrupt data surfaces as many FFmpeg error types
@@ -208,6 +260,12 @@ def _read_pyav(path, indices: np.ndarray) -> torch.Tensor:
     if not frames:
         raise VideoDecodeError(f"no decodable frames in {path}")
     return torch.from_numpy(np.stack([frames[i] for i in indices.tolist()]))
+
+
+def _remember_unreliable(key: str) -> None:
+    if len(_UNRELIABLE) >= _UNRELIABLE_MAX:
+        del _UNRELIABLE[next(iter(_UNRELIABLE))]
+    _UNRELIABLE[key] = None
 
 
 _local = threading.local()
@@ -226,45 +284,124 @@ def _to_rgb(frame) -> np.ndarray:
     return _local.reformatter.reformat(frame, format="rgb24", interpolation="BILINEAR", threads=1).to_ndarray()
 
 
-def _decode_range(container, stream, wanted: list[int], seek: bool) -> dict[int, np.ndarray]:
-    """Decode from (the keyframe before) wanted[0] through wanted[-1]; returns {index: RGB frame}.
+class _Unreliable(Exception):
+    """Decoding from a packet flagged as a keyframe did not start with that key frame (an MP4 without a
+    keyframe table flags every frame): decode from the start without skipping instead."""
 
-    Only the wanted frames are converted to RGB. A wanted index that no frame lands on gets the most
-    recent earlier frame; indices past the last decodable frame get that frame.
+
+class _Collector:
+    """Decoded frames (presentation order) -> {wanted index: RGB}, as a decode from the start gives them.
+
+    A wanted index that no frame lands on gets the most recent earlier frame; indices past the last
+    decodable frame get that frame (`finish`). After a jump to a keyframe (`jumped_to`), frames before
+    it are dropped (an open GOP's leading frames) and the next one must be that key frame.
+    """
+
+    def __init__(self, wanted: list[int], index_of, moved: bool):
+        self.wanted, self.index_of, self.moved = wanted, index_of, moved
+        self.out: dict[int, np.ndarray] = {}
+        self.pos = self.count = 0
+        self.previous, self.previous_rgb = None, None
+        self.jumped_to: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.pos == len(self.wanted)
+
+    @property
+    def next_wanted(self) -> int:
+        return self.wanted[self.pos]
+
+    def add(self, frame) -> None:
+        if self.done:
+            return
+        if frame.pts is None and self.moved:  # without timestamps, frames are placed by counting from the start
+            raise _NoTimestamps
+        index = self.count if frame.pts is None else self.index_of(frame.pts)
+        self.count += 1
+        if self.jumped_to is not None:
+            if index < self.jumped_to:
+                return
+            if index != self.jumped_to or not frame.key_frame:
+                raise _Unreliable
+            self.jumped_to = None
+        wanted = self.wanted
+        while (
+            self.pos < len(wanted) and wanted[self.pos] < index
+        ):  # skipped over (VFR gap): the earlier frame stands in
+            if self.previous is not None:
+                self.previous_rgb = _to_rgb(self.previous) if self.previous_rgb is None else self.previous_rgb
+                self.out[wanted[self.pos]] = self.previous_rgb
+            self.pos += 1
+        self.previous, self.previous_rgb = frame, None
+        if self.pos < len(wanted) and wanted[self.pos] == index:
+            self.previous_rgb = self.out[index] = _to_rgb(frame)
+            self.pos += 1
+
+    def finish(self) -> dict[int, np.ndarray]:
+        if self.previous is not None:
+            for index in self.wanted[self.pos :]:  # past the end of what could be decoded
+                self.previous_rgb = _to_rgb(self.previous) if self.previous_rgb is None else self.previous_rgb
+                self.out[index] = self.previous_rgb
+        return self.out
+
+
+def _decode_range(container, stream, wanted: list[int], seek: bool, skip: bool = True) -> dict[int, np.ndarray]:
+    """{index: RGB frame} for the sorted `wanted` indices, decoding only what they need.
+
+    seek: start at the keyframe before wanted[0]. skip: packets are read ahead (demuxing is cheap) and
+    held back from the decoder until the next wanted frame's packet shows up; a keyframe at or before
+    that frame drops them, and decoding restarts there (a flushed decoder, exactly as after a seek).
+    So a clip decodes from the keyframe before each sampled frame, not through every frame between.
     """
     index_of = _Indexer(stream, _fps(stream))
+    collect = _Collector(wanted, index_of, moved=seek)
+    codec = stream.codec_context
     if seek:
         _seek(container, stream, wanted[0])
-    out: dict[int, np.ndarray] = {}
-    pos, count = 0, 0
-    previous, previous_rgb = None, None
+    pending: list = []  # packets read and not yet decoded
+    fed, behind, started = False, -1, not seek  # behind: the highest frame index read since the last (re)start
     try:
-        for frame in container.decode(stream):
-            if frame.pts is None and seek:
-                raise _NoTimestamps
-            index = count if frame.pts is None else index_of(frame.pts)
-            count += 1
-            while pos < len(wanted) and wanted[pos] < index:  # skipped over (VFR gap): the earlier frame stands in
-                if previous is not None:
-                    previous_rgb = _to_rgb(previous) if previous_rgb is None else previous_rgb
-                    out[wanted[pos]] = previous_rgb
-                pos += 1
-            previous, previous_rgb = frame, None
-            if pos < len(wanted) and wanted[pos] == index:
-                previous_rgb = out[index] = _to_rgb(frame)
-                pos += 1
-            if pos == len(wanted):
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            ts = packet.pts if packet.pts is not None else packet.dts
+            index = None if ts is None else index_of(ts)
+            skip = skip and index is not None
+            if not started:  # the packet the seek landed on
+                if index is None or index > wanted[0]:
+                    raise _Unreliable
+                started, collect.jumped_to = True, index
+            elif skip and packet.is_keyframe and behind < index <= collect.next_wanted:
+                if fed:  # drain what the decoder holds, then start it afresh at this keyframe
+                    _feed(codec, [None], collect)
+                    codec.flush_buffers()
+                pending, fed, behind = [], False, -1
+                collect.moved, collect.jumped_to = True, index
+            pending.append(packet)
+            behind = max(behind, index if index is not None else behind)
+            if not skip or index >= collect.next_wanted:
+                _feed(codec, pending, collect)
+                pending, fed = [], True
+            if collect.done:
                 break
-    except _NoTimestamps:
+        else:
+            _feed(codec, [*pending, None], collect)  # the end of the stream: drain the decoder
+    except (_NoTimestamps, _Unreliable):
         raise
     except Exception:  # noqa: BLE001 - a corrupt tail ends the video; no frame at all is an error below
-        if previous is None:
+        if collect.previous is None:
             raise
-    if previous is not None:
-        for index in wanted[pos:]:  # past the end of what could be decoded
-            previous_rgb = _to_rgb(previous) if previous_rgb is None else previous_rgb
-            out[index] = previous_rgb
-    return out
+    return collect.finish()
+
+
+def _feed(codec, packets: list, collect: _Collector) -> None:
+    """Decode `packets` (None drains the decoder) into `collect`, stopping once it has every wanted frame."""
+    for packet in packets:
+        for frame in codec.decode(packet):
+            collect.add(frame)
+        if collect.done:
+            return
 
 
 # --- torchcodec (optional) ---------------------------------------------------------------------------
