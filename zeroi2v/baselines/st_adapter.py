@@ -3,7 +3,7 @@
 An adapter is x = x + up(DWConv3d(down(x))), where the depth-wise 3D convolution (kernel 3×1×1:
 across time, channel-wise) runs on the patch tokens arranged as (B, C, T, H, W); the class (prefix)
 tokens pass unchanged. Where adapters sit (`model.st_adapter_positions`): before the MSA of each block
-(`attn`, the paper's figure and our default) and/or before its MLP (`mlp`). The official code
+(`attn`, our default) and/or before its MLP (`mlp`). The official code
 (linziyi96/st-adapter) trains Kinetics with one adapter before the MLP and Something-Something v2
 with both, each of width 0.5·D. With class-token pooling, the last block's pre-MLP adapter changes only
 patch tokens the classifier never reads, so it does not train (in the official code too).
