@@ -374,8 +374,8 @@ def main() -> int:
         lines += [
             "",
             f"{sum(bool(run.get('from')) for run in used)} of these {len(used)} runs were carried over "
-            f"from an earlier sweep ({'; '.join(carried)}) because their row's settings did not change: "
-            "the recipe change since then is one the row overrides.",
+            f"from an earlier sweep ({'; '.join(carried)}) because nothing their row uses has changed since "
+            "(its settings, the recipe keys it does not override, its code).",
         ]
     lines += ["", "![accuracy vs learning rate](accuracy_lr.png)"]
     lines += published_section() + toy_section(recipe_cfg)
