@@ -312,18 +312,18 @@ def main() -> int:
         "ViT pretrained on procedural stills; below: what that can and cannot show). Every run is "
         "`configs/demo.yaml` (adapter scale "
         f"{recipe_cfg.model.adapter_scale:g}, warm-up {recipe_cfg.train.warmup_epochs:g} epochs, batch "
-        f"{recipe_cfg.train.batch_size}, AdamW, cosine) with only the method (and its own settings), lr, seed, epochs and data size "
-        f"changed: lr sweep {{{lrs}}}, seeds {size['seeds']}, {epochs} epochs, "
+        f"{recipe_cfg.train.batch_size}, AdamW, cosine) with only the method (and its own settings), lr, seed, "
+        f"epochs and data size changed: lr sweep {{{lrs}}}, seeds {size['seeds']}, {epochs} epochs, "
         f"{size['train_per_class']} training / {size['val_per_class']} validation videos per class, 8 classes "
         "in time-reversed pairs (frame averaging cannot tell a pair apart: at most 50%). `basic`: the demo's motions; "
         "`complex`: rotation, diagonal motion, approach/recede with distractors and noise. Best lr chosen by "
         "mean validation top-1, for every method alike. GFLOPs: one clip through the deployed model "
-        "(ZeroI2V merged). The peers are initialised as their official code does and set as it sets them for "
-        "motion data (Something-Something v2): AIM with its T-Adapter-in and adapter scale 1; ST-Adapter ×2 "
-        "with adapters before the attention and before the MLP of each block, 0.5·D wide. ST-Adapter ×1 (one "
-        "adapter before the attention, 0.25·D: the width of ZeroI2V's adapters and the lowest cost of the "
-        "peers) stays beside it, so the table shows what the second adapter and the width "
-        "add and cost.",
+        "(ZeroI2V merged). The peers are initialised as their official code does and built with the model "
+        "settings it uses for motion data (Something-Something v2; the training recipe stays the same for "
+        "all): AIM with its T-Adapter-in and adapter scale 1; ST-Adapter ×2 with adapters before the "
+        "attention and before the MLP of each block, 0.5·D wide. ST-Adapter ×1 (one adapter before the "
+        "attention, 0.25·D: the width of ZeroI2V's adapters and the lowest cost of the peers) stays beside "
+        "it, so the table shows what the second adapter and the width add and cost.",
         "",
     ]
     head = "| method |" + "".join(f" {f}: best lr | {f}: top-1 % (mean ± std) |" for f in args.families)
