@@ -31,6 +31,7 @@ from zeroi2v.errors import UserError
 METHODS = ("zeroi2v", "aim", "st_adapter", "joint")  # built by zeroi2v.build
 ADAPTER_POSITIONS = ("attn_in", "attn_out", "mlp_in", "mlp_out")  # the method's four (the default)
 EXTRA_ADAPTER_POSITIONS = ("qkv_out",)  # also zero-cost (folds into the QKV projection), not in the paper
+ST_ADAPTER_POSITIONS = ("attn", "mlp")  # the peer's adapters: before the attention and/or before the MLP
 BOUNDARY_MODES = ("keep", "zero")
 BUILTIN_WEIGHTS = "builtin:demo_vit"  # the image ViT shipped in the package (zeroi2v/assets)
 SHIPPED_CONFIGS = Path(__file__).parent / "configs"  # ready configs (the repository's configs/ links here)
@@ -80,6 +81,11 @@ class ModelConfig:
         "mlp_out (the method's); qkv_out: after the QKV "
         "projection, a separate map for q, k and v",
     )
+    st_adapter_positions: list[str] = opt(
+        ["attn"],
+        "method st_adapter only: its adapters before the attention (attn) and/or the MLP (mlp) of each "
+        "block; [attn, mlp] with adapter_ratio 0.5 is its official SSv2 setting",
+    )
     adapter_dropout: float = opt(
         0.0, "dropout between the adapter's two layers (training only)", low=0, high=1, open_high=True
     )
@@ -107,6 +113,11 @@ class ModelConfig:
             raise UserError(
                 f"{key}adapter_positions: unknown adapter positions {unknown}; "
                 f"choose from {list(ADAPTER_POSITIONS + EXTRA_ADAPTER_POSITIONS)}"
+            )
+        where = self.st_adapter_positions
+        if not where or len(set(where)) < len(where) or not set(where) <= set(ST_ADAPTER_POSITIONS):
+            raise UserError(
+                f"{key}st_adapter_positions: one or both of {list(ST_ADAPTER_POSITIONS)}, each once, got {where}"
             )
         clash = sorted({"num_classes", "drop_path_rate", "pretrained"} & set(self.timm_kwargs))
         if clash:

@@ -49,7 +49,10 @@ def build_aim(cfg: ModelConfig) -> ZeroI2V:
 def build_st_adapter(cfg: ModelConfig) -> ZeroI2V:
     model = create_model(dataclasses.replace(cfg, head_offsets=[], adapter_ratio=0.0, temporal_embedding=False))
     grid = model.backbone.patch_embed.grid_size
-    blocks = [STAdapterBlock(b, model.num_frames, cfg.adapter_ratio, grid) for b in model.backbone.blocks]
+    blocks = [
+        STAdapterBlock(b, model.num_frames, cfg.adapter_ratio, grid, cfg.st_adapter_positions)
+        for b in model.backbone.blocks
+    ]
     return _finish(model, cfg, blocks)
 
 

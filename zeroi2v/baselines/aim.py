@@ -5,9 +5,10 @@ Per block:  x = x + T-Adapter(MSA_t(T-Adapter-in(LN1(x))))   temporal pass: the 
             x = x + S-Adapter(MSA(LN1(x)))          the usual spatial pass, adapter after it
             x = x + MLP(LN2(x)) + s·MLP-Adapter(LN2(x))
 Adapters are bottlenecks with GELU (fc1 -> GELU -> fc2), so they cannot be merged: AIM costs
-roughly one extra attention pass per block at inference. As in the official code, the last layer of
-the adapters that write into the residual stream (T, S, MLP) starts at zero, so training starts from
-frame averaging of the image model.
+roughly one extra attention pass per block at inference. Initialised as the official code does
+(adapt-image-models, `ViT_CLIP.init_weights`): every first layer truncated-normal (std 0.02) with a
+zero bias, every second layer zero (T-Adapter-in included), so T-Adapter-in and S-Adapter start as
+the identity, T- and MLP-Adapter as zero, and training starts from frame averaging of the image model.
 """
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+FIRST_LAYER_STD = 0.02  # the official trunc_normal_ std of every Linear it initialises
+
 
 class Adapter(nn.Module):
     is_peer_adapter = True
 
-    def __init__(self, dim: int, ratio: float = 0.25, skip: bool = True, zero_init: bool = True):
+    def __init__(self, dim: int, ratio: float = 0.25, skip: bool = True):
         super().__init__()
         hidden = max(1, int(dim * ratio))
         self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
-        if zero_init:
-            nn.init.zeros_(self.fc2.weight)
-            nn.init.zeros_(self.fc2.bias)
+        nn.init.trunc_normal_(self.fc1.weight, std=FIRST_LAYER_STD)
+        nn.init.zeros_(self.fc1.bias)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
         self.skip = skip
 
     def forward(self, x):
@@ -38,7 +42,7 @@ class AIMBlock(nn.Module):
         super().__init__()
         self.block, self.num_frames, self.scale = block, num_frames, scale
         dim = block.norm1.normalized_shape[0]
-        self.t_adapter_in = Adapter(dim, ratio, skip=True, zero_init=False)
+        self.t_adapter_in = Adapter(dim, ratio, skip=True)
         self.t_adapter = Adapter(dim, ratio, skip=False)
         self.s_adapter = Adapter(dim, ratio, skip=True)
         self.mlp_adapter = Adapter(dim, ratio, skip=False)
