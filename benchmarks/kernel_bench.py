@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from zeroi2v.bench import interleaved_times, paired_ratio
 from zeroi2v.fileio import atomic_write_text
+from zeroi2v.timing import interleaved_times, paired_ratio
 
 SHAPES = {  # name: (width C, heads H, tokens N) at 224²
     "ViT-B/16": (768, 12, 197),

@@ -9,8 +9,7 @@ from tests.conftest import write_config
 from tests.videos import write_index_video
 from zeroi2v.config import load_config
 from zeroi2v.data import VideoDataset, augment_on_device, collate, create_dataset, train_transform
-from zeroi2v.data.fast_ops import fast_op
-from zeroi2v.data.transforms import OPS, apply_op, op_argument
+from zeroi2v.data.augment_ops import OPS, apply_op, fast_op, op_argument
 from zeroi2v.errors import UserError
 
 HALF = dict(mean=(0.5,) * 3, std=(0.5,) * 3)

@@ -337,7 +337,7 @@ def test_every_shipped_config_is_valid():
         (["--set", "model.num_classes=1"], "model.num_classes=1 but the data names 2 classes"),
         (["--set", "data.root=/no/such/root"], "data.root not found: /no/such/root"),
         (["--set", f"data.root={__file__}"], f"data.root {__file__} is a file, not a folder"),
-        (["--set", "train.accum_steps=3"], "train.batch_size=8 (global) must be a multiple of processes"),
+        (["--set", "train.accum_steps=3"], "train.batch_size=8 (global, in clips) must be a multiple of processes"),
         (["--set", "train.batch_size=1000"], "fewer than one batch of 1000; set train.batch_size to at most"),
     ],
 )

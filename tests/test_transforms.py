@@ -4,7 +4,8 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from zeroi2v.data.transforms import OPS, RandAugment, RandomErasing, apply_op, op_argument, train_transform
+from zeroi2v.data.augment_ops import OPS, apply_op, op_argument
+from zeroi2v.data.transforms import RandAugment, RandomErasing, train_transform
 
 RAW = dict(mean=(0.0,) * 3, std=(1.0,) * 3)  # output = pixel / 255
 # pytorchvideo's RandAugment table, in its order (the sampled index picks from it)

@@ -193,7 +193,12 @@ def model_config(backbone: str | ModelConfig, **kwargs) -> ModelConfig:
         own = {k: v for k, v in kwargs.items() if k in names}
         extra = {k: v for k, v in kwargs.items() if k not in names}
         own.setdefault("num_classes", 400)
-        for key in ("head_offsets", "adapter_positions", "stdha_blocks"):  # tuples are fine in Python
+        for key in (
+            "head_offsets",
+            "adapter_positions",
+            "stdha_blocks",
+            "st_adapter_positions",
+        ):  # tuples are fine in Python
             if isinstance(own.get(key), tuple):
                 own[key] = list(own[key])
         own["timm_kwargs"] = {**own.get("timm_kwargs", {}), **extra}

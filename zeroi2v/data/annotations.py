@@ -82,15 +82,14 @@ def _list_file(path: Path) -> Annotations:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        fields = line.rsplit(maxsplit=1)  # the path may contain spaces: the label is the last field
-        if len(fields) == 2 and _looks_like_rawframes(fields[0]):  # frame_dir total_frames label
-            frame_dir, total = fields[0].rsplit(maxsplit=1)
-            lengths[frame_dir] = _total_frames(path, number, total)
-            fields = [frame_dir, fields[1]]
-        if len(fields) != 2:
+        words, fields = line.split(), line.rsplit(maxsplit=1)  # a video path may contain spaces
+        if len(words) == 3 and Path(fields[0]).suffix.lower() not in VIDEO_EXTENSIONS:
+            lengths[words[0]] = _total_frames(path, number, words[1])  # frame_dir total_frames label
+            fields = [words[0], words[2]]
+        elif len(fields) != 2 or len(words) > 2 and Path(fields[0]).suffix.lower() not in VIDEO_EXTENSIONS:
             raise UserError(
                 f"{path}:{number}: expected 'relative/path.ext LABEL' (or 'frame_dir total_frames LABEL'), "
-                f"got {len(line.split())} fields ({line[:60]!r})"
+                f"got {len(words)} fields ({line[:60]!r})"
             )
         try:
             label = int(fields[1])
@@ -109,16 +108,9 @@ def _list_file(path: Path) -> Annotations:
     return Annotations(samples, classes, lines=lines, lengths=lengths or None)
 
 
-def _looks_like_rawframes(path: str) -> bool:
-    """`frame_dir total_frames` before the label: a number as the last word of a path without a video
-    extension (a path with spaces, `my clip 2.mp4`, keeps its extension)."""
-    words = path.split()
-    return len(words) > 1 and words[-1].isdigit() and Path(path).suffix.lower() not in VIDEO_EXTENSIONS
-
-
 def _total_frames(path: Path, number: int, text: str) -> int:
     """The total_frames column of a rawframe list line."""
-    if int(text) < 1:
+    if not text.isdigit() or int(text) < 1:
         raise UserError(f"{path}:{number}: total_frames {text!r} of a rawframe list must be a positive integer")
     return int(text)
 

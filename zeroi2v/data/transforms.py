@@ -39,94 +39,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from zeroi2v.data.augment_ops import MAX_LEVEL, OP_STRENGTHS, OPS, apply_op, fast_op, op_argument
 from zeroi2v.data.spec import AugmentSpec
-
-MAX_LEVEL = 10.0
-# pytorchvideo's RandAugment table, in its order (the sampled index picks from it):
-# name -> (argument at level 0, change of the argument at level 10, how the level maps to it).
-# "signed": base ± change (random sign); "down": base - change; "down_int": base - int(change).
-OP_STRENGTHS = {
-    "AdjustBrightness": (1.0, 0.9, "signed"),
-    "AdjustContrast": (1.0, 0.9, "signed"),
-    "AdjustSaturation": (1.0, 0.9, "signed"),
-    "AdjustSharpness": (1.0, 0.9, "signed"),
-    "AutoContrast": None,
-    "Equalize": None,
-    "Invert": None,
-    "Rotate": (0.0, 30.0, "signed"),  # degrees, counter-clockwise
-    "Posterize": (4, 4, "down_int"),  # bits kept
-    "Solarize": (1.0, 1.0, "down"),  # threshold, compared with the uint8 values as the reference does
-    "ShearX": (0.0, 0.3, "signed"),  # shear factor, about the top-left corner
-    "ShearY": (0.0, 0.3, "signed"),
-    "TranslateX": (0.0, 0.45, "signed"),  # fraction of the width
-    "TranslateY": (0.0, 0.45, "signed"),  # fraction of the height
-}
-OPS = tuple(OP_STRENGTHS)
-FILL = [0.5, 0.5, 0.5]  # pytorchvideo's fill, on the uint8 frames: rounds to 0 (black)
-_BILINEAR = v2.InterpolationMode.BILINEAR
-
-
-def op_argument(name: str, level: float, sign: float = 1.0):
-    """The argument op `name` gets at `level` (0..10); `sign` (±1) for the signed ops; None: no argument."""
-    strength = OP_STRENGTHS[name]
-    if strength is None:
-        return None
-    base, change, kind = strength
-    change = level / MAX_LEVEL * change
-    if kind == "signed":
-        return base + sign * change
-    if kind == "down_int":
-        return base - int(change)
-    return base - change
-
-
-def apply_op(video: torch.Tensor, name: str, argument) -> torch.Tensor:
-    """Apply one RandAugment op to (..., C, H, W) uint8 with pytorchvideo's geometry.
-
-    pytorchvideo's affine matrices (output -> input pixel, about the image center): ShearX
-    [1, f, f·H/2; 0, 1, 0] (shear about the top-left corner), TranslateX [1, 0, f·W; 0, 1, 0]; v2's
-    `affine` builds the same ones from shear angle atan(f) about the corner (0, 0) and translate -f·W.
-    """
-    h, w = video.shape[-2:]
-    if name == "AdjustBrightness":
-        return F.adjust_brightness(video, argument)
-    if name == "AdjustContrast":
-        return F.adjust_contrast(video, argument)
-    if name == "AdjustSaturation":
-        return F.adjust_saturation(video, argument)
-    if name == "AdjustSharpness":
-        return F.adjust_sharpness(video, argument)
-    if name == "AutoContrast":
-        return F.autocontrast(video)
-    if name == "Equalize":
-        return F.equalize(video)
-    if name == "Invert":
-        return F.invert(video)
-    if name == "Rotate":
-        return F.rotate(video, argument, interpolation=_BILINEAR, fill=FILL)
-    if name == "Posterize":
-        return video if argument >= 8 else F.posterize(video, int(argument))
-    if name == "Solarize":
-        return F.solarize(video, argument)
-    if name in ("ShearX", "ShearY"):
-        angle = math.degrees(math.atan(argument))
-        shear = [angle, 0.0] if name == "ShearX" else [0.0, angle]
-        return F.affine(
-            video,
-            angle=0.0,
-            translate=[0.0, 0.0],
-            scale=1.0,
-            shear=shear,
-            interpolation=_BILINEAR,
-            fill=FILL,
-            center=[0.0, 0.0],
-        )
-    if name in ("TranslateX", "TranslateY"):
-        translate = [-argument * w, 0.0] if name == "TranslateX" else [0.0, -argument * h]
-        return F.affine(
-            video, angle=0.0, translate=translate, scale=1.0, shear=[0.0, 0.0], interpolation=_BILINEAR, fill=FILL
-        )
-    raise KeyError(f"unknown RandAugment op {name!r}")
 
 
 class RandAugment(torch.nn.Module):
@@ -297,7 +211,6 @@ class TrainTransform(torch.nn.Module):
 
     def run(self, video: torch.Tensor, plan: ClipPlan, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Steps `start`..`stop` (not normalisation) of the chain on uint8 (T, C, H, W), on its device."""
-        from zeroi2v.data.fast_ops import fast_op  # it builds on apply_op, defined here
 
         for name in self.steps[start:stop]:
             if name == "resize":

@@ -26,35 +26,13 @@ def default_warps(d_pad: int) -> int:
 
 @triton.jit
 def stdha_fwd_kernel(
-    Q,
-    K,
-    V,
-    Out,
-    Src,
-    stride_qb,
-    stride_qh,
-    stride_qn,
-    stride_kb,
-    stride_kh,
-    stride_kn,
-    stride_vb,
-    stride_vh,
-    stride_vn,
-    stride_ob,
-    stride_oh,
-    stride_on,
-    num_tokens,
-    num_heads,
-    num_frames,
-    num_m_blocks,
-    scale_log2,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    D_PAD: tl.constexpr,
-    UPCAST: tl.constexpr,
-    IEEE: tl.constexpr,
-):
+    Q, K, V, Out, Src,
+    stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_on,
+    num_tokens, num_heads, num_frames, num_m_blocks, scale_log2,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D_PAD: tl.constexpr,
+    UPCAST: tl.constexpr, IEEE: tl.constexpr,
+):  # fmt: skip
     pid = tl.program_id(0).to(tl.int64)
     block_m = pid % num_m_blocks  # the query blocks of one (frame, head) are neighbours: they share K/V in L2
     bh = pid // num_m_blocks

@@ -1,0 +1,168 @@
+"""RandAugment's ops: the reference table and kernels (`apply_op`, pytorchvideo's semantics on
+torchvision's v2 kernels), and `fast_op`, the same uint8 pixels with less work per clip.
+
+`apply_op` defines the result; the fast versions compute it differently where that is
+much cheaper, on any device:
+- Sharpness: torchvision convolves every frame and channel with a 3x3 float kernel. Here the kernel
+  (ones, 5 in the middle, /13) is a 3x3 box sum plus 4 times the centre, summed with shifted views
+  (exact in float32 for 0..255), divided by 13 and rounded: the same integers, since sum/13 is never
+  within 0.03 of a rounding tie. The blend with the frame is torchvision's own arithmetic.
+- Rotate, Shear, Translate: torchvision samples each frame separately, with a fill-mask channel per
+  frame. All frames and channels share one sampling grid, so they are sampled as the channels of one
+  image, and the mask once; the fill blend and rounding are torchvision's.
+Other ops are already cheap, or elementwise: they go to `apply_op`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as nnf
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+MAX_LEVEL = 10.0
+# pytorchvideo's RandAugment table, in its order (the sampled index picks from it):
+# name -> (argument at level 0, change of the argument at level 10, how the level maps to it).
+# "signed": base ± change (random sign); "down": base - change; "down_int": base - int(change).
+OP_STRENGTHS = {
+    "AdjustBrightness": (1.0, 0.9, "signed"),
+    "AdjustContrast": (1.0, 0.9, "signed"),
+    "AdjustSaturation": (1.0, 0.9, "signed"),
+    "AdjustSharpness": (1.0, 0.9, "signed"),
+    "AutoContrast": None,
+    "Equalize": None,
+    "Invert": None,
+    "Rotate": (0.0, 30.0, "signed"),  # degrees, counter-clockwise
+    "Posterize": (4, 4, "down_int"),  # bits kept
+    "Solarize": (1.0, 1.0, "down"),  # threshold, compared with the uint8 values as the reference does
+    "ShearX": (0.0, 0.3, "signed"),  # shear factor, about the top-left corner
+    "ShearY": (0.0, 0.3, "signed"),
+    "TranslateX": (0.0, 0.45, "signed"),  # fraction of the width
+    "TranslateY": (0.0, 0.45, "signed"),  # fraction of the height
+}
+OPS = tuple(OP_STRENGTHS)
+FILL = [0.5, 0.5, 0.5]  # pytorchvideo's fill, on the uint8 frames: rounds to 0 (black)
+_BILINEAR = v2.InterpolationMode.BILINEAR
+
+
+def op_argument(name: str, level: float, sign: float = 1.0):
+    """The argument op `name` gets at `level` (0..10); `sign` (±1) for the signed ops; None: no argument."""
+    strength = OP_STRENGTHS[name]
+    if strength is None:
+        return None
+    base, change, kind = strength
+    change = level / MAX_LEVEL * change
+    if kind == "signed":
+        return base + sign * change
+    if kind == "down_int":
+        return base - int(change)
+    return base - change
+
+
+def apply_op(video: torch.Tensor, name: str, argument) -> torch.Tensor:
+    """Apply one RandAugment op to (..., C, H, W) uint8 with pytorchvideo's geometry.
+
+    pytorchvideo's affine matrices (output -> input pixel, about the image center): ShearX
+    [1, f, f·H/2; 0, 1, 0] (shear about the top-left corner), TranslateX [1, 0, f·W; 0, 1, 0]; v2's
+    `affine` builds the same ones from shear angle atan(f) about the corner (0, 0) and translate -f·W.
+    """
+    h, w = video.shape[-2:]
+    if name == "AdjustBrightness":
+        return F.adjust_brightness(video, argument)
+    if name == "AdjustContrast":
+        return F.adjust_contrast(video, argument)
+    if name == "AdjustSaturation":
+        return F.adjust_saturation(video, argument)
+    if name == "AdjustSharpness":
+        return F.adjust_sharpness(video, argument)
+    if name == "AutoContrast":
+        return F.autocontrast(video)
+    if name == "Equalize":
+        return F.equalize(video)
+    if name == "Invert":
+        return F.invert(video)
+    if name == "Rotate":
+        return F.rotate(video, argument, interpolation=_BILINEAR, fill=FILL)
+    if name == "Posterize":
+        return video if argument >= 8 else F.posterize(video, int(argument))
+    if name == "Solarize":
+        return F.solarize(video, argument)
+    if name in ("ShearX", "ShearY"):
+        angle = math.degrees(math.atan(argument))
+        shear = [angle, 0.0] if name == "ShearX" else [0.0, angle]
+        return F.affine(
+            video,
+            angle=0.0,
+            translate=[0.0, 0.0],
+            scale=1.0,
+            shear=shear,
+            interpolation=_BILINEAR,
+            fill=FILL,
+            center=[0.0, 0.0],
+        )
+    if name in ("TranslateX", "TranslateY"):
+        translate = [-argument * w, 0.0] if name == "TranslateX" else [0.0, -argument * h]
+        return F.affine(
+            video, angle=0.0, translate=translate, scale=1.0, shear=[0.0, 0.0], interpolation=_BILINEAR, fill=FILL
+        )
+    raise KeyError(f"unknown RandAugment op {name!r}")
+
+
+try:  # torchvision's own grid construction, so the sampled coordinates are bit-identical
+    from torchvision.transforms.v2.functional._geometry import _affine_grid, _get_inverse_affine_matrix
+except ImportError:  # pragma: no cover - a torchvision that moved them: the reference path is used
+    _affine_grid = _get_inverse_affine_matrix = None
+
+GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
+
+
+def fast_op(video: torch.Tensor, name: str, argument) -> torch.Tensor:
+    """`apply_op(video, name, argument)` for uint8 (..., C, H, W), computed faster where possible."""
+    if video.dtype != torch.uint8 or video.shape[-1] <= 2 or video.shape[-2] <= 2:
+        return apply_op(video, name, argument)
+    if name == "AdjustSharpness":
+        return sharpness(video, float(argument))
+    if name in GEOMETRIC and _affine_grid is not None:
+        return affine(video, _matrix(name, argument, *video.shape[-2:]))
+    return apply_op(video, name, argument)
+
+
+def sharpness(video: torch.Tensor, factor: float) -> torch.Tensor:
+    """torchvision's `adjust_sharpness` on uint8 (border pixels unchanged, as there)."""
+    x = video.to(torch.float32)
+    rows = x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]
+    box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
+    centre = x[..., 1:-1, 1:-1]
+    blurred = box.add_(centre, alpha=4.0).div_(13.0).round_()
+    centre.add_(blurred.sub_(centre), alpha=1.0 - factor)  # writes into x's interior
+    return x.clamp_(0, 255).to(torch.uint8)
+
+
+def _matrix(name: str, argument: float, h: int, w: int) -> list[float]:
+    """The inverse affine matrix torchvision builds for `apply_op`'s call."""
+    if name == "Rotate":
+        return _get_inverse_affine_matrix([0.0, 0.0], -float(argument), [0.0, 0.0], 1.0, [0.0, 0.0])
+    if name in ("ShearX", "ShearY"):
+        angle = math.degrees(math.atan(argument))
+        shear = [angle, 0.0] if name == "ShearX" else [0.0, angle]
+        return _get_inverse_affine_matrix([-w * 0.5, -h * 0.5], 0.0, [0.0, 0.0], 1.0, shear)
+    translate = [float(-argument * w), 0.0] if name == "TranslateX" else [0.0, float(-argument * h)]
+    return _get_inverse_affine_matrix([0.0, 0.0], 0.0, translate, 1.0, [0.0, 0.0])
+
+
+def affine(video: torch.Tensor, matrix: list[float]) -> torch.Tensor:
+    """Bilinear warp of every frame by one inverse affine `matrix`, filled as torchvision fills."""
+    shape = video.shape
+    h, w = shape[-2:]
+    theta = torch.tensor(matrix, dtype=torch.float32, device=video.device).reshape(1, 2, 3)
+    grid = _affine_grid(theta, w=w, h=h, ow=w, oh=h)
+    planes = video.reshape(1, -1, h, w).to(torch.float32)
+    out = nnf.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    ones = torch.ones((1, 1, h, w), dtype=torch.float32, device=video.device)
+    mask = nnf.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = out.view(-1, shape[-3], h, w)
+    fill = torch.tensor(FILL, dtype=torch.float32, device=video.device).view(1, -1, 1, 1)
+    out = out.sub_(fill).mul_(mask).add_(fill)
+    return out.round_().to(torch.uint8).reshape(shape)
