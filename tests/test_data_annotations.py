@@ -281,3 +281,16 @@ def test_list_paths_may_contain_spaces(tmp_path):
     (tmp_path / "train.txt").write_text("my clips/run 2.mp4 1\nwalk.mp4 0\n")
     ann = load_annotations(tmp_path, tmp_path / "train.txt")
     assert ann.samples == [("my clips/run 2.mp4", 1), ("walk.mp4", 0)]
+
+
+def test_without_data_root_list_paths_are_relative_to_the_list_file(tmp_path, monkeypatch):
+    from zeroi2v.data.build import load_split
+
+    project = tmp_path / "project"
+    touch(project / "clips" / "run 2.mp4")
+    (project / "frames" / "a").mkdir(parents=True)
+    (project / "train.txt").write_text("clips/run 2.mp4 1\nframes/a 12 0\n")
+    monkeypatch.chdir(tmp_path)  # the command runs elsewhere
+    ann = load_split(split_config(project / "train.txt", project / "train.txt"), "train")
+    assert ann.samples == [(str(project / "clips" / "run 2.mp4"), 1), (str(project / "frames" / "a"), 0)]
+    assert ann.lengths == {str(project / "frames" / "a"): 12}

@@ -382,8 +382,9 @@ def _summary(cfg: Config, run: Run, num_classes: int, amp: str) -> list[str]:
         + (f", {len(run.val_set)} validation" if run.val_set else "")
         + f", {num_classes} classes{named}",
         f"model {cfg.model.backbone} ({method_label(cfg.model)}): {count_params(model, trainable_only=True):,} of "
-        f"{count_params(model):,} parameters trained; {run.world} process(es) on {run.device}, precision {amp}, "
-        f"{plural(t.epochs, 'epoch')} × {run.steps_per_epoch} steps of {t.batch_size} clips",
+        f"{count_params(model):,} parameters trained; {plural(run.world, 'process', 'processes')} on {run.device}, "
+        f"precision {amp}, "
+        f"{plural(t.epochs, 'epoch')} × {plural(run.steps_per_epoch, 'step')} of {t.batch_size} clips",
     ]
 
 
@@ -408,6 +409,12 @@ def setup(cfg: Config, build=build_model) -> Run:
     train_set = create_dataset(cfg, "train", model=model)
     val_set = create_dataset(cfg, "val", model=model) if val_ann else None
     steps_per_epoch = _steps_per_epoch(t, train_set, world, per_step)
+    left_out = len(train_set) - steps_per_epoch * per_step * t.accum_steps * world
+    if left_out > len(train_set) // 10:
+        notes.append(
+            f"{left_out} of {len(train_set)} training videos are left out of each epoch (batches are full; "
+            f"other videos each epoch): a train.batch_size that divides the data evenly uses them all"
+        )
     if t.warmup_epochs > t.epochs:
         notes.append(
             f"train.warmup_epochs={t.warmup_epochs} is longer than the run: warm-up capped at "
@@ -457,8 +464,8 @@ def setup(cfg: Config, build=build_model) -> Run:
 RESUME_HINT = "rerun the same command to resume"
 
 
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    return f"{n} {noun if n == 1 else many or noun + 's'}"
 
 
 def exit_code(interrupted: str) -> int:

@@ -44,6 +44,8 @@ def load_split(cfg, split: str, classes: list[str] | None = None) -> Annotations
             )
         raise UserError(f"data.root not found: {d.root}")
     ann = load_annotations(d.root, source, split="train" if split == "train" else "val")
+    if not d.root and source and os.path.isfile(source):
+        ann = beside(ann, os.path.dirname(os.path.abspath(source)))
     check_some_exist(d.root, ann.samples, source or d.root)
     if split != "train" and ann.tree:
         reference = "the model"
@@ -56,6 +58,15 @@ def load_split(cfg, split: str, classes: list[str] | None = None) -> Annotations
             )
         ann = match_classes(ann, classes, source, reference)
     return ann
+
+
+def beside(ann: Annotations, folder: str) -> Annotations:
+    """Without data.root, a list file's relative paths are relative to the list's own folder (as
+    `zeroi2v prepare` writes them), not to wherever the command runs."""
+    absolute = {rel: os.path.join(folder, rel) for rel, _ in ann.samples}
+    lengths = {absolute.get(rel, rel): n for rel, n in (ann.lengths or {}).items()} or None
+    samples = [(absolute[rel], label) for rel, label in ann.samples]
+    return dataclasses.replace(ann, samples=samples, lengths=lengths)
 
 
 def check_some_exist(root, samples, source, probes: int = 32) -> None:
