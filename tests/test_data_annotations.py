@@ -31,7 +31,7 @@ def test_mmaction2_list_file(tmp_path):
     "content, message",
     [
         ("a.mp4 0\nb.mp4\n", r"train\.txt:2: expected 'relative/path\.ext LABEL'"),
-        ("frames/a 300 1 7\n", r"train\.txt:1: expected .*4 fields"),
+        ("frames/a 300 x y\n", r"train\.txt:1: expected .*4 fields"),
         ("frames/a 0 1\n", r"train\.txt:1: total_frames '0' of a rawframe list must be a positive integer"),
         ("frames/a many 1\n", "total_frames 'many'"),
         ("a.mp4 zero\n", r"train\.txt:1: label 'zero' is not an integer"),
@@ -278,9 +278,10 @@ def test_list_file_mistakes(tmp_path):
 
 
 def test_list_paths_may_contain_spaces(tmp_path):
-    (tmp_path / "train.txt").write_text("my clips/run 2.mp4 1\nwalk.mp4 0\n")
+    (tmp_path / "train.txt").write_text("my clips/run 2.mp4 1\nwalk.mp4 0\nair drumming/clip 3 40 1\n")
     ann = load_annotations(tmp_path, tmp_path / "train.txt")
-    assert ann.samples == [("my clips/run 2.mp4", 1), ("walk.mp4", 0)]
+    assert ann.samples == [("my clips/run 2.mp4", 1), ("walk.mp4", 0), ("air drumming/clip 3", 1)]
+    assert ann.lengths == {"air drumming/clip 3": 40}  # a rawframe folder named with spaces
 
 
 def test_without_data_root_list_paths_are_relative_to_the_list_file(tmp_path, monkeypatch):

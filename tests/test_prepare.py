@@ -239,3 +239,15 @@ def test_two_sources_with_one_name_get_two_items(tmp_path):
     assert [i.out for i in items] == ["a/x", "a/x_avi", "a/x", "elsewhere/y"]
     outside = _items([("../up/z.mkv", 0)], tmp_path / "root", "video")[0].out  # its own path, inside OUT_DIR
     assert outside == str(tmp_path / "up" / "z.mp4").lstrip("/") and ".." not in outside
+
+
+def test_class_names_with_spaces_read_back(tmp_path):
+    """Kinetics' class folders have spaces ('air drumming'): the rawframe list prepare writes reads back."""
+    for name in ("air drumming", "abseiling"):
+        (tmp_path / "src" / name).mkdir(parents=True)
+        write_index_video(tmp_path / "src" / name / "clip 1.mp4", 12)
+    out = tmp_path / "fast"
+    prepare(tmp_path / "src", out, short_side=0, workers=1, progress=False, log=lambda *a: None)
+    ann = load_annotations(out, out / "src.txt")
+    assert ann.samples == [("abseiling/clip 1", 0), ("air drumming/clip 1", 1)]
+    assert ann.lengths == {"abseiling/clip 1": 12, "air drumming/clip 1": 12}

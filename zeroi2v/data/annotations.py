@@ -82,10 +82,11 @@ def _list_file(path: Path) -> Annotations:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        words, fields = line.split(), line.rsplit(maxsplit=1)  # a video path may contain spaces
-        if len(words) == 3 and Path(fields[0]).suffix.lower() not in VIDEO_EXTENSIONS:
-            lengths[words[0]] = _total_frames(path, number, words[1])  # frame_dir total_frames label
-            fields = [words[0], words[2]]
+        words, fields = line.split(), line.rsplit(maxsplit=1)  # paths may contain spaces
+        if _rawframe_line(line, words):  # frame_dir total_frames label
+            frame_dir, total, fields[1] = line.rsplit(maxsplit=2)
+            lengths[frame_dir] = _total_frames(path, number, total)
+            fields[0] = frame_dir
         elif len(fields) != 2 or len(words) > 2 and Path(fields[0]).suffix.lower() not in VIDEO_EXTENSIONS:
             raise UserError(
                 f"{path}:{number}: expected 'relative/path.ext LABEL' (or 'frame_dir total_frames LABEL'), "
@@ -106,6 +107,15 @@ def _list_file(path: Path) -> Annotations:
     if classes:
         check_labels(samples, len(classes), f"{path} (with {classes_file.name})", lines)
     return Annotations(samples, classes, lines=lines, lengths=lengths or None)
+
+
+def _rawframe_line(line: str, words: list[str]) -> bool:
+    """`frame_dir total_frames label`: three fields or more (a folder name may contain spaces) whose
+    folder part has no video extension, and a number before the label (or exactly three fields)."""
+    heads = line.rsplit(maxsplit=1)[0], line.rsplit(maxsplit=2)[0]  # the path of a video line, of a rawframe line
+    if len(words) < 3 or any(Path(head).suffix.lower() in VIDEO_EXTENSIONS for head in heads):
+        return False
+    return len(words) == 3 or words[-2].isdigit()
 
 
 def _total_frames(path: Path, number: int, text: str) -> int:
