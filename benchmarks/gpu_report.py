@@ -1,6 +1,7 @@
 """Write the GPU check's section (`docs/bench/gpu/gpu.md`) from what `benchmarks/gpu_check.sh` left in
 its folder: the step log (`steps.jsonl`, `gpu_check.log`), the CUDA tests' outcomes, and the bench
-sections (cost, train, compile, loader), headings demoted one level. Then re-assembles docs/benchmarks.md.
+sections (cost, train, compile, STDHA kernel, loader), headings demoted one level. Then re-assembles
+docs/benchmarks.md.
 
     python -m benchmarks.gpu_report docs/bench/gpu --device cuda
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from zeroi2v.bench_report import STATUS, assemble
 from zeroi2v.fileio import atomic_write_text
 
-PARTS = ("cost", "train", "compile", "loader")
+PARTS = ("cost", "train", "compile", "kernel", "loader")
 
 
 def demote(text: str) -> str:
