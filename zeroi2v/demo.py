@@ -109,7 +109,13 @@ def parse_args(argv):
     parser.add_argument(
         "--epochs", type=int, default=None, help="training epochs per row (default: configs/demo.yaml's)"
     )
-    parser.add_argument("--train-per-class", type=int, default=None, help="training videos per class")
+    parser.add_argument(
+        "--train-per-class",
+        type=int,
+        default=None,
+        help=f"training videos per class (default: {SIZES['default']['train_per_class']}; "
+        f"--tiny: {SIZES['tiny']['train_per_class']})",
+    )
     parser.add_argument(
         "--pretrain",
         action="store_true",
