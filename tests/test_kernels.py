@@ -108,7 +108,9 @@ def stdha_layer(dtype):
 
     torch.manual_seed(0)
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_heads=4, depth=1, img_size=32, patch_size=8)
-    return STDHAttention(vit.blocks[0].attn, num_frames=4, head_offsets=(-1, 1, 2), boundary="keep").to(dtype).eval()
+    layer = STDHAttention(vit.blocks[0].attn, num_frames=4, head_offsets=(-1, 1, 2), boundary="keep")
+    layer.fused_kernel = True  # switched on (off by default until measured on a GPU)
+    return layer.to(dtype).eval()
 
 
 def check_half() -> dict:
@@ -265,3 +267,18 @@ def test_kernel_bench_writes_the_register_table_and_refuses_to_time_without_a_gp
 
 if __name__ == "__main__":
     print(json.dumps({"fp32": check_fp32, "half": check_half, "compile": check_compile}[sys.argv[1]]()))
+
+
+def test_the_kernel_is_off_unless_switched_on(monkeypatch):
+    """Off by default until measured faster on a GPU; ZEROI2V_STDHA_KERNEL=1 switches it on."""
+    from timm.layers import Attention
+
+    from zeroi2v.stdha import STDHAttention, kernel_enabled
+
+    def layer():
+        return STDHAttention(Attention(64, num_heads=4), num_frames=4, head_offsets=(1, -1))
+
+    monkeypatch.delenv("ZEROI2V_STDHA_KERNEL", raising=False)
+    assert not kernel_enabled() and not layer().fused_kernel
+    monkeypatch.setenv("ZEROI2V_STDHA_KERNEL", "1")
+    assert kernel_enabled() and layer().fused_kernel

@@ -6,9 +6,10 @@ frame's tokens, class token included). The other heads stay spatial. Only *which
 reads* changes, so there are no new parameters and no new FLOPs.
 
 Implementation, three paths with one result:
-- inference in fp16/bf16 on a CUDA GPU with Triton: `zeroi2v.kernels.stdha_attention`, a fused kernel
-  in which each head reads its source frame's K/V in place (no copy at all). `ZEROI2V_STDHA_KERNEL=0`
-  (or `fused_kernel = False` on a layer) turns it off (docs/weights.md, "Deploying").
+- inference in fp16/bf16 on a CUDA GPU with Triton, when switched on (`ZEROI2V_STDHA_KERNEL=1`, or
+  `fused_kernel = True` on a layer; off by default until it is measured faster on a GPU, docs/weights.md,
+  "Deploying"): `zeroi2v.kernels.stdha_attention`, a fused kernel in which each head reads its source
+  frame's K/V in place (no copy at all).
 - otherwise the temporal heads' K and V channels of the fused qkv projection output are shifted along
   the frame axis in place (`shift_kv`), then one `F.scaled_dot_product_attention` call for all heads,
   exactly the image model's attention call, so flash/memory-efficient kernels apply on GPU.
@@ -34,8 +35,8 @@ from zeroi2v.errors import UserError
 
 
 def kernel_enabled() -> bool:
-    """`ZEROI2V_STDHA_KERNEL=0` turns the fused kernel off (read when an `STDHAttention` is built)."""
-    return os.environ.get("ZEROI2V_STDHA_KERNEL", "auto").strip().lower() not in ("0", "off", "false", "no")
+    """`ZEROI2V_STDHA_KERNEL=1` turns the fused kernel on (read when an `STDHAttention` is built)."""
+    return os.environ.get("ZEROI2V_STDHA_KERNEL", "0").strip().lower() in ("1", "on", "true", "yes")
 
 
 class STDHAttention(nn.Module):
