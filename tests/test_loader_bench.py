@@ -53,6 +53,10 @@ def test_targets_verdict_and_decode_counts(section):
     decoded = data["decoded_frames_per_clip"]
     assert decoded["prepared frames"] == 8  # exactly the sampled frames' files
     assert 8 <= decoded["prepared video"] <= decoded["source video"]
+    steps = data["augment_steps_ms"]
+    assert set(steps) == {"source video", "prepared frames"}
+    assert all(list(ms) == data["steps"] and all(v >= 0 for v in ms.values()) for ms in steps.values())
+    assert "| data | resize | rand_augment | random_resized_crop | flip | normalize | sum |" in text
     assert data["decoders"][0]["decoder"].startswith("zeroi2v sampler")
     assert data["decoders"][0]["mean_abs_diff_vs_ours"] == 0
 

@@ -264,6 +264,40 @@ def decoded_frames(datasets: dict, rounds: int) -> dict[str, float | None]:
     return out
 
 
+def augment_steps(datasets: dict, clips: int, rounds: int) -> dict[str, dict[str, float]]:
+    """{data: {step: CPU ms per clip}}: where the CPU augmentation's time goes, step by step (the chain of
+    `TrainTransform.run` with each clip's plan, then `normalize`), on the source video and prepared frames."""
+    import numpy as np
+
+    from zeroi2v.data.sampling import sample_indices
+
+    out = {}
+    with one_thread():
+        for source in (SOURCES[0], SOURCES[2]):
+            dataset = datasets[(source, False, 1)]
+            transform, times = dataset.transform, {name: [] for name in dataset.transform.steps}
+            for round_ in range(rounds):
+                spent = dict.fromkeys(times, 0.0)
+                for i in range(clips):
+                    index = i % len(dataset)
+                    rng = np.random.default_rng([round_, i])
+                    picks = sample_indices(dataset.count(dataset.path(index)), dataset.num_frames, dataset.sampling,
+                                           dataset.frame_interval, 1, True, rng).reshape(-1)  # fmt: skip
+                    video = dataset.read(dataset.path(index), picks).permute(0, 3, 1, 2)
+                    torch.manual_seed(round_ * clips + i)
+                    plan = transform.plan(*video.shape[:1], *video.shape[-2:])
+                    for k, name in enumerate(transform.steps):
+                        start = time.process_time()
+                        video = (
+                            transform.normalize(video) if name == "normalize" else transform.run(video, plan, k, k + 1)
+                        )
+                        spent[name] += time.process_time() - start
+                for name, seconds in spent.items():
+                    times[name].append(1000 * seconds / clips)
+            out[source] = {name: statistics.median(t) for name, t in times.items()}
+    return out
+
+
 def summarise(runs: dict[tuple, list[dict]], rates: list[float], cores_per_gpu: int) -> list[dict]:
     """One row per configuration: median ms per clip of each part, their sum, clips/s per core, the CPU
     cost relative to today's path (paired per round), the cores per GPU at each model rate and the share
@@ -326,6 +360,7 @@ def loader_table(args, device) -> dict:
         datasets = recipe_datasets(roots, settings["img_size"])
         runs = measure_rows(datasets, settings["clips"], settings["rounds"], device)
         decoded = decoded_frames(datasets, settings["rounds"])
+        steps = augment_steps(datasets, settings["clips"], settings["rounds"])
         decoders = decoder_table(paths, settings["clips"], settings["rounds"])
     rows = summarise(runs, rates, args.cores_per_gpu)
     some = datasets[(TODAY, False, 1)]
@@ -344,6 +379,7 @@ def loader_table(args, device) -> dict:
         "device_part_on": str(device),
         "disk_bytes_per_video": {k: v / len(paths) for k, v in disk.items()},
         "decoded_frames_per_clip": decoded,
+        "augment_steps_ms": steps,
         "rows": rows,
         "targets": targets(runs, rows),
         "decoders": decoders,
@@ -480,6 +516,7 @@ def loader_markdown(env, result) -> str:
         "",
         *[f"- {'✓' if t['ok'] else '✗'} {t['target']}: **{t['measured']}**" for t in result["targets"]],
         "",
+        *_step_lines(result),
         *_device_lines(result),
         *_decode_lines(result),
         *_decoder_lines(result["decoders"]),
@@ -548,6 +585,27 @@ def _rows_table(result) -> list[str]:
             f"{r['server_clips_per_s']:.0f} | {waits} |"
         )
     return lines
+
+
+def _step_lines(result) -> list[str]:
+    steps = result.get("augment_steps_ms") or {}
+    if not steps:
+        return []
+    names = list(next(iter(steps.values())))
+    lines = [
+        "### Where the CPU augmentation goes",
+        "",
+        "CPU ms per clip of each step of the recipe's augmentation (`TrainTransform.run` step by step with the "
+        "clip's plan, one thread; clips drawn like those above but not the same ones, so the sum differs from "
+        "the augment column by the clips' luck of RandAugment ops; medians of the rounds): once decoding is "
+        "cheap, this is most of the clip's cost.",
+        "",
+        f"| data | {' | '.join(names)} | sum |",
+        "|---|" + "---:|" * (len(names) + 1),
+    ]
+    for source, ms in steps.items():
+        lines.append(f"| {source} | {' | '.join(f'{ms[n]:.1f}' for n in names)} | {sum(ms.values()):.1f} |")
+    return [*lines, ""]
 
 
 def _device_lines(result) -> list[str]:
