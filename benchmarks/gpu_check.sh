@@ -7,7 +7,7 @@
 #      ViT-B/16, ViT-L/14 attention at 8/16/32 frames, eager and compiled; section kernel.md)
 #   3. the training table (peak memory from the CUDA allocator)
 #   4. torch.compile on/off (merged inference, training step)
-#   5. loader vs model (this host's cores), decoders
+#   5. will the GPU wait for the loader: CPU ms per clip on this host, gpu_augment's device part on the GPU
 # and writes the generated GPU section docs/bench/gpu/gpu.md (+ its parts) and re-assembles docs/benchmarks.md.
 # Timings are compared only within this one run.
 #
@@ -58,7 +58,6 @@ START=$(date +%s)
 
 B16=vit_base_patch16_clip_quickgelu_224
 L14=vit_large_patch14_clip_quickgelu_224
-CORES=$(nproc)
 SCALE=1  # step limits below are the GPU's; a CPU dry run's compile steps take minutes on a small machine
 if [ "$DEVICE" = cpu ]; then  # dry run: every step, toy sizes
     BUDGET=${BUDGET:-3600} SCALE=5
@@ -67,8 +66,7 @@ if [ "$DEVICE" = cpu ]; then  # dry run: every step, toy sizes
     COST=(--backbone "$B16" --frames 4 --batch 2 --repeats 2 --joint-frames 4)
     TRAIN=(--backbone "$B16" --frames 4 --train-batch 2 --train-steps 2)
     COMPILE=(--backbone "$B16" --frames 4 --batch 2 --train-batch 2 --repeats 2)
-    LOADER=(--train-backbone "$B16" --train-batch 2 --train-steps 2 --loader-workers 0 1 --loader-videos 2
-            --loader-seconds 2 --loader-short-side 64 --loader-clips 4 --loader-rounds 1)
+    LOADER=(--loader-videos 1 --loader-seconds 2 --loader-short-side 64 --loader-clips 4 --loader-rounds 1)
 elif [ "$SMALL" = 1 ]; then
     BUDGET=${BUDGET:-540}
     COMMON=(--device cuda --dtype bf16)
@@ -76,8 +74,7 @@ elif [ "$SMALL" = 1 ]; then
     COST=(--backbone "$B16" "$L14" --frames 8 16 --batch 16 --repeats 3 --joint-frames 8)
     TRAIN=(--backbone "$B16" --frames 8 --train-batch 8 --train-steps 3)
     COMPILE=(--backbone "$B16" --frames 8 --batch 16 --train-batch 8 --repeats 3)
-    LOADER=(--train-backbone "$B16" --train-batch 16 --train-steps 3 --loader-workers 4 "$CORES" --loader-videos 4
-            --loader-clips 32 --loader-rounds 1)
+    LOADER=(--loader-videos 2 --loader-clips 8 --loader-rounds 2)
 else
     BUDGET=${BUDGET:-540}
     COMMON=(--device cuda --dtype bf16)
@@ -85,8 +82,7 @@ else
     COST=(--backbone "$B16" "$L14" --frames 8 16 32 --batch 32 --repeats 5 --joint-frames 8)
     TRAIN=(--backbone "$B16" --frames 8 --train-batch 16 --train-steps 3)
     COMPILE=(--backbone "$B16" --frames 8 --batch 32 --train-batch 16 --repeats 5)
-    LOADER=(--train-backbone "$B16" --train-batch 32 --train-steps 3 --loader-workers 4 8 "$CORES" --loader-videos 4
-            --loader-clips 64 --loader-rounds 2)
+    LOADER=(--loader-videos 4 --loader-clips 16 --loader-rounds 3)
 fi
 BENCH=($PY -m zeroi2v.bench --out docs/benchmarks.md --section-dir "$DIR")
 
@@ -121,7 +117,7 @@ step "inference and STDHA tables" 220 60 "${BENCH[@]}" "${COMMON[@]}" "${COST[@]
 step "STDHA fused kernel" 150 40 $PY -m benchmarks.kernel_bench --out "$DIR" "${KERNEL[@]}"
 step "training table" 190 40 "${BENCH[@]}" "${COMMON[@]}" "${TRAIN[@]}" --what train --name train
 step "torch.compile on/off" 200 60 "${BENCH[@]}" "${COMMON[@]}" "${COMPILE[@]}" --compile
-step "loader vs model" 150 40 "${BENCH[@]}" "${COMMON[@]}" "${LOADER[@]}" --loader
+step "loader: will the GPU wait" 150 40 "${BENCH[@]}" "${COMMON[@]}" "${LOADER[@]}" --loader
 
 $PY -m benchmarks.gpu_report "$DIR" --device "$DEVICE" --small "$SMALL" --budget "$BUDGET" \
     --seconds $(($(date +%s) - START)) >> "$LOG" 2>&1

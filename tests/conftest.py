@@ -33,7 +33,6 @@ SLOW = (  # node ids (substrings) of the slow tier: subprocesses, torchrun, the 
     "test_demo.py::test_rerun_commands_work",
     "test_reliability.py",
     "test_bench.py::test_bench_smoke_as_a_command",
-    "test_bench.py::test_loader_section",
 )
 
 

@@ -1,6 +1,6 @@
 """`zeroi2v bench`: STDHA equals the reference-style implementation, a toy-size smoke run (checks n/a where
 a toy cannot test a claim, headings naming the toy model), the timing helper, the CPU peak-memory
-reader, the loader section, the doc assembly."""
+reader, the doc assembly (the loader section: test_loader_bench.py)."""
 
 import json
 import os
@@ -11,7 +11,6 @@ from pathlib import Path
 import timm
 import torch
 
-from zeroi2v.bench import main
 from zeroi2v.bench_report import assemble, checks, compile_markdown
 from zeroi2v.cost_tables import reference_style_attention, train_step_child
 from zeroi2v.stdha import STDHAttention
@@ -183,46 +182,6 @@ def test_cpu_peak_bytes_from_the_profilers_public_trace():
     assert 8_000_000 <= peak < 12_000_000
 
 
-def test_loader_section_on_tiny_videos(tmp_path):
-    out = tmp_path / "docs" / "benchmarks.md"
-    assert (
-        main(
-            [
-                "--loader",
-                "--tiny",
-                "--device",
-                "cpu",
-                "--loader-workers",
-                "0",
-                "--loader-videos",
-                "1",
-                "--loader-seconds",
-                "1",
-                "--loader-short-side",
-                "48",
-                "--loader-clips",
-                "2",
-                "--loader-rounds",
-                "1",
-                "--train-steps",
-                "1",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    text = (out.parent / "bench" / "loader.md").read_text()
-    data = json.loads((out.parent / "bench" / "loader.json").read_text())
-    assert text.startswith("## Loader vs model") and "bounds training here" in text
-    assert {r["loader"] for r in data["rows"]} >= {"0 workers", "0 workers, files pre-resized to short side 36"}
-    assert data["model_clips_per_s"] > 0 and all(r["clips_per_s"] > 0 for r in data["rows"])
-    ours = data["decoders"][0]
-    assert ours["decoder"].startswith("zeroi2v sampler") and ours["mean_abs_diff_vs_ours"] == 0
-    assert all("clips_per_s" in r or r["note"] for r in data["decoders"])  # a decoder that cannot run says why
-    assert "## Loader vs model" in out.read_text()  # assembled into the doc
-
-
 def test_compile_markdown():
     env = {
         "machine": "m",
@@ -275,7 +234,10 @@ def test_bench_refuses_counts_below_one_in_one_line(tmp_path, capsys):
         (["--repeats", "0"], "--repeats must be >= 1"),
         (["--frames", "8", "0"], "--frames must be >= 1"),
         (["--train-batch", "0", "--loader-seconds", "0"], "--train-batch must be >= 1; --loader-seconds"),
-        (["--loader-workers", "-1"], "--loader-workers must be >= 0"),
+        (
+            ["--model-rate", "133", "0", "--cores-per-gpu", "0"],
+            "--cores-per-gpu must be >= 1; --model-rate must be > 0",
+        ),
     ]:
         assert cli_main(["bench", "--tiny", "--device", "cpu", "--out", str(tmp_path / "b.md"), *args]) == 2
         err = capsys.readouterr().err

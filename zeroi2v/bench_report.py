@@ -367,8 +367,8 @@ def assemble(out: str | os.PathLike) -> str:
         "# Benchmarks",
         "",
         f"{ASSEMBLED_MARK}: cost and speed "
-        "(`zeroi2v bench`), `torch.compile` (`zeroi2v bench --compile`), loader vs model (`zeroi2v bench "
-        "--loader`), the GPU check (`benchmarks/gpu_check.sh`), accuracy at equal budget "
+        "(`zeroi2v bench`), `torch.compile` (`zeroi2v bench --compile`), whether the GPU waits for the loader "
+        "(`zeroi2v bench --loader`), the GPU check (`benchmarks/gpu_check.sh`), accuracy at equal budget "
         "(`python -m benchmarks.accuracy`), video decoding (`python -m benchmarks.decode`). Rerun a script to "
         "refresh its section.",
         "",
