@@ -14,7 +14,7 @@ Results are cached per run in WORK/results.json (an interrupted sweep continues;
 different families may run side by side on one cache, e.g. one per core with OMP_NUM_THREADS=1,
 and a last invocation with every family writes the tables from the cache).
 
-    python -m benchmarks.accuracy [--lrs 2e-3 4e-3 8e-3 1.6e-2] [--seeds 0 1 2] [--families basic complex]
+    python -m benchmarks.accuracy [--lrs 2e-3 4e-3 8e-3 1.6e-2 3.2e-2] [--seeds 0 1 2] [--families basic complex]
     python -m benchmarks.accuracy --quick     # 1 seed, 2 lrs, fewer videos and epochs
 """
 
@@ -67,10 +67,10 @@ ROWS = {  # name -> config changes on top of configs/demo.yaml
     "frame averaging (linear adapters only)": {"model.head_offsets": [], "model.temporal_embedding": False},
 }
 FAMILIES = {"basic": {"family": "basic", "seed": 101}, "complex": {"family": "complex", "seed": 202}}
-# 120 runs of ~2 minutes (AIM's ~1.5x) on 2 CPU cores (two side-by-side invocations, one per family: ~2.3 hours).
+# 150 runs of ~1.5 minutes on 2 CPU cores (side-by-side invocations, e.g. one per family: ~2 hours).
 # The lrs bracket every method's best: each has a lower and a higher neighbour (the Markdown says if not).
 FULL = {
-    "lrs": [2e-3, 4e-3, 8e-3, 1.6e-2],
+    "lrs": [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2],
     "seeds": [0, 1, 2],
     "train_per_class": 40,
     "val_per_class": 20,
