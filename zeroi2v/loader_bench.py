@@ -341,7 +341,7 @@ def summarise(runs: dict[tuple, list[dict]], rates: list[float], cores_per_gpu: 
 
 
 def targets(runs: dict[tuple, list[dict]], rows: list[dict]) -> list[dict]:
-    """The issue's thresholds, each with its paired ratio (or ms per clip) and whether it is met."""
+    """The loader targets, each with its paired ratio (or ms per clip) and whether it is met."""
     total = {key: [sum(r[p] for p in PARTS) for r in rounds] for key, rounds in runs.items()}
     out = []
     for name, row, baseline, at_least in TARGETS:
@@ -521,7 +521,7 @@ def loader_markdown(env, result) -> str:
         "videos (a smooth panning scene) decode faster than most real footage, so the source rows are on the "
         "cheap side.",
         "",
-        "### The targets of issue 36",
+        "### Targets",
         "",
         *[f"- {'✓' if t['ok'] else '✗'} {t['target']}: **{t['measured']}**" for t in result["targets"]],
         "",
