@@ -228,8 +228,11 @@ class TrainTransform(torch.nn.Module):
 
     def normalize(self, video: torch.Tensor) -> torch.Tensor:
         """uint8 (..., T, C, H, W) -> float (..., C, T, H, W) with the backbone's statistics."""
-        video = F.normalize(F.to_dtype(video, torch.float32, scale=True), list(self.mean), list(self.std))
-        return video.transpose(-4, -3).contiguous()
+        # torchvision's to_dtype(scale=True) and normalize, bit for bit, in one float copy written in place
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=video.device).view(-1, 1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=video.device).view(-1, 1, 1, 1)
+        out = video.transpose(-4, -3).to(torch.float32, memory_format=torch.contiguous_format)
+        return out.mul_(1 / 255).sub_(mean).div_(std)
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, bool]:
         plan = self.plan(*video.shape[:1], *video.shape[-2:])
