@@ -82,11 +82,11 @@ def _list_file(path: Path) -> Annotations:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        words, fields = line.split(), line.rsplit(maxsplit=1)  # paths may contain spaces
-        if _rawframe_line(line, words):  # frame_dir total_frames label
-            frame_dir, total, fields[1] = line.rsplit(maxsplit=2)
-            lengths[frame_dir] = _total_frames(path, number, total)
-            fields[0] = frame_dir
+        words = line.split()  # paths may contain spaces: the fields are counted from the end
+        fields, parts = line.rsplit(maxsplit=1), line.rsplit(maxsplit=2)  # path label; frame_dir total label
+        if _rawframe_line(words, fields[0], parts[0]):
+            lengths[parts[0]] = _total_frames(path, number, parts[1])
+            fields = [parts[0], parts[2]]
         elif len(fields) != 2 or len(words) > 2 and Path(fields[0]).suffix.lower() not in VIDEO_EXTENSIONS:
             raise UserError(
                 f"{path}:{number}: expected 'relative/path.ext LABEL' (or 'frame_dir total_frames LABEL'), "
@@ -109,11 +109,10 @@ def _list_file(path: Path) -> Annotations:
     return Annotations(samples, classes, lines=lines, lengths=lengths or None)
 
 
-def _rawframe_line(line: str, words: list[str]) -> bool:
-    """`frame_dir total_frames label`: three fields or more (a folder name may contain spaces) whose
-    folder part has no video extension, and a number before the label (or exactly three fields)."""
-    heads = line.rsplit(maxsplit=1)[0], line.rsplit(maxsplit=2)[0]  # the path of a video line, of a rawframe line
-    if len(words) < 3 or any(Path(head).suffix.lower() in VIDEO_EXTENSIONS for head in heads):
+def _rawframe_line(words: list[str], video_path: str, frame_dir: str) -> bool:
+    """`frame_dir total_frames label`: three fields or more (a folder name may contain spaces), neither
+    reading of the path a video file, and a number before the label (or exactly three fields)."""
+    if len(words) < 3 or any(Path(p).suffix.lower() in VIDEO_EXTENSIONS for p in (video_path, frame_dir)):
         return False
     return len(words) == 3 or words[-2].isdigit()
 
