@@ -9,7 +9,7 @@ from tests.conftest import write_config
 from tests.videos import write_index_video
 from zeroi2v.config import load_config
 from zeroi2v.data import VideoDataset, augment_on_device, collate, create_dataset, train_transform
-from zeroi2v.data.augment_ops import OPS, apply_op, fast_op, op_argument
+from zeroi2v.data.augment_ops import OPS, apply_op, fast_op, op_argument, ops_in_box
 from zeroi2v.errors import UserError
 
 HALF = dict(mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -23,6 +23,27 @@ def test_fast_ops_give_the_reference_pixels(shape):
             for sign in (1, -1):
                 argument = op_argument(name, level, sign)
                 assert torch.equal(fast_op(video, name, argument), apply_op(video, name, argument)), (name, argument)
+
+
+def test_ops_in_the_crop_box_give_the_reference_pixels():
+    """Ops computed only where the crop keeps pixels (a 1-pixel rim for Sharpness, whole frames for the
+    statistics and before a warp) equal the reference ops on whole frames, then the crop: chains of
+    0-4 ops, boxes anywhere down to 1x1 (frame edges, Sharpness's unchanged border), frames down to 1 px."""
+    rnd, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    for trial in range(600):
+        h, w = (int(s) for s in rnd.integers(1, 40, 2)) if trial % 10 else (int(rnd.integers(60, 90)), 113)
+        video = torch.randint(0, 256, (int(rnd.integers(1, 4)), 3, h, w), dtype=torch.uint8, generator=gen)
+        if trial % 3 == 0:
+            video = video // 64 * 64  # few values: Equalize/AutoContrast corner cases
+        names = rnd.choice(OPS, int(rnd.integers(0, 5)), replace=False)
+        ops = [(str(n), op_argument(str(n), float(rnd.uniform(0, 10)), float(rnd.choice([1, -1])))) for n in names]
+        bh, bw = int(rnd.integers(1, h + 1)), int(rnd.integers(1, w + 1))
+        top, left = int(rnd.integers(0, h - bh + 1)), int(rnd.integers(0, w - bw + 1))
+        expected = video
+        for name, argument in ops:
+            expected = apply_op(expected, name, argument)
+        got = ops_in_box(video, ops, (top, left, bh, bw))
+        assert torch.equal(got, expected[..., top : top + bh, left : left + bw]), (ops, (h, w), (top, left, bh, bw))
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,11 @@ much cheaper, on any device:
   frame. All frames and channels share one sampling grid, so they are sampled as the channels of one
   image, and the mask once; the fill blend and rounding are torchvision's.
 Other ops are already cheap, or elementwise: they go to `apply_op`.
+
+`ops_in_box` applies a clip's ops and crops, computing only the pixels the crop keeps where that
+gives the same pixels: elementwise ops on the box alone, Sharpness on the box and a 1-pixel rim,
+the warps sampled at the box's output pixels only; AutoContrast, Equalize and Contrast read the
+whole frame (their statistics), as does any op before a warp or one of them.
 """
 
 from __future__ import annotations
@@ -129,6 +134,43 @@ def fast_op(video: torch.Tensor, name: str, argument) -> torch.Tensor:
     return apply_op(video, name, argument)
 
 
+ELEMENTWISE = ("AdjustBrightness", "AdjustSaturation", "Invert", "Posterize", "Solarize")
+
+
+def ops_in_box(video: torch.Tensor, ops, box) -> torch.Tensor:
+    """`apply_op` of each (name, argument) in turn on uint8 (..., C, H, W), then the crop `box`
+    (top, left, height, width): the same pixels, with less work where the crop keeps a part."""
+    h, w = video.shape[-2:]
+    top, left, height, width = box
+    full = (0, 0, h, w)
+    needs = [(top, left, top + height, left + width)]  # rows/cols [y0, x0, y1, x1) each op's output must hold
+    for name, _ in reversed(ops):
+        y0, x0, y1, x1 = needs[0]
+        rim = (max(0, y0 - 1), max(0, x0 - 1), min(h, y1 + 1), min(w, x1 + 1))  # a 3x3 stencil's input
+        if name in ELEMENTWISE:
+            needs.insert(0, needs[0])
+        elif name == "AdjustSharpness" and min(rim[2] - rim[0], rim[3] - rim[1]) > 2:  # (<= 2: left as is)
+            needs.insert(0, rim)
+        else:
+            needs.insert(0, full)
+    held = full  # the region `video` holds
+    for (name, argument), wanted, region in zip(ops, needs[:-1], needs[1:], strict=True):
+        video, held = _crop(video, held, wanted), wanted
+        if name in GEOMETRIC and held == full and region != full and _affine_grid is not None:
+            video, held = affine(video, _matrix(name, argument, h, w), region), region
+        else:
+            video = fast_op(video, name, argument)
+    return _crop(video, held, needs[-1])
+
+
+def _crop(video: torch.Tensor, held, wanted) -> torch.Tensor:
+    """The part `wanted` of `video`, which holds the part `held` (both (y0, x0, y1, x1) of the frame)."""
+    if held == wanted:
+        return video
+    y0, x0 = wanted[0] - held[0], wanted[1] - held[1]
+    return video[..., y0 : y0 + wanted[2] - wanted[0], x0 : x0 + wanted[3] - wanted[1]]
+
+
 def sharpness(video: torch.Tensor, factor: float) -> torch.Tensor:
     """torchvision's `adjust_sharpness` on uint8 (border pixels unchanged, as there)."""
     x = video.to(torch.float32)
@@ -152,17 +194,19 @@ def _matrix(name: str, argument: float, h: int, w: int) -> list[float]:
     return _get_inverse_affine_matrix([0.0, 0.0], 0.0, translate, 1.0, [0.0, 0.0])
 
 
-def affine(video: torch.Tensor, matrix: list[float]) -> torch.Tensor:
-    """Bilinear warp of every frame by one inverse affine `matrix`, filled as torchvision fills."""
+def affine(video: torch.Tensor, matrix: list[float], region=None) -> torch.Tensor:
+    """Bilinear warp of every frame by one inverse affine `matrix`, filled as torchvision fills;
+    `region` (y0, x0, y1, x1): only those output pixels (torchvision's grid, sliced)."""
     shape = video.shape
     h, w = shape[-2:]
+    y0, x0, y1, x1 = region or (0, 0, h, w)
     theta = torch.tensor(matrix, dtype=torch.float32, device=video.device).reshape(1, 2, 3)
-    grid = _affine_grid(theta, w=w, h=h, ow=w, oh=h)
+    grid = _affine_grid(theta, w=w, h=h, ow=w, oh=h)[:, y0:y1, x0:x1]
     planes = video.reshape(1, -1, h, w).to(torch.float32)
     out = nnf.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     ones = torch.ones((1, 1, h, w), dtype=torch.float32, device=video.device)
     mask = nnf.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    out = out.view(-1, shape[-3], h, w)
+    out = out.view(-1, shape[-3], y1 - y0, x1 - x0)
     fill = torch.tensor(FILL, dtype=torch.float32, device=video.device).view(1, -1, 1, 1)
     out = out.sub_(fill).mul_(mask).add_(fill)
-    return out.round_().to(torch.uint8).reshape(shape)
+    return out.round_().to(torch.uint8).reshape(*shape[:-2], y1 - y0, x1 - x0)

@@ -39,7 +39,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from zeroi2v.data.augment_ops import MAX_LEVEL, OP_STRENGTHS, OPS, apply_op, fast_op, op_argument
+from zeroi2v.data.augment_ops import MAX_LEVEL, OP_STRENGTHS, OPS, apply_op, fast_op, op_argument, ops_in_box
 from zeroi2v.data.spec import AugmentSpec
 
 
@@ -212,12 +212,17 @@ class TrainTransform(torch.nn.Module):
     def run(self, video: torch.Tensor, plan: ClipPlan, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Steps `start`..`stop` (not normalisation) of the chain on uint8 (T, C, H, W), on its device."""
 
-        for name in self.steps[start:stop]:
+        steps, cropped = self.steps[start:stop], False
+        for i, name in enumerate(steps):
             if name == "resize":
                 video = F.resize(video, [self.short_side], antialias=True)
+            elif name == "rand_augment" and steps[i + 1 : i + 2] == ("random_resized_crop",):
+                video, cropped = ops_in_box(video, plan.ops, plan.box), True  # only what the crop keeps
             elif name == "rand_augment":
                 for op, argument in plan.ops:
                     video = fast_op(video, op, argument)
+            elif name == "random_resized_crop" and cropped:
+                video = F.resize(video, [self.img_size] * 2, antialias=True)  # resized_crop = crop, then this
             elif name == "random_resized_crop":
                 video = F.resized_crop(video, *plan.box, size=[self.img_size] * 2, antialias=True)
             elif name == "flip" and plan.flipped:
