@@ -12,6 +12,10 @@ much cheaper, on any device:
   image, and the mask once; the fill blend and rounding are torchvision's.
 Other ops are already cheap, or elementwise: they go to `apply_op`.
 
+- Solarize, Brightness, Saturation, Contrast, AutoContrast: torchvision's float32 arithmetic, on one
+  float copy (torchvision mixes uint8 and float operands, which is slower); Equalize counts its
+  histograms with `bincount`.
+
 `ops_in_box` applies a clip's ops and crops, computing only the pixels the crop keeps where that
 gives the same pixels: elementwise ops on the box alone, Sharpness on the box and a 1-pixel rim,
 the warps sampled at the box's output pixels only; AutoContrast, Equalize and Contrast read the
@@ -123,15 +127,75 @@ except ImportError:  # pragma: no cover - a torchvision that moved them: the ref
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
 
 
-def fast_op(video: torch.Tensor, name: str, argument) -> torch.Tensor:
-    """`apply_op(video, name, argument)` for uint8 (..., C, H, W), computed faster where possible."""
-    if video.dtype != torch.uint8 or video.shape[-1] <= 2 or video.shape[-2] <= 2:
-        return apply_op(video, name, argument)
+REGIONAL = GEOMETRIC + ("AdjustContrast", "AutoContrast", "Equalize")  # read whole frames, can write a part
+
+
+def fast_op(video: torch.Tensor, name: str, argument, region=None) -> torch.Tensor:
+    """`apply_op(video, name, argument)` for uint8 (..., C, H, W), computed faster where possible;
+    `region` (y0, x0, y1, x1): only that part of the output (the ops in REGIONAL compute only it)."""
+    h, w = video.shape[-2:]
+    full = (0, 0, h, w)
+    if video.dtype != torch.uint8 or h <= 2 or w <= 2 or video.shape[-3] != 3:
+        return _crop(apply_op(video, name, argument), full, region or full)
     if name == "AdjustSharpness":
-        return sharpness(video, float(argument))
+        return _crop(sharpness(video, float(argument)), full, region or full)
     if name in GEOMETRIC and _affine_grid is not None:
-        return affine(video, _matrix(name, argument, *video.shape[-2:]))
-    return apply_op(video, name, argument)
+        return affine(video, _matrix(name, argument, h, w), region)
+    if name == "Solarize":  # integers at or above the float threshold: those at or above its ceiling
+        threshold = math.ceil(torch.tensor(float(argument), dtype=torch.float32).item())
+        return video ^ (video >= threshold).to(torch.uint8).mul_(255)  # 255 - x is x ^ 255
+    if name == "AdjustBrightness" and argument >= 0:
+        return _to_uint8(video.to(torch.float32).mul_(argument))
+    if name == "AdjustSaturation" and argument >= 0:
+        x = video.to(torch.float32)
+        return _to_uint8(x.mul(argument).add_(_grey(x), alpha=1.0 - argument))
+    if name == "AdjustContrast" and argument >= 0:
+        x = video.to(torch.float32)
+        mean = torch.mean(_grey(x), dim=(-3, -2, -1), keepdim=True)
+        return _to_uint8(_crop(x, full, region or full).mul_(argument).add_(mean, alpha=1.0 - argument))
+    if name == "AutoContrast":
+        return autocontrast(video, region or full)
+    if name == "Equalize":
+        return equalize(video, region or full)
+    return _crop(apply_op(video, name, argument), full, region or full)
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """torchvision's grayscale of float (..., 3, H, W) holding integers, floored: (..., 1, H, W)."""
+    r, g, b = x.unbind(dim=-3)
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).floor_().unsqueeze(-3)
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp_(0, 255).to(torch.uint8)
+
+
+def autocontrast(video: torch.Tensor, region) -> torch.Tensor:
+    """torchvision's `autocontrast` on uint8: each frame's channel stretched from its min..max to 0..255."""
+    low = video.amin(dim=(-2, -1), keepdim=True).to(torch.float32)
+    high = video.amax(dim=(-2, -1), keepdim=True).to(torch.float32)
+    flat = high == low
+    scale = high.sub_(low).mul_(1.0 / 255)
+    low[flat], scale[flat] = 0.0, 1.0
+    x = _crop(video, (0, 0, *video.shape[-2:]), region).to(torch.float32)
+    return _to_uint8(x.sub_(low).div_(scale))
+
+
+def equalize(video: torch.Tensor, region) -> torch.Tensor:
+    """torchvision's `equalize` on uint8 (PIL's lookup table per frame and channel), histograms counted
+    with `bincount` (integers: the same counts as torchvision's scatter_add)."""
+    h, w = video.shape[-2:]
+    planes = video.reshape(-1, h * w)
+    hist = torch.stack([torch.bincount(p, minlength=256) for p in planes]).view(*video.shape[:-2], 256)
+    cum = hist.cumsum(dim=-1)
+    last = cum.argmax(dim=-1, keepdim=True)  # the largest value present
+    step = (h * w - hist.gather(-1, last)).div_(255, rounding_mode="floor")
+    valid = step.ne(0).unsqueeze_(-1)
+    lut = cum[..., :-1].add(step // 2).div_(step.clamp(min=1), rounding_mode="floor").clamp_(0, 255)
+    lut = torch.cat([lut.new_zeros(lut.shape[:-1] + (1,)), lut], dim=-1).to(torch.uint8)
+    part = _crop(video, (0, 0, h, w), region)
+    equalized = lut.gather(-1, part.flatten(-2).to(torch.long)).view_as(part)
+    return torch.where(valid, equalized, part)
 
 
 ELEMENTWISE = ("AdjustBrightness", "AdjustSaturation", "Invert", "Posterize", "Solarize")
@@ -156,8 +220,8 @@ def ops_in_box(video: torch.Tensor, ops, box) -> torch.Tensor:
     held = full  # the region `video` holds
     for (name, argument), wanted, region in zip(ops, needs[:-1], needs[1:], strict=True):
         video, held = _crop(video, held, wanted), wanted
-        if name in GEOMETRIC and held == full and region != full and _affine_grid is not None:
-            video, held = affine(video, _matrix(name, argument, h, w), region), region
+        if name in REGIONAL and held == full:
+            video, held = fast_op(video, name, argument, region), region
         else:
             video = fast_op(video, name, argument)
     return _crop(video, held, needs[-1])
