@@ -18,8 +18,8 @@ Other ops are already cheap, or elementwise: they go to `apply_op`.
 
 `ops_in_box` applies a clip's ops and crops, computing only the pixels the crop keeps where that
 gives the same pixels: elementwise ops on the box alone, Sharpness on the box and a 1-pixel rim,
-the warps sampled at the box's output pixels only; AutoContrast, Equalize and Contrast read the
-whole frame (their statistics), as does any op before a warp or one of them.
+the warps sampled at the box's output pixels only, from the input pixels those fall between;
+AutoContrast, Equalize and Contrast read the whole frame (their statistics).
 """
 
 from __future__ import annotations
@@ -207,20 +207,28 @@ def ops_in_box(video: torch.Tensor, ops, box) -> torch.Tensor:
     h, w = video.shape[-2:]
     top, left, height, width = box
     full = (0, 0, h, w)
+    warps = video.dtype == torch.uint8 and h > 2 and w > 2 and video.shape[-3] == 3 and _affine_grid is not None
     needs = [(top, left, top + height, left + width)]  # rows/cols [y0, x0, y1, x1) each op's output must hold
-    for name, _ in reversed(ops):
+    grids = {}
+    for k in reversed(range(len(ops))):
+        name, argument = ops[k]
         y0, x0, y1, x1 = needs[0]
         rim = (max(0, y0 - 1), max(0, x0 - 1), min(h, y1 + 1), min(w, x1 + 1))  # a 3x3 stencil's input
         if name in ELEMENTWISE:
             needs.insert(0, needs[0])
         elif name == "AdjustSharpness" and min(rim[2] - rim[0], rim[3] - rim[1]) > 2:  # (<= 2: left as is)
             needs.insert(0, rim)
+        elif name in GEOMETRIC and warps:  # the input pixels the output's sampling points fall between
+            grids[k] = warp_grid(_matrix(name, argument, h, w), h, w, needs[0], video.device)
+            needs.insert(0, source_region(grids[k], h, w))
         else:
             needs.insert(0, full)
     held = full  # the region `video` holds
-    for (name, argument), wanted, region in zip(ops, needs[:-1], needs[1:], strict=True):
+    for k, ((name, argument), wanted, region) in enumerate(zip(ops, needs[:-1], needs[1:], strict=True)):
         video, held = _crop(video, held, wanted), wanted
-        if name in REGIONAL and held == full:
+        if k in grids:
+            video, held = warp(video, grids[k], (h, w), held), region
+        elif name in REGIONAL and held == full:
             video, held = fast_op(video, name, argument, region), region
         else:
             video = fast_op(video, name, argument)
@@ -261,16 +269,47 @@ def _matrix(name: str, argument: float, h: int, w: int) -> list[float]:
 def affine(video: torch.Tensor, matrix: list[float], region=None) -> torch.Tensor:
     """Bilinear warp of every frame by one inverse affine `matrix`, filled as torchvision fills;
     `region` (y0, x0, y1, x1): only those output pixels (torchvision's grid, sliced)."""
-    shape = video.shape
-    h, w = shape[-2:]
-    y0, x0, y1, x1 = region or (0, 0, h, w)
-    theta = torch.tensor(matrix, dtype=torch.float32, device=video.device).reshape(1, 2, 3)
-    grid = _affine_grid(theta, w=w, h=h, ow=w, oh=h)[:, y0:y1, x0:x1]
-    planes = video.reshape(1, -1, h, w).to(torch.float32)
+    h, w = video.shape[-2:]
+    return warp(video, warp_grid(matrix, h, w, region or (0, 0, h, w), video.device), (h, w))
+
+
+def warp_grid(matrix: list[float], h: int, w: int, region, device=None) -> torch.Tensor:
+    """torchvision's sampling grid (1, H, W, 2) for an inverse affine `matrix`, at `region`'s pixels."""
+    y0, x0, y1, x1 = region
+    theta = torch.tensor(matrix, dtype=torch.float32, device=device).reshape(1, 2, 3)
+    return _affine_grid(theta, w=w, h=h, ow=w, oh=h)[:, y0:y1, x0:x1]
+
+
+def source_region(grid: torch.Tensor, h: int, w: int) -> tuple[int, int, int, int]:
+    """(y0, x0, y1, x1): the input pixels bilinear sampling at `grid` reads (both neighbours of every
+    coordinate, as `grid_sample` un-normalises it, and one more each side against rounding)."""
+    x = grid[..., 0].add(1).mul_(w).sub_(1).div_(2)
+    y = grid[..., 1].add(1).mul_(h).sub_(1).div_(2)
+
+    def span(c: torch.Tensor, n: int) -> tuple[int, int]:
+        lo = min(max(math.floor(c.min().item()) - 1, 0), n - 1)
+        return lo, min(max(math.floor(c.max().item()) + 3, lo + 1), n)
+
+    (y0, y1), (x0, x1) = span(y, h), span(x, w)
+    return y0, x0, y1, x1
+
+
+def warp(video: torch.Tensor, grid: torch.Tensor, size: tuple[int, int], held=None) -> torch.Tensor:
+    """Bilinear warp of uint8 (..., C, h, w) frames at `grid` (from `warp_grid`), filled as torchvision
+    fills. `held` (y0, x0, y1, x1): `video` is only that part of the frames, which must contain
+    `source_region(grid)` (the rest of the frame is never read, so it is left unset)."""
+    h, w = size
+    y0, x0, y1, x1 = held or (0, 0, h, w)
+    if (y0, x0, y1, x1) == (0, 0, h, w):
+        planes = video.reshape(1, -1, h, w).to(torch.float32)
+    else:
+        part = video.reshape(1, -1, y1 - y0, x1 - x0)
+        planes = torch.empty((1, part.shape[1], h, w), dtype=torch.float32, device=video.device)
+        planes[..., y0:y1, x0:x1] = part
     out = nnf.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     ones = torch.ones((1, 1, h, w), dtype=torch.float32, device=video.device)
     mask = nnf.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    out = out.view(-1, shape[-3], y1 - y0, x1 - x0)
+    out = out.view(-1, video.shape[-3], *grid.shape[1:3])
     fill = torch.tensor(FILL, dtype=torch.float32, device=video.device).view(1, -1, 1, 1)
     out = out.sub_(fill).mul_(mask).add_(fill)
-    return out.round_().to(torch.uint8).reshape(*shape[:-2], y1 - y0, x1 - x0)
+    return out.round_().to(torch.uint8).reshape(*video.shape[:-2], *grid.shape[1:3])
