@@ -284,7 +284,8 @@ def augment_steps(datasets: dict, clips: int, rounds: int) -> dict[str, dict[str
     with one_thread():
         for source in (SOURCES[0], SOURCES[2]):
             dataset = datasets[(source, False, 1)]
-            transform, times = dataset.transform, {name: [] for name in dataset.transform.steps}
+            transform, steps = dataset.transform, step_groups(dataset.transform.steps)
+            times = {name: [] for name, _, _ in steps}
             for round_ in range(rounds):
                 spent = dict.fromkeys(times, 0.0)
                 for i in range(clips):
@@ -295,16 +296,29 @@ def augment_steps(datasets: dict, clips: int, rounds: int) -> dict[str, dict[str
                     video = dataset.read(dataset.path(index), picks).permute(0, 3, 1, 2)
                     torch.manual_seed(round_ * clips + i)
                     plan = transform.plan(*video.shape[:1], *video.shape[-2:])
-                    for k, name in enumerate(transform.steps):
+                    for name, first, stop in steps:
                         start = time.process_time()
                         video = (
-                            transform.normalize(video) if name == "normalize" else transform.run(video, plan, k, k + 1)
+                            transform.normalize(video)
+                            if name == "normalize"
+                            else transform.run(video, plan, first, stop)
                         )
                         spent[name] += time.process_time() - start
                 for name, seconds in spent.items():
                     times[name].append(1000 * seconds / clips)
             out[source] = {name: statistics.median(t) for name, t in times.items()}
     return out
+
+
+def step_groups(steps: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """(name, start, stop) of the chain's steps as `run` computes them: RandAugment right before the crop
+    computes only the crop's box, so the two are timed together."""
+    groups, k = [], 0
+    while k < len(steps):
+        joined = steps[k : k + 2] == ("rand_augment", "random_resized_crop")
+        groups.append((" + ".join(steps[k : k + 1 + joined]), k, k + 1 + joined))
+        k += 1 + joined
+    return groups
 
 
 def summarise(runs: dict[tuple, list[dict]], rates: list[float], cores_per_gpu: int) -> list[dict]:
@@ -605,7 +619,8 @@ def _step_lines(result) -> list[str]:
         "### Where the CPU augmentation goes",
         "",
         "CPU ms per clip of each step of the recipe's augmentation (`TrainTransform.run` step by step with the "
-        "clip's plan, one thread; clips drawn like those above but not the same ones, so the sum differs from "
+        "clip's plan, one thread; RandAugment right before the crop computes only the pixels the crop keeps, so "
+        "the two are one column; clips drawn like those above but not the same ones, so the sum differs from "
         "the augment column by the clips' luck of RandAugment ops; medians of the rounds): once decoding is "
         "cheap, this is most of the clip's cost.",
         "",
