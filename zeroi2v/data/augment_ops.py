@@ -10,11 +10,9 @@ much cheaper, on any device:
 - Rotate, Shear, Translate: torchvision samples each frame separately, with a fill-mask channel per
   frame. All frames and channels share one sampling grid, so they are sampled as the channels of one
   image, and the mask once; the fill blend and rounding are torchvision's.
-Other ops are already cheap, or elementwise: they go to `apply_op`.
-
 - Solarize, Brightness, Saturation, Contrast, AutoContrast: torchvision's float32 arithmetic, on one
   float copy (torchvision mixes uint8 and float operands, which is slower); Equalize counts its
-  histograms with `bincount`.
+  histograms with `bincount`. Invert and Posterize are already cheap: `apply_op`.
 
 `ops_in_box` applies a clip's ops and crops, computing only the pixels the crop keeps where that
 gives the same pixels: elementwise ops on the box alone, Sharpness on the box and a 1-pixel rim,
@@ -219,8 +217,9 @@ def ops_in_box(video: torch.Tensor, ops, box) -> torch.Tensor:
         elif name == "AdjustSharpness" and min(rim[2] - rim[0], rim[3] - rim[1]) > 2:  # (<= 2: left as is)
             needs.insert(0, rim)
         elif name in GEOMETRIC and warps:  # the input pixels the output's sampling points fall between
-            grids[k] = warp_grid(_matrix(name, argument, h, w), h, w, needs[0], video.device)
-            needs.insert(0, source_region(grids[k], h, w))
+            matrix = _matrix(name, argument, h, w)
+            grids[k] = warp_grid(matrix, h, w, needs[0], video.device)
+            needs.insert(0, source_region(matrix, h, w, needs[0]))
         else:
             needs.insert(0, full)
     held = full  # the region `video` holds
@@ -280,24 +279,32 @@ def warp_grid(matrix: list[float], h: int, w: int, region, device=None) -> torch
     return _affine_grid(theta, w=w, h=h, ow=w, oh=h)[:, y0:y1, x0:x1]
 
 
-def source_region(grid: torch.Tensor, h: int, w: int) -> tuple[int, int, int, int]:
-    """(y0, x0, y1, x1): the input pixels bilinear sampling at `grid` reads (both neighbours of every
-    coordinate, as `grid_sample` un-normalises it, and one more each side against rounding)."""
-    x = grid[..., 0].add(1).mul_(w).sub_(1).div_(2)
-    y = grid[..., 1].add(1).mul_(h).sub_(1).div_(2)
+def source_region(matrix: list[float], h: int, w: int, region) -> tuple[int, int, int, int]:
+    """(y0, x0, y1, x1): the input pixels that bilinear sampling of `region`'s output pixels reads
+    through the inverse affine `matrix` (the map is affine, so the extremes are at the region's corner
+    pixels; both neighbours of each coordinate, and one more each side against float rounding).
+    Worked out in Python from torchvision's grid formula: no device round trip."""
+    y0, x0, y1, x1 = region
+    a, b, c, d, e, f = matrix
+    xs, ys = [], []
+    for y in (y0, y1 - 1):
+        for x in (x0, x1 - 1):
+            xb, yb = x + (1 - w) * 0.5, y + (1 - h) * 0.5  # the grid's pixel centres, about the middle
+            xs.append(((a * xb + b * yb + c) / (0.5 * w) + 1) * w / 2 - 0.5)  # grid_sample's un-normalising
+            ys.append(((d * xb + e * yb + f) / (0.5 * h) + 1) * h / 2 - 0.5)
 
-    def span(c: torch.Tensor, n: int) -> tuple[int, int]:
-        lo = min(max(math.floor(c.min().item()) - 1, 0), n - 1)
-        return lo, min(max(math.floor(c.max().item()) + 3, lo + 1), n)
+    def span(c: list[float], n: int) -> tuple[int, int]:
+        lo = min(max(math.floor(min(c)) - 1, 0), n - 1)
+        return lo, min(max(math.floor(max(c)) + 3, lo + 1), n)
 
-    (y0, y1), (x0, x1) = span(y, h), span(x, w)
-    return y0, x0, y1, x1
+    (top, bottom), (left, right) = span(ys, h), span(xs, w)
+    return top, left, bottom, right
 
 
 def warp(video: torch.Tensor, grid: torch.Tensor, size: tuple[int, int], held=None) -> torch.Tensor:
     """Bilinear warp of uint8 (..., C, h, w) frames at `grid` (from `warp_grid`), filled as torchvision
     fills. `held` (y0, x0, y1, x1): `video` is only that part of the frames, which must contain
-    `source_region(grid)` (the rest of the frame is never read, so it is left unset)."""
+    `source_region` of the grid's pixels (the rest of the frame is never read, so it is left unset)."""
     h, w = size
     y0, x0, y1, x1 = held or (0, 0, h, w)
     if (y0, x0, y1, x1) == (0, 0, h, w):
