@@ -1,6 +1,8 @@
 """Faster RandAugment ops, GPU-side augmentation (run here on the CPU) and repeated sampling: the same
 clips as the plain CPU path; create_dataset and the new data keys."""
 
+import platform
+
 import numpy as np
 import pytest
 import torch
@@ -194,3 +196,11 @@ def test_train_transform_accepts_a_spec_or_its_fields():
     by_spec = train_transform(32, **HALF, spec=AugmentSpec(augment_order="ssv2", flip=False))
     by_fields = train_transform(32, **HALF, augment_order="ssv2", flip=False)
     assert by_spec.steps == by_fields.steps == ("resize", "random_resized_crop", "rand_augment", "normalize")
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_loader_workers_keep_freed_memory():
+    """glibc accepts the thresholds (mallopt returns 1), so the loader workers run with them."""
+    from zeroi2v.data.dataset import keep_freed_memory
+
+    assert keep_freed_memory()
