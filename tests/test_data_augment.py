@@ -204,3 +204,14 @@ def test_loader_workers_keep_freed_memory():
     from zeroi2v.data.dataset import keep_freed_memory
 
     assert keep_freed_memory()
+
+
+def test_histograms_by_bincount_and_by_scatter_agree():
+    """Equalize counts with bincount on the CPU and with scatter_add on a GPU (no device sync)."""
+    from zeroi2v.data.augment_ops import histograms
+
+    planes = torch.randint(0, 256, (6, 999), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    planes[0] = 7
+    counts = histograms(planes, scatter=False)
+    assert torch.equal(counts, histograms(planes, scatter=True))
+    assert counts[0, 7] == 999 and torch.equal(counts.sum(1), torch.full((6,), 999))

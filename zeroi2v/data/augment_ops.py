@@ -172,19 +172,19 @@ def autocontrast(video: torch.Tensor, region) -> torch.Tensor:
     """torchvision's `autocontrast` on uint8: each frame's channel stretched from its min..max to 0..255."""
     low = video.amin(dim=(-2, -1), keepdim=True).to(torch.float32)
     high = video.amax(dim=(-2, -1), keepdim=True).to(torch.float32)
-    flat = high == low
-    scale = high.sub_(low).mul_(1.0 / 255)
-    low[flat], scale[flat] = 0.0, 1.0
+    flat = high == low  # (torch.where, not masked assignment: no device sync on a GPU)
+    scale = torch.where(flat, 1.0, high.sub_(low).mul_(1.0 / 255))
+    low = torch.where(flat, 0.0, low)
     x = _crop(video, (0, 0, *video.shape[-2:]), region).to(torch.float32)
     return _to_uint8(x.sub_(low).div_(scale))
 
 
 def equalize(video: torch.Tensor, region) -> torch.Tensor:
-    """torchvision's `equalize` on uint8 (PIL's lookup table per frame and channel), histograms counted
-    with `bincount` (integers: the same counts as torchvision's scatter_add)."""
+    """torchvision's `equalize` on uint8 (PIL's lookup table per frame and channel); on the CPU the
+    histograms are counted with `bincount` (the same integers as torchvision's scatter_add, faster; on a
+    GPU bincount waits for the device, so scatter_add stays)."""
     h, w = video.shape[-2:]
-    planes = video.reshape(-1, h * w)
-    hist = torch.stack([torch.bincount(p, minlength=256) for p in planes]).view(*video.shape[:-2], 256)
+    hist = histograms(video.reshape(-1, h * w)).view(*video.shape[:-2], 256)
     cum = hist.cumsum(dim=-1)
     last = cum.argmax(dim=-1, keepdim=True)  # the largest value present
     step = (h * w - hist.gather(-1, last)).div_(255, rounding_mode="floor")
@@ -194,6 +194,16 @@ def equalize(video: torch.Tensor, region) -> torch.Tensor:
     part = _crop(video, (0, 0, h, w), region)
     equalized = lut.gather(-1, part.flatten(-2).to(torch.long)).view_as(part)
     return torch.where(valid, equalized, part)
+
+
+def histograms(planes: torch.Tensor, scatter: bool | None = None) -> torch.Tensor:
+    """(N, 256) int64 counts of the values of uint8 (N, P). `scatter` None: by device."""
+    if scatter is None:
+        scatter = planes.device.type != "cpu"
+    if not scatter:
+        return torch.stack([torch.bincount(p, minlength=256) for p in planes])
+    index = planes.to(torch.long)
+    return index.new_zeros((len(planes), 256)).scatter_add_(-1, index, torch.ones_like(index))
 
 
 ELEMENTWISE = ("AdjustBrightness", "AdjustSaturation", "Invert", "Posterize", "Solarize")
