@@ -431,3 +431,20 @@ def _saved(obj):
     torch.save(obj, buffer)
     buffer.seek(0)
     return buffer
+
+
+def test_a_worker_killed_by_the_flagged_signal_is_the_same_stop():
+    """killpg can reach a just-started DataLoader worker before worker_init sets its handler (torch then
+    raises in the main process): with the signal flagged that is the stop, not a traceback."""
+    from zeroi2v.train import SignalFlag
+
+    def killed():
+        raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated. ")
+
+    stop = SignalFlag()
+    with pytest.raises(RuntimeError):  # no signal: a worker's death is an error
+        stop.stopped(killed)
+    stop.signum = signal.SIGTERM
+    assert stop.stopped(killed) and stop.stopped(lambda: False) is False
+    with pytest.raises(RuntimeError, match="other"):
+        stop.stopped(lambda: (_ for _ in ()).throw(RuntimeError("other")))

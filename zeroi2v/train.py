@@ -553,6 +553,18 @@ class SignalFlag:
     def name(self) -> str:
         return signal.Signals(self.signum or signal.SIGTERM).name
 
+    def stopped(self, part, *args) -> bool:
+        """`part(*args)`: True if a signal stopped it. A signal sent to the whole process group
+        (preemption) can reach a DataLoader worker that has just started, before `worker_init` set its
+        handler: torch then raises "DataLoader worker ... is killed by signal". With the signal flagged,
+        in a single process, that is the same stop; anything else is raised."""
+        try:
+            return part(*args)
+        except RuntimeError as e:
+            if self.signum is None or "DataLoader worker" not in str(e) or dist.is_initialized():
+                raise
+            return True
+
 
 def loop(run: Run, show: bool) -> dict:
     """Epochs from the last checkpoint to the end: each epoch's steps, then its end (evaluate, checkpoint)."""
@@ -565,9 +577,9 @@ def loop(run: Run, show: bool) -> dict:
     try:
         with SignalFlag() as stop:
             while state.epoch < t.epochs:
-                if train_epoch(run, state, stop, show, writer):
+                if stop.stopped(train_epoch, run, state, stop, show, writer):
                     return interrupt(run, state, stop)
-                if end_epoch(run, state, stop, show, writer):
+                if stop.stopped(end_epoch, run, state, stop, show, writer):
                     return interrupt(run, state, stop, before_evaluation=True)
     finally:
         if writer:
