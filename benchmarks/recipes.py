@@ -546,7 +546,9 @@ runs/k400_vitb16_8x16x1/
   under torchrun every process stops at the same step or batch, even when the signal reached only
   one of them) and exit with code 143/130, also when the signal reaches the whole
   process group, as SLURM, `timeout` and a terminal's Ctrl-C send it: DataLoader workers leave it to
-  the main process (on SIGTERM a worker keeps serving for up to 10 s, then exits). A second run on the
+  the main process (on SIGTERM a worker keeps serving for up to 10 s, then exits; a worker that the
+  signal reaches while it is still starting dies of it, which the main process, having the same
+  signal, takes as the same stop; under torchrun that case is still an error). A second run on the
   same output directory is refused. Ctrl-C in `zeroi2v demo` stops the whole demo; a rerun starts over.
 - `zeroi2v eval RUN` runs the config's multi-view test (`data.test_clips × data.test_crops` views,
   softmax averaged) and writes `metrics.json`.
