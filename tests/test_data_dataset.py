@@ -119,6 +119,38 @@ def test_items_do_not_depend_on_the_number_of_workers(tree):
     assert torch.equal(batches[0]["label"], batches[1]["label"])
 
 
+@pytest.mark.parametrize("repeat", [1, 2])
+def test_a_fetched_batch_is_its_items_assembled_without_a_copy(tree, tmp_path, repeat):
+    """`__getitems__` (what the DataLoader calls) writes the clips into one batch tensor that `collate`
+    takes as it is; its items equal `dataset[i]`, a broken video's replacement included; in a worker
+    the batch lies in shared memory, so it reaches the main process without a copy either."""
+    (tmp_path / "good.mp4").write_bytes((tree / "a" / "0.mp4").read_bytes())
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    samples = [("good.mp4", 0), ("bad.mp4", 1)] + [(str(tree / "b" / f"{i}.avi"), 1) for i in range(2)]
+    kw = dict(num_frames=4, sampling="dense", frame_interval=2, img_size=32, **HALF, random_erasing=0.5)
+    ds = VideoDataset(tmp_path, samples, train=True, repeat_clips=repeat, **kw)
+    ds.set_epoch(3)
+    indices = [2, 1, 0, 3, 1]
+    items = ds.__getitems__(indices)
+    batch = collate(items)
+    expected = collate([ds[i] for i in indices])
+    assert batch["video"].shape == (5 * repeat, 3, 4, 32, 32) and items[1]["skipped"]
+    assert batch["video"].data_ptr() == items[0]["video"].data_ptr()  # the items' own memory
+    for key in ("video", "label", "index", "broken"):
+        assert torch.equal(batch[key], expected[key]), key
+    assert batch["skipped"] == expected["skipped"]
+
+    def collate_in_worker(got):
+        out = collate(got)
+        return out, out["video"].is_shared()
+
+    loader = torch.utils.data.DataLoader(ds, batch_size=5, sampler=indices, num_workers=1, collate_fn=collate_in_worker)
+    from_worker, in_shared_memory = next(iter(loader))
+    assert in_shared_memory and torch.equal(from_worker["video"], expected["video"])
+    test_set = VideoDataset(tmp_path, samples, train=False, **kw)  # test items: one by one, as before
+    assert torch.equal(collate(test_set.__getitems__([0, 2]))["video"], collate([test_set[0], test_set[2]])["video"])
+
+
 def test_training_keeps_frame_order(tmp_path):
     """Sampling + augmentation never reorder frames: read the frame indices back from the clip."""
     write_index_video(tmp_path / "v.mp4", 64, height=64, width=64)

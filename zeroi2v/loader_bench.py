@@ -182,10 +182,11 @@ def measure_round(dataset, clock: ReadClock, items: list[int], device) -> dict:
 
     clock.seconds = 0.0
     start = time.process_time()
-    got = [dataset[i] for i in items]
+    fetched = [dataset.__getitems__(items[i : i + BATCH]) for i in range(0, len(items), BATCH)]  # as the DataLoader
     load = time.process_time() - start
     start = time.process_time()
-    batches = [collate(got[i : i + BATCH]) for i in range(0, len(got), BATCH)]
+    batches = [collate(got) for got in fetched]
+    got = [item for batch in fetched for item in batch]
     seconds = {"decode": clock.seconds, "augment": load - clock.seconds, "collate": time.process_time() - start}
     if dataset.on_device:
         seconds["device"] = device_seconds(batches, dataset, device)

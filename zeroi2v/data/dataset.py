@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import math
 import os
 import signal
 import threading
@@ -163,9 +164,10 @@ class VideoDataset(torch.utils.data.Dataset):
     def rng(self, index: int, attempt: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index, attempt])
 
-    def load(self, index: int, rng: np.random.Generator):
+    def load(self, index: int, rng: np.random.Generator, out: torch.Tensor | None = None):
         """Read and transform one sample: (video, label), plus the plans with gpu_augment; raises
-        VideoDecodeError. Repeated clips (training) are sampled first, then augmented in turn."""
+        VideoDecodeError. Repeated clips (training) are sampled first, then augmented in turn; `out`
+        (training without gpu_augment): the float tensor the clips are written into."""
         path, label = self.path(index), self.samples[index][1]
         if path not in self._lengths:
             self._lengths[path] = self.count(path)
@@ -183,7 +185,8 @@ class VideoDataset(torch.utils.data.Dataset):
         if not self.train:
             return torch.cat([self.transform(clip) for clip in frames]), label
         videos, labels, plans = [], [], []
-        for clip, seed in zip(frames, seeds, strict=True):
+        slots = [None] * len(frames) if out is None else out.view(len(frames), *self.shape)
+        for clip, seed, slot in zip(frames, seeds, slots, strict=True):
             with torch.random.fork_rng(devices=[]):
                 # the CPU generator only: torch.manual_seed also queues CUDA seeding with a stack trace (~1 ms)
                 torch.default_generator.manual_seed(seed)
@@ -192,19 +195,36 @@ class VideoDataset(torch.utils.data.Dataset):
                     plans.append(plan)
                     flipped = plan.flipped
                 else:
-                    video, flipped = self.transform(clip)
+                    video, flipped = self.transform(clip, slot)
             videos.append(video)
             labels.append(self.flip_label_map.get(label, label) if flipped else label)
         if self.repeat == 1:
             return (videos[0], labels[0], plans[0]) if self.on_device else (videos[0], labels[0])
+        if out is not None:
+            return out, labels
         stacked = torch.stack(videos) if len({v.shape for v in videos}) == 1 else videos
         return (stacked, labels, plans) if self.on_device else (stacked, labels)
 
     def __getitem__(self, index: int) -> dict:
+        return self.item(index)
+
+    def __getitems__(self, indices) -> list[dict]:
+        """A batch's items, as the DataLoader fetches them: training clips are normalised straight into
+        one batch tensor (in shared memory in a worker), which `collate` then takes as it is: the
+        batch is assembled without a copy. The items equal `dataset[i]`'s."""
+        indices = list(indices)
+        if not self.train or self.on_device or not indices:
+            return [self.item(i) for i in indices]
+        shape = (self.repeat, *self.shape) if self.repeat > 1 else self.shape
+        batch = batch_tensor((len(indices), *shape), torch.float32)
+        return [self.item(i, slot) for i, slot in zip(indices, batch, strict=True)]
+
+    def item(self, index: int, out: torch.Tensor | None = None) -> dict:
+        """Item `index` (a replacement for a broken video in training), its clips written into `out`."""
         skipped, candidate = [], index
         for attempt in range(self.max_retries + 1):
             try:
-                video, label, *plan = self.load(candidate, self.rng(candidate, attempt))
+                video, label, *plan = self.load(candidate, self.rng(candidate, attempt), out)
                 item = {"video": video, "label": label, "index": candidate, "skipped": skipped, "broken": False}
                 return {**item, "plan": plan[0]} if plan else item
             except VideoDecodeError as e:
@@ -246,7 +266,7 @@ def collate(batch: list[dict]) -> dict:
         ]
     videos = [b["video"] for b in batch]
     out = {
-        "video": torch.stack(videos) if len({v.shape for v in videos}) == 1 else videos,
+        "video": stack(videos) if len({v.shape for v in videos}) == 1 else videos,
         "label": torch.tensor([b["label"] for b in batch], dtype=torch.long),
         "index": torch.tensor([b["index"] for b in batch], dtype=torch.long),
         "broken": torch.tensor([b["broken"] for b in batch], dtype=torch.bool),
@@ -255,6 +275,33 @@ def collate(batch: list[dict]) -> dict:
     if batch and batch[0].get("plan") is not None:
         out["plans"] = [b["plan"] for b in batch]
     return out
+
+
+def batch_tensor(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised CPU tensor for a batch; in a DataLoader worker in shared memory, as torch's
+    `default_collate` makes its batches, so sending it to the main process copies nothing."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    return torch.empty(0, dtype=dtype).set_(storage.untyped(), 0, shape)
+
+
+def stack(videos: list[torch.Tensor]) -> torch.Tensor:
+    """`torch.stack(videos)`; videos that are already the consecutive parts of one tensor (the batch
+    `__getitems__` writes) are that tensor, without a copy."""
+    first, whole = videos[0], videos[0]._base
+    size = first.numel() * first.element_size()
+    if (
+        whole is not None
+        and whole.is_contiguous()
+        and whole.dtype == first.dtype
+        and whole.numel() == first.numel() * len(videos)
+        and all(v._base is whole and v.is_contiguous() for v in videos)
+        and all(v.data_ptr() == whole.data_ptr() + i * size for i, v in enumerate(videos))
+    ):
+        return whole.view(len(videos), *first.shape)
+    out = batch_tensor((len(videos), *first.shape), first.dtype) if first.device.type == "cpu" else None
+    return torch.stack(videos, out=out)
 
 
 def augment_on_device(batch: dict, device, dataset=None) -> torch.Tensor:

@@ -231,17 +231,22 @@ class TrainTransform(torch.nn.Module):
                 video = erase(video, plan.erase, self.erasing.fill, plan.noise)
         return video
 
-    def normalize(self, video: torch.Tensor) -> torch.Tensor:
-        """uint8 (..., T, C, H, W) -> float (..., C, T, H, W) with the backbone's statistics."""
+    def normalize(self, video: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 (..., T, C, H, W) -> float (..., C, T, H, W) with the backbone's statistics, written into
+        `out` when given (a batch's slot: no copy when the batch is assembled)."""
         # torchvision's to_dtype(scale=True) and normalize, bit for bit, in one float copy written in place
         mean = torch.tensor(self.mean, dtype=torch.float32, device=video.device).view(-1, 1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32, device=video.device).view(-1, 1, 1, 1)
-        out = video.transpose(-4, -3).to(torch.float32, memory_format=torch.contiguous_format)
+        if out is None:
+            out = video.transpose(-4, -3).to(torch.float32, memory_format=torch.contiguous_format)
+        else:
+            out.copy_(video.transpose(-4, -3))
         return out.mul_(1 / 255).sub_(mean).div_(std)
 
-    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    def forward(self, video: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+        """(the clip, float (C, T, img_size, img_size), in `out` when given; whether it was flipped)."""
         plan = self.plan(*video.shape[:1], *video.shape[-2:])
-        return self.normalize(self.run(video, plan, stop=-1)), plan.flipped
+        return self.normalize(self.run(video, plan, stop=-1), out), plan.flipped
 
     def start(self, video: torch.Tensor) -> tuple[torch.Tensor, ClipPlan]:
         """The loader's part: (uint8 (T, C, H, W) after `loader_steps` steps, the clip's plan)."""
