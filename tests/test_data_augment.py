@@ -39,6 +39,8 @@ def test_ops_in_the_crop_box_give_the_reference_pixels():
         video = torch.randint(0, 256, (int(rnd.integers(1, 4)), 3, h, w), dtype=torch.uint8, generator=gen)
         if trial % 3 == 0:
             video = video // 64 * 64  # few values: Equalize/AutoContrast corner cases
+        if trial % 2:
+            video = video.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # decoders' (H, W, C) memory
         names = rnd.choice(OPS, int(rnd.integers(0, 5)), replace=False)
         ops = [(str(n), op_argument(str(n), float(rnd.uniform(0, 10)), float(rnd.choice([1, -1])))) for n in names]
         bh, bw = int(rnd.integers(1, h + 1)), int(rnd.integers(1, w + 1))

@@ -232,7 +232,7 @@ def ops_in_box(video: torch.Tensor, ops, box) -> torch.Tensor:
             needs.insert(0, source_region(matrix, h, w, needs[0]))
         else:
             needs.insert(0, full)
-    held = full  # the region `video` holds
+    video, held = _crop(video, full, needs[0]).contiguous(), needs[0]  # decoders give (H, W, C) memory
     for k, ((name, argument), wanted, region) in enumerate(zip(ops, needs[:-1], needs[1:], strict=True)):
         video, held = _crop(video, held, wanted), wanted
         if k in grids:

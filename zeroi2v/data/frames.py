@@ -57,10 +57,10 @@ def read_frame_files(folder: str, indices, tmpl: str, start: int) -> torch.Tenso
     if len({d.shape for d in decoded}) > 1:
         sizes = sorted({tuple(d.shape[1:]) for d in decoded})
         raise VideoDecodeError(f"frames of {folder} differ in size ({sizes[0]} and {sizes[-1]})")
-    frames = torch.stack(decoded)
+    frames = torch.stack([d.permute(1, 2, 0) for d in decoded])  # the decoder's (H, W, 3) memory: a plain copy
     if len(unique) != len(indices) or not np.array_equal(unique, indices):  # repeats or out of order
         frames = frames[torch.from_numpy(where.reshape(-1))]
-    return frames.permute(0, 2, 3, 1)
+    return frames
 
 
 def decode_frame(path: str) -> torch.Tensor:
