@@ -188,12 +188,11 @@ def equalize(video: torch.Tensor, region) -> torch.Tensor:
     cum = hist.cumsum(dim=-1)
     last = cum.argmax(dim=-1, keepdim=True)  # the largest value present
     step = (h * w - hist.gather(-1, last)).div_(255, rounding_mode="floor")
-    valid = step.ne(0).unsqueeze_(-1)
     lut = cum[..., :-1].add(step // 2).div_(step.clamp(min=1), rounding_mode="floor").clamp_(0, 255)
-    lut = torch.cat([lut.new_zeros(lut.shape[:-1] + (1,)), lut], dim=-1).to(torch.uint8)
+    lut = torch.cat([lut.new_zeros(lut.shape[:-1] + (1,)), lut], dim=-1)
+    lut = torch.where(step.ne(0), lut, torch.arange(256, device=lut.device)).to(torch.uint8)  # a flat plane stays
     part = _crop(video, (0, 0, h, w), region)
-    equalized = lut.gather(-1, part.flatten(-2).to(torch.long)).view_as(part)
-    return torch.where(valid, equalized, part)
+    return lut.gather(-1, part.flatten(-2).to(torch.long)).view_as(part)
 
 
 def histograms(planes: torch.Tensor, scatter: bool | None = None) -> torch.Tensor:
@@ -207,6 +206,7 @@ def histograms(planes: torch.Tensor, scatter: bool | None = None) -> torch.Tenso
 
 
 ELEMENTWISE = ("AdjustBrightness", "AdjustSaturation", "Invert", "Posterize", "Solarize")
+ANY_LAYOUT = ("AdjustBrightness", "Invert", "Posterize", "Solarize", "AdjustSharpness")  # as fast on any memory layout
 
 
 def ops_in_box(video: torch.Tensor, ops, box) -> torch.Tensor:
@@ -232,9 +232,11 @@ def ops_in_box(video: torch.Tensor, ops, box) -> torch.Tensor:
             needs.insert(0, source_region(matrix, h, w, needs[0]))
         else:
             needs.insert(0, full)
-    video, held = _crop(video, full, needs[0]).contiguous(), needs[0]  # decoders give (H, W, C) memory
+    held = full  # the region `video` holds
     for k, ((name, argument), wanted, region) in enumerate(zip(ops, needs[:-1], needs[1:], strict=True)):
         video, held = _crop(video, held, wanted), wanted
+        if k not in grids and name not in ANY_LAYOUT and video.stride(-1) != 1:
+            video = video.contiguous()  # decoders give (H, W, C) memory: these ops are faster on planes
         if k in grids:
             video, held = warp(video, grids[k], (h, w), held), region
         elif name in REGIONAL and held == full:
@@ -317,12 +319,8 @@ def warp(video: torch.Tensor, grid: torch.Tensor, size: tuple[int, int], held=No
     `source_region` of the grid's pixels (the rest of the frame is never read, so it is left unset)."""
     h, w = size
     y0, x0, y1, x1 = held or (0, 0, h, w)
-    if (y0, x0, y1, x1) == (0, 0, h, w):
-        planes = video.reshape(1, -1, h, w).to(torch.float32)
-    else:
-        part = video.reshape(1, -1, y1 - y0, x1 - x0)
-        planes = torch.empty((1, part.shape[1], h, w), dtype=torch.float32, device=video.device)
-        planes[..., y0:y1, x0:x1] = part
+    planes = torch.empty((1, video[..., 0, 0].numel(), h, w), dtype=torch.float32, device=video.device)
+    planes[..., y0:y1, x0:x1].view(video.shape).copy_(video)  # from any memory layout, in one pass
     out = nnf.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     ones = torch.ones((1, 1, h, w), dtype=torch.float32, device=video.device)
     mask = nnf.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
