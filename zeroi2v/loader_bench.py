@@ -1,8 +1,9 @@
 """`zeroi2v bench --loader`: will the GPU wait for the training loader?
 
 CPU time per training clip (`time.process_time`, one thread) of the K400 ViT-B/16 recipe's training
-pipeline, split into decoding (`VideoDataset.read`), augmentation (the rest of `__getitem__`: sampling,
-`TrainTransform` or, with `data.gpu_augment`, its loader part `start`) and `collate`, for the source
+pipeline, split into decoding (`VideoDataset.read`), augmentation (the rest of the batch fetch
+`__getitems__`, as the DataLoader calls it: sampling, `TrainTransform` into the batch or, with
+`data.gpu_augment`, its loader part `start`) and `collate`, for the source
 videos and their `zeroi2v prepare` copies (short-GOP video, JPEG frames), with and without
 `gpu_augment` and `repeat_clips`. Every row goes through the dataset `create_dataset` builds from the
 shipped recipe, on the same clips (same seeds), in interleaved rounds with the order rotated. From
@@ -176,7 +177,7 @@ def clip_count(items: list[dict]) -> int:
 
 
 def measure_round(dataset, clock: ReadClock, items: list[int], device) -> dict:
-    """Per clip of `items`, in CPU ms: decode (in `read`), augment (the rest of `__getitem__`), collate
+    """Per clip of `items`, in CPU ms: decode (in `read`), augment (the rest of `__getitems__`), collate
     (batches of BATCH items); with gpu_augment also "device", the batches' `finish`."""
     from zeroi2v.data import collate
 
@@ -517,8 +518,9 @@ def loader_markdown(env, result) -> str:
         f"videos ({result['seconds']:g} s, {result['width']}×{result['short_side']}, 30 fps, H.264 with x264's "
         "default keyframe interval) and on their `zeroi2v prepare` copies with its defaults (`--format video`: "
         "short side 256, a keyframe every 8 frames; `--format frames`: JPEG quality 90 at short side 256). "
-        f"Decoder: {result['decoder']}. Decode = `VideoDataset.read`; augment = the rest of `__getitem__` "
-        "(sampling, seeding, the transform; with `data.gpu_augment` only the loader's part, "
+        f"Decoder: {result['decoder']}. Decode = `VideoDataset.read`; augment = the rest of the batch fetch "
+        "`__getitems__` as the DataLoader calls it (sampling, seeding, the transform, normalised straight into the "
+        "batch tensor; with `data.gpu_augment` only the loader's part, "
         f"{' → '.join(result['loader_steps']) or 'nothing'}); collate = `collate` on batches of {BATCH} "
         f"items. Medians of {result['rounds']} interleaved rounds of {result['clips']} clips per row (order "
         "rotated each round, the same clips and seeds in every row); CPU ms per clip is the sum of the three "
