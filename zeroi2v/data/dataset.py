@@ -282,7 +282,10 @@ def batch_tensor(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
     `default_collate` makes its batches, so sending it to the main process copies nothing."""
     if torch.utils.data.get_worker_info() is None:
         return torch.empty(shape, dtype=dtype)
-    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    try:  # default_collate's own (private) way; a torch without it sends the batch with one copy
+        storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    except (AttributeError, TypeError):  # pragma: no cover - depends on the torch version
+        return torch.empty(shape, dtype=dtype)
     return torch.empty(0, dtype=dtype).set_(storage.untyped(), 0, shape)
 
 
