@@ -256,3 +256,16 @@ def test_bench_never_overwrites_a_markdown_file_it_did_not_write(tmp_path, capsy
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and message in err, err
     assert mine.read_text() == "# Our numbers\n" and not (mine.parent / "bench").exists()
+
+
+def test_render_of_the_committed_json_gives_the_committed_docs(tmp_path):
+    """`zeroi2v bench --render` (after a wording change) rebuilds exactly what the runs wrote: sections
+    and the assembled doc, charts in the order a run draws them."""
+    import shutil
+
+    from zeroi2v.bench import main
+
+    shutil.copytree(ROOT / "docs", tmp_path, dirs_exist_ok=True)  # the doc also takes sections from beside it
+    assert main(["--render", "--out", str(tmp_path / "benchmarks.md")]) == 0
+    for name in ["benchmarks.md"] + [f"bench/{p.name}" for p in (ROOT / "docs" / "bench").glob("*.md")]:
+        assert (tmp_path / name).read_text() == (ROOT / "docs" / name).read_text(), name

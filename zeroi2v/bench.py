@@ -221,9 +221,9 @@ def render(out: Path, section_dir: Path) -> int:
         data = json.loads(path.read_text())
         if "inference" not in data:
             continue
-        names = {f"inference_{t[0]['backbone']}_{t[0]['frames']}.png" for t in data["inference"]}
-        names |= {f"training_{t['backbone']}_{t['frames']}.png" for t in data["training"]}
-        charts_ = sorted(n for n in names if (section_dir / n).is_file())
+        names = [f"inference_{t[0]['backbone']}_{t[0]['frames']}.png" for t in data["inference"]]
+        names += [f"training_{t['backbone']}_{t['frames']}.png" for t in data["training"]]
+        charts_ = [n for n in dict.fromkeys(names) if (section_dir / n).is_file()]  # in the order a run draws them
         check_rows = checks(data["inference"], data["stdha"], data["training"], data["environment"]["device"])
         atomic_write_text(
             path.with_suffix(".md"),
