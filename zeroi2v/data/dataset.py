@@ -324,7 +324,7 @@ WORKER_STOP_GRACE_S = 10.0  # how long a worker keeps serving after a SIGTERM
 
 # glibc's malloc gives large freed blocks (over 128 KiB, adapting up to 32 MiB) back to the kernel, so
 # every clip's frames and float copies land on fresh pages that the kernel faults in and zeroes: about
-# 3 ms of a prepared-frames clip's 25 here. Raised thresholds keep freed memory in the worker's heap
+# 3 ms more per prepared-frames clip here. Raised thresholds keep freed memory in the worker's heap
 # for the next clip (its footprint stays at its peak: a few batches).
 MALLOPT = ((-3, 32 << 20), (-1, 512 << 20))  # (M_MMAP_THRESHOLD, bytes), (M_TRIM_THRESHOLD, bytes)
 
